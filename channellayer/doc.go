@@ -1,0 +1,39 @@
+// Package channellayer carries messages between the consumers of every
+// Herald instance: send to one channel, add a channel to a group, send to
+// a group. It knows nothing of WebSockets, HTTP or Postgres; anything that
+// publishes (the HTTP API, the notifier, a Go service) talks to a Layer.
+//
+// # Names
+//
+// Group and channel names follow Django Channels: ASCII letters, digits,
+// '-', '_' and '.', shorter than MaxNameLength (100) bytes. Channel names
+// made by NewChannel also hold one '!' that separates the part naming the
+// instance from the part naming the connection. A bad name is an error
+// wrapping ErrInvalidName, never a silent drop.
+//
+// # Messages
+//
+// A Message is a JSON object with a non-empty string "type", kept encoded:
+// it is encoded once where it is published and the same bytes are handed
+// to every local member (see package groups).
+//
+// # Implementations
+//
+// Memory serves one process and needs no service. Redis shares groups and
+// channels between every instance on one Redis: an instance subscribes to
+// a group's Redis channel only while it has a local member, and a group
+// send is one PUBLISH. Both pass the conformance suite in layertest.
+//
+// # Delivery
+//
+// Within one layer, messages from one sender to one receiver keep their
+// order. Delivery is at most once: a Redis outage loses the messages
+// published while it lasts, and sends made meanwhile fail with an error
+// wrapping ErrUnavailable. A send that reaches nobody returns an error
+// wrapping ErrNoReceivers, so a caller can tell "sent" from "went
+// nowhere".
+//
+// The layer hands each message to a member's Deliver, which must not
+// block; a member too slow to keep up must drop itself (package consumer
+// disconnects it) rather than hold up the layer.
+package channellayer

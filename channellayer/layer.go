@@ -1,0 +1,123 @@
+package channellayer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/heraldhq/herald/groups"
+)
+
+var (
+	// ErrInvalidName reports a group or channel name that breaks the
+	// naming rules.
+	ErrInvalidName = errors.New("channellayer: invalid name")
+	// ErrInvalidMessage reports a message that is not a JSON object with a
+	// non-empty string "type".
+	ErrInvalidMessage = errors.New("channellayer: invalid message")
+	// ErrNoReceivers reports a send that reached nobody: no member of the
+	// group, or no such channel, on any instance.
+	ErrNoReceivers = errors.New("channellayer: no receivers")
+	// ErrUnavailable reports that the layer's backing service cannot be
+	// reached. The operation may succeed if retried later.
+	ErrUnavailable = errors.New("channellayer: unavailable")
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("channellayer: closed")
+)
+
+// Layer carries messages between the consumers of every instance that
+// shares it. Implementations are safe for concurrent use.
+type Layer interface {
+	// NewChannel registers m as a local receiver and returns a channel name
+	// unique across every instance sharing the layer. Messages sent to the
+	// name are handed to m.Deliver.
+	NewChannel(m groups.Member) (string, error)
+	// CloseChannel unregisters a channel created by NewChannel on this
+	// instance and removes it from every group it joined.
+	CloseChannel(ctx context.Context, channel string) error
+	// Send delivers msg to one channel, wherever it lives.
+	Send(ctx context.Context, channel string, msg Message) error
+	// GroupAdd adds a local channel to group. When it returns, every later
+	// GroupSend reaches the channel.
+	GroupAdd(ctx context.Context, group, channel string) error
+	// GroupDiscard removes a local channel from group. Discarding a channel
+	// that is not a member is not an error.
+	GroupDiscard(ctx context.Context, group, channel string) error
+	// GroupSend delivers msg to every member of group on every instance. It
+	// returns an error wrapping ErrNoReceivers if the group has no member.
+	GroupSend(ctx context.Context, group string, msg Message) error
+	// Close releases the layer's resources. Local channels stop receiving.
+	Close() error
+}
+
+// LocalSender is implemented by layers that can deliver to this
+// instance's members of a group without touching other instances. It
+// suits a source that every instance observes on its own, such as a
+// Postgres notification each instance LISTENs to: sending it locally on
+// each instance delivers it exactly once to every member.
+type LocalSender interface {
+	// GroupSendLocal delivers msg to this instance's members of group. It
+	// returns an error wrapping ErrNoReceivers if there is none.
+	GroupSendLocal(ctx context.Context, group string, msg Message) error
+}
+
+// Checker is implemented by layers whose backing service can be probed.
+type Checker interface {
+	// Check reports whether the layer can currently send.
+	Check(ctx context.Context) error
+}
+
+// MaxNameLength is one more than the longest valid group or channel name,
+// as in Django Channels.
+const MaxNameLength = 100
+
+// ValidGroupName reports an error wrapping ErrInvalidName unless name is
+// made of ASCII letters, digits, '-', '_' and '.', and is shorter than
+// MaxNameLength.
+func ValidGroupName(name string) error {
+	if err := validName(name, false); err != nil {
+		return fmt.Errorf("%w: group %q: %s", ErrInvalidName, truncate(name), err.Error())
+	}
+	return nil
+}
+
+// ValidChannelName is ValidGroupName for channel names, which may also hold
+// one '!' separating the instance part from the local part.
+func ValidChannelName(name string) error {
+	if err := validName(name, true); err != nil {
+		return fmt.Errorf("%w: channel %q: %s", ErrInvalidName, truncate(name), err.Error())
+	}
+	return nil
+}
+
+type nameError string
+
+func (e nameError) Error() string { return string(e) }
+
+func validName(name string, channel bool) error {
+	if name == "" {
+		return nameError("empty")
+	}
+	if len(name) >= MaxNameLength {
+		return nameError(fmt.Sprintf("%d bytes long, the limit is %d", len(name), MaxNameLength-1))
+	}
+	bang := false
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		case c == '!' && channel && !bang && i > 0:
+			bang = true
+		default:
+			return nameError(fmt.Sprintf("character %q at byte %d is not allowed (use ASCII letters, digits, '-', '_' and '.')", c, i))
+		}
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > MaxNameLength+20 {
+		return s[:MaxNameLength] + "..."
+	}
+	return s
+}

@@ -1,0 +1,145 @@
+package channellayer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/heraldhq/herald/groups"
+)
+
+// Memory is a Layer that lives in one process. It needs no service, and
+// instances do not share it: use it for a single instance. The zero value
+// is not usable; call NewMemory.
+type Memory struct {
+	prefix string
+	seq    atomic.Uint64
+	reg    groups.Registry
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+var (
+	_ Layer       = (*Memory)(nil)
+	_ LocalSender = (*Memory)(nil)
+	_ Checker     = (*Memory)(nil)
+)
+
+// NewMemory returns an empty in-memory layer.
+func NewMemory() *Memory {
+	return &Memory{prefix: "memory." + randomID() + "!"}
+}
+
+// NewChannel implements Layer.
+func (l *Memory) NewChannel(m groups.Member) (string, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return "", ErrClosed
+	}
+	name := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
+	l.reg.AddChannel(name, m)
+	return name, nil
+}
+
+// CloseChannel implements Layer.
+func (l *Memory) CloseChannel(_ context.Context, channel string) error {
+	l.reg.RemoveChannel(channel)
+	return nil
+}
+
+// Send implements Layer.
+func (l *Memory) Send(_ context.Context, channel string, msg Message) error {
+	if err := l.check(ValidChannelName(channel), msg); err != nil {
+		return err
+	}
+	if !l.reg.SendChannel(channel, msg.typ, msg.data) {
+		return fmt.Errorf("%w: no channel %q", ErrNoReceivers, channel)
+	}
+	return nil
+}
+
+// GroupAdd implements Layer.
+func (l *Memory) GroupAdd(_ context.Context, group, channel string) error {
+	if err := l.checkNames(group, channel); err != nil {
+		return err
+	}
+	_, err := l.reg.Join(group, channel)
+	return err
+}
+
+// GroupDiscard implements Layer.
+func (l *Memory) GroupDiscard(_ context.Context, group, channel string) error {
+	if err := l.checkNames(group, channel); err != nil {
+		return err
+	}
+	l.reg.Leave(group, channel)
+	return nil
+}
+
+// GroupSend implements Layer.
+func (l *Memory) GroupSend(ctx context.Context, group string, msg Message) error {
+	return l.GroupSendLocal(ctx, group, msg)
+}
+
+// GroupSendLocal implements LocalSender. For Memory it is GroupSend.
+func (l *Memory) GroupSendLocal(_ context.Context, group string, msg Message) error {
+	if err := l.check(ValidGroupName(group), msg); err != nil {
+		return err
+	}
+	if l.reg.SendGroup(group, msg.typ, msg.data) == 0 {
+		return fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
+	}
+	return nil
+}
+
+// Check implements Checker: a memory layer is always reachable until
+// closed.
+func (l *Memory) Check(context.Context) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close implements Layer.
+func (l *Memory) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	return nil
+}
+
+func (l *Memory) checkNames(group, channel string) error {
+	if err := ValidGroupName(group); err != nil {
+		return err
+	}
+	if err := ValidChannelName(channel); err != nil {
+		return err
+	}
+	return l.Check(context.Background())
+}
+
+func (l *Memory) check(nameErr error, msg Message) error {
+	if nameErr != nil {
+		return nameErr
+	}
+	if !msg.Valid() {
+		return fmt.Errorf("%w: zero Message", ErrInvalidMessage)
+	}
+	return l.Check(context.Background())
+}
+
+// randomID returns 12 random hex characters.
+func randomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

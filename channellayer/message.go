@@ -1,0 +1,86 @@
+package channellayer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Message is one JSON object with a string "type", held in its encoded
+// form so that it is encoded once and written many times. The zero
+// Message is invalid.
+type Message struct {
+	typ  string
+	data []byte
+}
+
+// NewMessage encodes v, which must marshal to a JSON object with a
+// non-empty string "type".
+func NewMessage(v any) (Message, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	}
+	return ParseMessage(data)
+}
+
+// ParseMessage checks that data is a JSON object with a non-empty string
+// "type" and wraps it without copying; the caller must not modify data
+// afterwards.
+func ParseMessage(data []byte) (Message, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return Message{}, fmt.Errorf("%w: not a JSON object", ErrInvalidMessage)
+	}
+	if !utf8.Valid(data) {
+		return Message{}, fmt.Errorf("%w: not valid UTF-8", ErrInvalidMessage)
+	}
+	var head struct {
+		Type *json.RawMessage `json:"type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return Message{}, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	}
+	if head.Type == nil {
+		return Message{}, fmt.Errorf("%w: missing \"type\"", ErrInvalidMessage)
+	}
+	var typ string
+	if err := json.Unmarshal(*head.Type, &typ); err != nil {
+		return Message{}, fmt.Errorf("%w: \"type\" is not a string", ErrInvalidMessage)
+	}
+	if typ == "" {
+		return Message{}, fmt.Errorf("%w: \"type\" is empty", ErrInvalidMessage)
+	}
+	return Message{typ: typ, data: data}, nil
+}
+
+// Type returns the message's "type".
+func (m Message) Type() string { return m.typ }
+
+// Bytes returns the encoded JSON object. It is shared: do not modify it.
+func (m Message) Bytes() []byte { return m.data }
+
+// Valid reports whether m was made by NewMessage or ParseMessage.
+func (m Message) Valid() bool { return m.typ != "" }
+
+// MarshalJSON returns the encoded object.
+func (m Message) MarshalJSON() ([]byte, error) {
+	if !m.Valid() {
+		return nil, ErrInvalidMessage
+	}
+	return m.data, nil
+}
+
+// UnmarshalJSON parses and validates a message.
+func (m *Message) UnmarshalJSON(data []byte) error {
+	msg, err := ParseMessage(append([]byte(nil), data...))
+	if err != nil {
+		return err
+	}
+	*m = msg
+	return nil
+}
+
+// String returns the encoded object as text.
+func (m Message) String() string { return string(m.data) }

@@ -1,0 +1,217 @@
+package groups
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// ErrUnknownChannel is returned by Join when the channel has no local
+// Member registered.
+var ErrUnknownChannel = errors.New("groups: unknown channel")
+
+// Member is the receiving end of a local channel, usually a connection.
+type Member interface {
+	// Deliver queues one message for the member. data is the encoded JSON
+	// object, shared with every other recipient, and must not be modified.
+	// Deliver must not block.
+	Deliver(msgType string, data []byte)
+}
+
+// MemberFunc adapts a function to the Member interface.
+type MemberFunc func(msgType string, data []byte)
+
+// Deliver calls f(msgType, data).
+func (f MemberFunc) Deliver(msgType string, data []byte) { f(msgType, data) }
+
+type channel struct {
+	member Member
+	groups map[string]struct{}
+}
+
+// Registry is the local membership of one instance. The zero value is
+// ready to use.
+type Registry struct {
+	mu       sync.RWMutex
+	channels map[string]*channel
+	groups   map[string]*groupMembers
+}
+
+type groupMembers struct {
+	// members is replaced, never modified in place, so fan-out can iterate
+	// a snapshot without holding the lock.
+	members []Member
+	names   []string       // names[i] is the channel of members[i]
+	pos     map[string]int // channel name -> index in members
+}
+
+// AddChannel registers m as the receiver of the local channel name. It
+// replaces any member already registered under that name.
+func (r *Registry) AddChannel(name string, m Member) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.channels == nil {
+		r.channels = make(map[string]*channel)
+		r.groups = make(map[string]*groupMembers)
+	}
+	if old, ok := r.channels[name]; ok {
+		old.member = m
+		for name2 := range old.groups {
+			g := r.groups[name2]
+			members := append([]Member(nil), g.members...)
+			members[g.pos[name]] = m
+			g.members = members
+		}
+		return
+	}
+	r.channels[name] = &channel{member: m}
+}
+
+// RemoveChannel forgets the channel and removes it from every group it
+// belonged to. It returns the groups left with no local member, in no
+// particular order.
+func (r *Registry) RemoveChannel(name string) (emptied []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch, ok := r.channels[name]
+	if !ok {
+		return nil
+	}
+	for g := range ch.groups {
+		if r.leaveLocked(g, name) {
+			emptied = append(emptied, g)
+		}
+	}
+	delete(r.channels, name)
+	return emptied
+}
+
+// Join adds the local channel to group. first reports whether the channel
+// is the group's first local member. Joining twice is a no-op.
+func (r *Registry) Join(group, channelName string) (first bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch, ok := r.channels[channelName]
+	if !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownChannel, channelName)
+	}
+	if _, ok := ch.groups[group]; ok {
+		return false, nil
+	}
+	if ch.groups == nil {
+		ch.groups = make(map[string]struct{}, 1)
+	}
+	ch.groups[group] = struct{}{}
+	g := r.groups[group]
+	if g == nil {
+		g = &groupMembers{pos: make(map[string]int, 1)}
+		r.groups[group] = g
+	}
+	n := len(g.members)
+	members := make([]Member, n, n+1)
+	copy(members, g.members)
+	g.members = append(members, ch.member)
+	g.names = append(g.names, channelName)
+	g.pos[channelName] = n
+	return n == 0, nil
+}
+
+// Leave removes the local channel from group. last reports whether the
+// group has no local member left because of this call.
+func (r *Registry) Leave(group, channelName string) (last bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch, ok := r.channels[channelName]
+	if !ok {
+		return false
+	}
+	if _, ok := ch.groups[group]; !ok {
+		return false
+	}
+	return r.leaveLocked(group, channelName)
+}
+
+func (r *Registry) leaveLocked(name, channelName string) bool {
+	delete(r.channels[channelName].groups, name)
+	g := r.groups[name]
+	last := len(g.members) - 1
+	if last == 0 {
+		delete(r.groups, name)
+		return true
+	}
+	pos := g.pos[channelName]
+	delete(g.pos, channelName)
+	// Move the last member into the hole, in a fresh slice so that a
+	// fan-out iterating the old snapshot is not disturbed.
+	members := make([]Member, last)
+	copy(members, g.members[:last])
+	if pos != last {
+		members[pos] = g.members[last]
+		g.names[pos] = g.names[last]
+		g.pos[g.names[pos]] = pos
+	}
+	g.members = members
+	g.names = g.names[:last]
+	return false
+}
+
+// SendGroup delivers the message to every local member of group and
+// returns how many there were.
+func (r *Registry) SendGroup(group, msgType string, data []byte) int {
+	var members []Member
+	r.mu.RLock()
+	if g := r.groups[group]; g != nil {
+		members = g.members
+	}
+	r.mu.RUnlock()
+	for _, m := range members {
+		m.Deliver(msgType, data)
+	}
+	return len(members)
+}
+
+// SendChannel delivers the message to the local channel and reports
+// whether it exists.
+func (r *Registry) SendChannel(name, msgType string, data []byte) bool {
+	r.mu.RLock()
+	ch, ok := r.channels[name]
+	var m Member
+	if ok {
+		m = ch.member
+	}
+	r.mu.RUnlock()
+	if !ok {
+		return false
+	}
+	m.Deliver(msgType, data)
+	return true
+}
+
+// Groups returns the names of the groups that have at least one local
+// member.
+func (r *Registry) Groups() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.groups))
+	for g := range r.groups {
+		names = append(names, g)
+	}
+	return names
+}
+
+// Len returns the number of local members of group.
+func (r *Registry) Len(group string) int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if g := r.groups[group]; g != nil {
+		return len(g.members)
+	}
+	return 0
+}
+
+// Channels returns the number of registered local channels.
+func (r *Registry) Channels() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.channels)
+}
