@@ -1,0 +1,160 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald/channellayer"
+)
+
+// ErrClosed is returned by Send on a connection that is closing.
+var ErrClosed = errors.New("consumer: connection closed")
+
+// Conn is one client connection as its consumer sees it. It is the
+// groups.Member of its channel: layer messages are queued by Deliver and
+// handed to the consumer's Dispatch on the connection's writer.
+type Conn struct {
+	id      uint64
+	channel string
+	req     *http.Request
+	params  map[string]string
+	layer   channellayer.Layer
+	log     *slog.Logger
+	srv     *Server
+
+	ws     *websocket.Conn
+	ctx    context.Context // ends when the connection is over
+	cancel context.CancelFunc
+
+	// The outbound queue: layer messages to dispatch and frames to write,
+	// in arrival order, bounded by srv.queueSize(). The writer swaps it out
+	// whole, so producers never wait on a write.
+	mu        sync.Mutex
+	queue     []item
+	wake      chan struct{} // capacity 1: something queued, or closing
+	closing   bool
+	closeCode websocket.StatusCode
+	closeWhy  string
+	byUs      bool // we started the close
+}
+
+type item struct {
+	msgType string // non-empty for a layer message to dispatch
+	data    []byte
+}
+
+// ID returns the connection's id, unique within this process, which every
+// log line about the connection carries.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Channel returns the connection's channel name on the layer. A backend
+// can send to exactly this connection with Layer.Send.
+func (c *Conn) Channel() string { return c.channel }
+
+// Layer returns the channel layer the connection lives on.
+func (c *Conn) Layer() channellayer.Layer { return c.layer }
+
+// Request returns the HTTP request that opened the connection.
+func (c *Conn) Request() *http.Request { return c.req }
+
+// Param returns the URL path parameter name, as matched by the router.
+func (c *Conn) Param(name string) string { return c.params[name] }
+
+// Logger returns a logger that tags every line with the connection id.
+func (c *Conn) Logger() *slog.Logger { return c.log }
+
+// Context returns a context that ends when the connection is over.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Deliver implements groups.Member. It never blocks: when the outbound
+// queue is full the client is too slow, and it is closed with
+// StatusTooSlow.
+func (c *Conn) Deliver(msgType string, data []byte) {
+	c.push(item{msgType: msgType, data: data})
+}
+
+// Send queues one text frame for the client. data is written as it is and
+// must not be modified afterwards; it may be shared with other
+// connections. Send never blocks.
+func (c *Conn) Send(data []byte) error {
+	if !c.push(item{data: data}) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// SendJSON encodes v and queues it as one text frame.
+func (c *Conn) SendJSON(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.Send(data)
+}
+
+// Close closes the connection with code and reason. It does not block.
+func (c *Conn) Close(code websocket.StatusCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+}
+
+func (c *Conn) closeLocked(code websocket.StatusCode, reason string) {
+	if c.closing {
+		return
+	}
+	c.closing, c.closeCode, c.closeWhy, c.byUs = true, code, reason, true
+	c.queue = nil
+	c.signal()
+}
+
+func (c *Conn) push(it item) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	if len(c.queue) >= c.srv.queueSize() {
+		c.srv.slow.Add(1)
+		c.log.Warn("consumer: client too slow, closing", "queued", len(c.queue))
+		c.closeLocked(StatusTooSlow, "too slow: outbound queue full")
+		return false
+	}
+	c.queue = append(c.queue, it)
+	if len(c.queue) == 1 {
+		c.signal()
+	}
+	return true
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns everything queued, or closing = true once Close was called.
+func (c *Conn) take(spare []item) (batch []item, closing bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return nil, true
+	}
+	batch = c.queue
+	// Hand back the previous batch's storage if it is small, so a steady
+	// trickle does not allocate, and drop it if a burst made it large.
+	if cap(spare) <= 64 {
+		clear(spare)
+		c.queue = spare[:0]
+	} else {
+		c.queue = nil
+	}
+	return batch, false
+}

@@ -1,0 +1,39 @@
+// Package consumer runs WebSocket connections the way Django Channels
+// runs consumers: each connection gets a Consumer and its own channel on
+// the channel layer, so a backend can send to exactly that connection,
+// and it may join groups.
+//
+// # Lifecycle
+//
+// Server.Serve registers the channel, calls Consumer.Connect (accept,
+// reject before the upgrade with an HTTP status, or accept and close with
+// a code), then calls Receive for each client frame and Dispatch for each
+// layer message, and finally Disconnect exactly once, whatever ended the
+// connection. The channel is removed from the layer, and so from every
+// group, when the connection ends.
+//
+// # Goroutines and the outbound queue
+//
+// A connection has two goroutines: the HTTP handler's, which reads client
+// frames and calls Receive, and one writer, which calls Dispatch and
+// writes frames. Nothing else writes to the socket. Layer messages and
+// frames wait in one bounded queue (Server.QueueSize, default 256); the
+// layer's Deliver and Conn.Send never block. When the queue is full the
+// client is too slow: it is closed with StatusTooSlow (4008) and counted
+// in Stats, and nobody else waits for it.
+//
+// # Encode once
+//
+// A layer message arrives as encoded bytes shared by every local member
+// of its group. ForwardToClient writes those bytes unchanged, so a group
+// message is encoded once per instance, not once per recipient.
+//
+// # Client frames
+//
+// Text frames must be valid UTF-8 (else close 1007) and at most
+// Server.ReadLimit bytes (default 64 KiB, else close 1009); binary frames
+// close with 1003. The JSON base answers a text frame that is not a JSON
+// object with {"type":"error","error":"..."} and keeps the connection.
+//
+// Close codes are listed, with whether to reconnect, in close.go.
+package consumer

@@ -1,0 +1,116 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald/channellayer"
+)
+
+// HandlerFunc handles one layer message of the type it was registered for.
+type HandlerFunc func(ctx context.Context, c *Conn, msg channellayer.Message) error
+
+// Routes maps layer message types to handlers, as Django Channels maps a
+// message "type" such as "name.gossip" to a consumer method name_gossip.
+// Build one table and share it between connections; it must not be
+// changed once connections use it.
+type Routes struct {
+	m map[string]HandlerFunc
+}
+
+// HandleFunc registers h for messages of type msgType, replacing any
+// handler registered before.
+func (r *Routes) HandleFunc(msgType string, h HandlerFunc) {
+	if r.m == nil {
+		r.m = make(map[string]HandlerFunc)
+	}
+	r.m[msgType] = h
+}
+
+// Handler returns the handler for msgType, or nil.
+func (r *Routes) Handler(msgType string) HandlerFunc {
+	if r == nil {
+		return nil
+	}
+	return r.m[msgType]
+}
+
+// ForwardToClient is a HandlerFunc that writes the message to the client
+// unchanged, field for field, as Channels' send_json(event) does. The
+// encoded bytes are shared with every other recipient.
+func ForwardToClient(_ context.Context, c *Conn, msg channellayer.Message) error {
+	_ = c.Send(msg.Bytes())
+	return nil
+}
+
+// JSON is a Consumer base for clients that speak JSON objects in text
+// frames. Every field is optional. A JSON value can be shared by many
+// connections as long as its fields are not changed.
+type JSON struct {
+	// Routes dispatches layer messages by their "type". A message with no
+	// handler is logged and dropped; the connection stays open.
+	Routes *Routes
+	// OnConnect decides whether to accept, as Consumer.Connect. Nil
+	// accepts every connection.
+	OnConnect func(ctx context.Context, c *Conn) error
+	// OnReceive handles one client frame decoded as a JSON object. Nil
+	// ignores client frames. A frame that is not a JSON object is answered
+	// with an error frame ({"type":"error","error":...}) and never reaches
+	// OnReceive.
+	OnReceive func(ctx context.Context, c *Conn, obj map[string]json.RawMessage) error
+	// OnDisconnect is called once when the connection is over.
+	OnDisconnect func(c *Conn, status websocket.StatusCode)
+}
+
+var _ Consumer = (*JSON)(nil)
+
+// Connect implements Consumer.
+func (j *JSON) Connect(ctx context.Context, c *Conn) error {
+	if j.OnConnect == nil {
+		return nil
+	}
+	return j.OnConnect(ctx, c)
+}
+
+// Receive implements Consumer.
+func (j *JSON) Receive(ctx context.Context, c *Conn, _ websocket.MessageType, data []byte) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
+		why := "frame is not a JSON object"
+		if err != nil {
+			why = fmt.Sprintf("frame is not a JSON object: %v", err)
+		}
+		return c.SendJSON(ErrorFrame{Type: "error", Error: why})
+	}
+	if j.OnReceive == nil {
+		return nil
+	}
+	return j.OnReceive(ctx, c, obj)
+}
+
+// Dispatch implements Consumer.
+func (j *JSON) Dispatch(ctx context.Context, c *Conn, msg channellayer.Message) error {
+	h := j.Routes.Handler(msg.Type())
+	if h == nil {
+		c.srv.drops.Add(1)
+		c.log.Warn("consumer: no handler for message type; dropped", "type", msg.Type())
+		return nil
+	}
+	return h(ctx, c, msg)
+}
+
+// Disconnect implements Consumer.
+func (j *JSON) Disconnect(c *Conn, status websocket.StatusCode) {
+	if j.OnDisconnect != nil {
+		j.OnDisconnect(c, status)
+	}
+}
+
+// ErrorFrame is what a client receives when a frame it sent was refused.
+type ErrorFrame struct {
+	Type  string `json:"type"` // always "error"
+	Error string `json:"error"`
+}

@@ -1,0 +1,321 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald/channellayer"
+)
+
+// Server accepts WebSocket connections and runs their consumers. Layer is
+// required; every other field has a working zero value. A Server must not
+// be copied after first use.
+type Server struct {
+	// Layer carries the connections' channel and group traffic. Required.
+	Layer channellayer.Layer
+	// Logger receives connection events. Default slog.Default().
+	Logger *slog.Logger
+	// OriginPatterns lists the hosts, as path.Match patterns, whose pages
+	// may open a connection, besides the server's own host (which is
+	// always allowed). Default: only the server's own host.
+	OriginPatterns []string
+	// QueueSize is how many outbound messages may wait for one client
+	// before it is closed as too slow (StatusTooSlow). Default 256.
+	QueueSize int
+	// ReadLimit is the largest client frame in bytes; a larger one closes
+	// the connection with StatusTooBig. Default 64 KiB.
+	ReadLimit int64
+	// WriteTimeout bounds writing one frame to a client. Default 10s.
+	WriteTimeout time.Duration
+
+	ids   atomic.Uint64
+	open  atomic.Int64
+	slow  atomic.Int64
+	drops atomic.Int64
+
+	mu       sync.Mutex
+	conns    map[*Conn]struct{}
+	draining bool
+	wg       sync.WaitGroup
+}
+
+// Stats are counters of a Server's connections.
+type Stats struct {
+	Open            int64 // connections open now
+	SlowDisconnects int64 // clients closed with StatusTooSlow
+	Unhandled       int64 // layer messages dropped for want of a handler
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{Open: s.open.Load(), SlowDisconnects: s.slow.Load(), Unhandled: s.drops.Load()}
+}
+
+func (s *Server) queueSize() int {
+	if s.QueueSize > 0 {
+		return s.QueueSize
+	}
+	return 256
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// ErrDraining is the reason new connections are refused during Shutdown.
+var ErrDraining = errors.New("consumer: server is shutting down")
+
+// Serve runs one connection: it builds the consumer, registers its
+// channel, calls Connect, upgrades and then serves the connection until it
+// ends. It returns when the connection is over. params are the URL path
+// parameters the router matched.
+func (s *Server) Serve(w http.ResponseWriter, r *http.Request, params map[string]string, newConsumer Constructor) {
+	if s.Layer == nil {
+		s.logger().Error("consumer: Server.Layer is nil")
+		http.Error(w, "server misconfigured", http.StatusInternalServerError)
+		return
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		http.Error(w, "server is shutting down; reconnect", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	id := s.ids.Add(1)
+	c := &Conn{
+		id:     id,
+		req:    r,
+		params: params,
+		layer:  s.Layer,
+		log:    s.logger().With("conn", id),
+		srv:    s,
+		ctx:    ctx,
+		cancel: cancel,
+		wake:   make(chan struct{}, 1),
+	}
+	name, err := s.Layer.NewChannel(c)
+	if err != nil {
+		c.log.Error("consumer: no channel for connection", "err", err)
+		http.Error(w, "channel layer unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	c.channel = name
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer ccancel()
+		if err := s.Layer.CloseChannel(cctx, name); err != nil {
+			c.log.Warn("consumer: closing channel", "err", err)
+		}
+	}()
+
+	cons := newConsumer(r)
+	status := websocket.StatusCode(-1)
+	defer func() { cons.Disconnect(c, status) }()
+
+	var closeErr websocket.CloseError
+	switch err := cons.Connect(ctx, c); {
+	case err == nil:
+	case errors.As(err, &closeErr):
+		c.Close(closeErr.Code, closeErr.Reason)
+	default:
+		var rej *RejectError
+		if errors.As(err, &rej) {
+			http.Error(w, rej.Reason, rej.status())
+			status = websocket.StatusCode(-1)
+			return
+		}
+		c.log.Error("consumer: connect failed", "err", err)
+		http.Error(w, "connect failed", http.StatusInternalServerError)
+		return
+	}
+
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		OriginPatterns:  s.OriginPatterns,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		// Accept has written the HTTP error (403 for a foreign origin).
+		c.log.Info("consumer: upgrade refused", "err", err)
+		return
+	}
+	c.ws = ws
+	limit := s.ReadLimit
+	if limit <= 0 {
+		limit = 64 << 10
+	}
+	ws.SetReadLimit(limit)
+
+	s.track(c, true)
+	defer s.track(c, false)
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.write(c, cons)
+	}()
+	readErr := s.read(c, cons)
+	// The reader is done: the peer closed, the connection broke, or our
+	// own close handshake finished. Stop the writer and release the socket.
+	cancel()
+	<-writerDone
+	ws.CloseNow()
+
+	c.mu.Lock()
+	byUs, code := c.byUs, c.closeCode
+	c.mu.Unlock()
+	switch {
+	case byUs:
+		status = code
+	case readErr != nil && strings.Contains(readErr.Error(), "read limited at"):
+		// coder/websocket closes an oversized frame with 1009 itself and
+		// reports it only in the error's text.
+		status = StatusTooBig
+	default:
+		status = websocket.CloseStatus(readErr)
+	}
+	c.log.Debug("consumer: disconnected", "status", int(status), "by_server", byUs)
+}
+
+func (s *Server) track(c *Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = make(map[*Conn]struct{})
+	}
+	if add {
+		s.conns[c] = struct{}{}
+		s.open.Add(1)
+		if s.draining {
+			c.Close(StatusServiceRestart, "server shutting down")
+		}
+	} else {
+		delete(s.conns, c)
+		s.open.Add(-1)
+	}
+}
+
+// read is the connection's reading loop. It returns the error that ended
+// it.
+func (s *Server) read(c *Conn, cons Consumer) error {
+	for {
+		kind, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return err
+		}
+		switch {
+		case kind != websocket.MessageText:
+			c.Close(StatusUnsupportedData, "binary frames are not supported; send JSON text")
+			continue
+		case !utf8.Valid(data):
+			c.Close(StatusInvalidPayload, "text frame is not valid UTF-8")
+			continue
+		}
+		if err := cons.Receive(c.ctx, c, kind, data); err != nil {
+			s.fail(c, "receive", err)
+		}
+	}
+}
+
+// write is the connection's only writer. It dispatches layer messages to
+// the consumer and writes frames, in queue order, and performs the close
+// handshake when the connection is closed from our side.
+func (s *Server) write(c *Conn, cons Consumer) {
+	timeout := s.WriteTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	var spare []item
+	for {
+		select {
+		case <-c.wake:
+		case <-c.ctx.Done():
+			return
+		}
+		batch, closing := c.take(spare)
+		if closing {
+			c.mu.Lock()
+			code, why := c.closeCode, c.closeWhy
+			c.mu.Unlock()
+			// Close writes the close frame and waits for the client's
+			// answer, which the reader receives; then Read fails and the
+			// reader ends the connection.
+			_ = c.ws.Close(code, why)
+			return
+		}
+		for i, it := range batch {
+			if it.msgType != "" {
+				err := cons.Dispatch(c.ctx, c, channellayer.MessageFrom(it.msgType, it.data))
+				if err != nil {
+					s.fail(c, "dispatch", err)
+				}
+				continue
+			}
+			wctx, wcancel := context.WithTimeout(c.ctx, timeout)
+			err := c.ws.Write(wctx, websocket.MessageText, it.data)
+			wcancel()
+			if err != nil {
+				c.log.Debug("consumer: write failed", "err", err)
+				c.cancel()
+				return
+			}
+			batch[i] = item{}
+		}
+		spare = batch
+	}
+}
+
+func (s *Server) fail(c *Conn, stage string, err error) {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		c.Close(ce.Code, ce.Reason)
+		return
+	}
+	c.log.Error("consumer: "+stage+" failed", "err", err)
+	c.Close(StatusInternalError, "internal error")
+}
+
+// Shutdown refuses new connections, closes every open one with
+// StatusServiceRestart so clients reconnect elsewhere, and waits until
+// their consumers have finished or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	for c := range s.conns {
+		c.Close(StatusServiceRestart, "server shutting down")
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.cancel()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
