@@ -12,9 +12,12 @@
 //
 // Deliver receives the message type and the encoded JSON object. The same
 // byte slice is handed to every member of a group (encode once, write
-// many), so members must treat it as read-only. Deliver is called while
-// the registry holds a read lock and must never block: a member that
-// cannot keep up drops itself, it does not stall the sender.
+// many), so members must treat it as read-only. Deliver runs on the
+// sender's goroutine (for the Redis layer, the one goroutine that reads
+// the subscription) and must never block: a member that cannot keep up
+// drops itself, it does not stall the sender. Fan-out iterates a snapshot
+// of the group taken under a read lock, so a member may join or leave
+// groups from inside Deliver.
 //
 // # Concurrency
 //

@@ -1,0 +1,384 @@
+package notifier_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/notifier"
+	"github.com/heraldhq/herald/notifier/pgtest"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// localOnly is a memory layer whose GroupSend fails, to prove that the
+// Listener delivers with GroupSendLocal when it can.
+type localOnly struct{ *channellayer.Memory }
+
+func (localOnly) GroupSend(context.Context, string, channellayer.Message) error {
+	return errors.New("GroupSend called; the Listener must send locally")
+}
+
+func TestListenerDeliversInsert(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := localOnly{channellayer.NewMemory()}
+	in := join(t, layer)
+	l := startListener(t, pool, layer, notifier.Config{})
+
+	p := insert(t, pool, "alice", `hello "world" <b>&</b> ünïcødé ✓`)
+	in.expect(t, p)
+
+	if err := l.Run(t.Context()); err == nil {
+		t.Error("a second concurrent Run returned nil")
+	}
+	if !l.Ready() {
+		t.Error("Ready() = false while listening")
+	}
+}
+
+func TestListenerIgnoresUpdateDeleteAndRollback(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	// Pinging between every statement must not disturb listening.
+	startListener(t, pool, layer, notifier.Config{PingInterval: 5 * time.Millisecond})
+
+	p := insert(t, pool, "bob", "first")
+	in.expect(t, p)
+
+	if _, err := pool.Exec(t.Context(), "UPDATE posts SET message = 'edited' WHERE id = $1", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(t.Context(), "DELETE FROM posts WHERE id = $1", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert(t, tx, "bob", "rolled back")
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Notifications arrive in commit order, so if the update, the delete
+	// or the rollback had sent anything it would come before this.
+	last := insert(t, pool, "bob", "sentinel")
+	in.expect(t, last)
+}
+
+func TestListenerLargePosts(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	startListener(t, pool, layer, notifier.Config{})
+
+	// Step across the size where the trigger stops sending the whole row,
+	// then far past the NOTIFY limit; quotes and multi-byte characters
+	// make the JSON longer than the message.
+	var msgs []string
+	for size := 7770; size <= 7850; size += 5 {
+		msgs = append(msgs, strings.Repeat("x", size))
+	}
+	msgs = append(msgs, strings.Repeat(`é"\`, notifier.MaxMessageBytes/4))
+	for _, msg := range msgs {
+		in.expect(t, insert(t, pool, "carol", msg))
+	}
+}
+
+func TestTriggerPayload(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(t.Context(), "LISTEN "+notifier.Channel); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(context.Background(), "UNLISTEN *")
+
+	var whole, idOnly int
+	for size := 7700; size <= 8000; size += 10 {
+		p := insert(t, pool, "ivan", strings.Repeat("y", size))
+		ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+		n, err := conn.Conn().WaitForNotification(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(n.Payload) >= 7900 {
+			t.Fatalf("payload of %d bytes, want under 7900", len(n.Payload))
+		}
+		var v map[string]any
+		if err := json.Unmarshal([]byte(n.Payload), &v); err != nil {
+			t.Fatalf("payload %.80q: %v", n.Payload, err)
+		}
+		if v["id"] != float64(p.ID) {
+			t.Fatalf("payload id %v, want %d", v["id"], p.ID)
+		}
+		switch len(v) {
+		case 1:
+			idOnly++
+		case 4:
+			whole++
+			if v["message"] != p.Message || v["created_at"] != p.CreatedAt.UTC().Format("2006-01-02T15:04:05.000000Z") {
+				t.Fatalf("payload %.80q does not match the row", n.Payload)
+			}
+		default:
+			t.Fatalf("payload has keys %v", v)
+		}
+	}
+	if whole == 0 || idOnly == 0 {
+		t.Errorf("%d whole and %d id-only payloads; the sizes should produce both", whole, idOnly)
+	}
+}
+
+func TestListenerOutOfOrderCommits(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	startListener(t, pool, layer, notifier.Config{})
+
+	// The older id commits last. A Listener that skipped ids below the
+	// highest delivered would drop it.
+	older, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer older.Rollback(context.Background())
+	p1 := insert(t, older, "dave", "older id, later commit")
+	p2 := insert(t, pool, "dave", "newer id, earlier commit")
+	if err := older.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	in.expect(t, p2)
+	in.expect(t, p1)
+}
+
+func TestListenerSkipsMalformedNotifications(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	l := startListener(t, pool, layer, notifier.Config{})
+
+	for _, payload := range []string{
+		"", "not json", "[]", "null", `{"id":-1}`, `{"id":"1"}`, `{"id":1,"author":"x"}`,
+		`{"id":999999}`, // no such row
+	} {
+		if _, err := pool.Exec(t.Context(), "SELECT pg_notify($1, $2)", notifier.Channel, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := insert(t, pool, "erin", "still here")
+	in.expect(t, p)
+	if !l.Ready() {
+		t.Error("Ready() = false after malformed notifications")
+	}
+}
+
+func TestListenerCatchesUp(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	l := startListener(t, pool, layer, notifier.Config{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+
+	// One connection for the test, kept while new ones are refused, and
+	// one to another database, since a database cannot refuse
+	// connections on its own behalf.
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	admin, err := pgx.Connect(t.Context(), pgtest.ServerURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	var dbName string
+	if err := conn.QueryRow(t.Context(), "SELECT current_database()").Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	allowConnections := func(allow bool) {
+		t.Helper()
+		sql := fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", pgx.Identifier{dbName}.Sanitize(), allow)
+		if _, err := admin.Exec(t.Context(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var want []notifier.Post
+	add := func(n int, phase string) {
+		for i := range n {
+			want = append(want, insert(t, conn, "frank", fmt.Sprintf("%s %d", phase, i)))
+		}
+	}
+	add(10, "before")
+
+	// Cut the Listener off and keep it off while posts are written, so
+	// that they can only reach it through catch-up.
+	allowConnections(false)
+	var killed bool
+	err = conn.QueryRow(t.Context(),
+		"SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'herald-notifier'",
+		dbName).Scan(&killed)
+	if err != nil || !killed {
+		t.Fatalf("terminate listener: killed=%v, err=%v", killed, err)
+	}
+	waitReady(t, l, false)
+	add(600, "away") // more than one catch-up page
+
+	// Let it back in while posts keep coming, so catch-up and live
+	// notifications overlap.
+	allowConnections(true)
+	add(300, "after")
+
+	for _, p := range want {
+		in.expect(t, p)
+	}
+	// Anything delivered twice would come before this.
+	in.expect(t, insert(t, conn, "frank", "sentinel"))
+	if !l.Ready() {
+		t.Error("Ready() = false after reconnecting")
+	}
+}
+
+func TestListenerWaitsForMigrate(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, false)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	l, err := notifier.New(pool, layer, notifier.Config{
+		Logger:     testLogger(t),
+		MinBackoff: time.Millisecond,
+		MaxBackoff: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	// Until the table exists the Listener retries and is not ready.
+	if l.Ready() {
+		t.Fatal("Ready() before the posts table exists")
+	}
+	if err := notifier.Migrate(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, l, true)
+	in.expect(t, insert(t, pool, "jane", "after migrating"))
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, false)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for range 5 {
+		wg.Go(func() { errs <- notifier.Migrate(t.Context(), pool) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if err := notifier.Migrate(t.Context(), pool); err != nil {
+		t.Errorf("Migrate again: %v", err)
+	}
+
+	var triggers int
+	err := pool.QueryRow(t.Context(),
+		"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'posts'::regclass AND NOT tgisinternal").Scan(&triggers)
+	if err != nil || triggers != 1 {
+		t.Fatalf("posts has %d triggers (err %v), want 1", triggers, err)
+	}
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	startListener(t, pool, layer, notifier.Config{})
+	in.expect(t, insert(t, pool, "gina", "after concurrent migrations"))
+}
+
+func TestPostgresStore(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	startListener(t, pool, layer, notifier.Config{})
+	store := notifier.NewPostgresStore(pool)
+
+	if _, err := store.Create(t.Context(), " ", "hi"); !errors.Is(err, notifier.ErrInvalidPost) {
+		t.Errorf("Create with blank author: %v, want ErrInvalidPost", err)
+	}
+	var created []notifier.Post
+	for i := range 3 {
+		p, err := store.Create(t.Context(), "  hank ", fmt.Sprint("post ", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ID == 0 || p.Author != "hank" || p.CreatedAt.IsZero() {
+			t.Fatalf("Create returned %+v", p)
+		}
+		created = append(created, p)
+		in.expect(t, p) // delivered by the trigger and the Listener
+	}
+	recent, err := store.Recent(t.Context(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recent) != 2 || recent[0].ID != created[2].ID || recent[1].ID != created[1].ID {
+		t.Fatalf("Recent(2) = %+v, want the last two posts, newest first", recent)
+	}
+	if !recent[0].CreatedAt.Equal(created[2].CreatedAt) || recent[0].Message != "post 2" {
+		t.Errorf("Recent returned %+v, want %+v", recent[0], created[2])
+	}
+	if recent, err := store.Recent(t.Context(), 0); err != nil || len(recent) != 0 {
+		t.Errorf("Recent(0) = %v, %v; want none", recent, err)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	// No connection is made: pgxpool connects lazily.
+	pool, err := pgxpool.New(t.Context(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	layer := channellayer.NewMemory()
+	for _, cfg := range []notifier.Config{
+		{Group: "no spaces"},
+		{MinBackoff: -time.Second},
+		{MinBackoff: time.Minute}, // above the default maximum
+		{MinBackoff: 2 * time.Second, MaxBackoff: time.Second},
+		{PingInterval: -time.Second},
+	} {
+		if _, err := notifier.New(pool, layer, cfg); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+	if _, err := notifier.New(pool, layer, notifier.Config{}); err != nil {
+		t.Errorf("New with zero Config: %v", err)
+	}
+}
