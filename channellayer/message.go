@@ -84,3 +84,11 @@ func (m *Message) UnmarshalJSON(data []byte) error {
 
 // String returns the encoded object as text.
 func (m Message) String() string { return string(m.data) }
+
+// MessageFrom rebuilds a Message from the parts a groups.Member was handed
+// by a layer, without checking them again: layers deliver only messages
+// that were valid when published, so members need not parse them once
+// per recipient.
+func MessageFrom(msgType string, data []byte) Message {
+	return Message{typ: msgType, data: data}
+}

@@ -1,0 +1,217 @@
+package router
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/notifier"
+)
+
+// API serves the HTTP API for backend services and the web page. Layer is
+// required; every other field is optional.
+type API struct {
+	// Layer delivers what the API sends.
+	Layer channellayer.Layer
+	// Posts stores posts for POST and GET /posts. Nil: no /posts routes.
+	Posts notifier.Store
+	// Token, when set, must be presented as "Authorization: Bearer <Token>"
+	// on every /api/ request.
+	Token string
+	// MaxBody is the largest request body in bytes. Default 64 KiB.
+	MaxBody int64
+	// Ready reports whether the instance can serve (layer and database
+	// reachable), for /readyz. Nil: always ready.
+	Ready func(ctx context.Context) error
+	// Logger receives server-side failures. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Mount adds the API's routes to r:
+//
+//	POST /api/groups/{group}/send     send a message to a group
+//	POST /api/channels/{channel}/send send a message to one channel
+//	POST /posts                       create a post
+//	GET  /posts                       recent posts, newest first
+//	GET  /healthz                     the process is alive
+//	GET  /readyz                      the layer and database are reachable
+func (a *API) Mount(r chi.Router) {
+	r.Route("/api", func(r chi.Router) {
+		r.Use(a.authorize)
+		r.Post("/groups/{group}/send", a.groupSend)
+		r.Post("/channels/{channel}/send", a.channelSend)
+	})
+	if a.Posts != nil {
+		r.Post("/posts", a.createPost)
+		r.Get("/posts", a.recentPosts)
+	}
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", a.readyz)
+}
+
+func (a *API) logger() *slog.Logger {
+	if a.Logger != nil {
+		return a.Logger
+	}
+	return slog.Default()
+}
+
+func (a *API) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.Token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+				WriteError(w, http.StatusUnauthorized, "missing or wrong API token (Authorization: Bearer <token>)")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readBody reads the request body within the size limit, answering 413 or
+// 400 itself when it fails.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	limit := a.MaxBody
+	if limit <= 0 {
+		limit = 64 << 10
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
+			return nil, false
+		}
+		WriteError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+func (a *API) groupSend(w http.ResponseWriter, r *http.Request) {
+	group := chi.URLParam(r, "group")
+	a.send(w, r, func(ctx context.Context, msg channellayer.Message) error {
+		return a.Layer.GroupSend(ctx, group, msg)
+	})
+}
+
+func (a *API) channelSend(w http.ResponseWriter, r *http.Request) {
+	channel := chi.URLParam(r, "channel")
+	a.send(w, r, func(ctx context.Context, msg channellayer.Message) error {
+		return a.Layer.Send(ctx, channel, msg)
+	})
+}
+
+func (a *API) send(w http.ResponseWriter, r *http.Request, send func(context.Context, channellayer.Message) error) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	msg, err := channellayer.ParseMessage(body)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := send(r.Context(), msg); err != nil {
+		a.layerError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
+}
+
+// layerError answers for a failed layer send. Never a 2xx: a message that
+// went nowhere is an error the caller must see.
+func (a *API) layerError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, channellayer.ErrInvalidName), errors.Is(err, channellayer.ErrInvalidMessage):
+		WriteError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, channellayer.ErrNoReceivers):
+		writeJSON(w, http.StatusNotFound, ErrorBody{Error: err.Error(), Code: "no_receivers"})
+	default:
+		a.logger().Warn("router: layer send failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: err.Error(), Code: "unavailable"})
+	}
+}
+
+type postRequest struct {
+	Author  *string `json:"author"`
+	Message *string `json:"message"`
+}
+
+func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	var req postRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		WriteError(w, http.StatusBadRequest, "body must be a JSON object {\"author\": ..., \"message\": ...}: "+err.Error())
+		return
+	}
+	if dec.More() {
+		WriteError(w, http.StatusBadRequest, "body must hold exactly one JSON object")
+		return
+	}
+	if req.Author == nil || req.Message == nil {
+		WriteError(w, http.StatusBadRequest, `"author" and "message" are both required`)
+		return
+	}
+	post, err := a.Posts.Create(r.Context(), *req.Author, *req.Message)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusCreated, post)
+	case errors.Is(err, notifier.ErrInvalidPost):
+		WriteError(w, http.StatusBadRequest, err.Error())
+	default:
+		a.logger().Warn("router: creating post failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "could not store the post: " + err.Error(), Code: "unavailable"})
+	}
+}
+
+func (a *API) recentPosts(w http.ResponseWriter, r *http.Request) {
+	limit := 50
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 500 {
+			WriteError(w, http.StatusBadRequest, "limit must be a whole number from 1 to 500")
+			return
+		}
+		limit = n
+	}
+	posts, err := a.Posts.Recent(r.Context(), limit)
+	if err != nil {
+		a.logger().Warn("router: listing posts failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "could not list posts: " + err.Error(), Code: "unavailable"})
+		return
+	}
+	if posts == nil {
+		posts = []notifier.Post{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"posts": posts})
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.Ready != nil {
+		if err := a.Ready(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

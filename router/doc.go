@@ -1,0 +1,17 @@
+// Package router is Herald's protocol-type router and HTTP API.
+//
+// A Router is one http.Handler. Requests that ask for a WebSocket upgrade
+// go to the WebSocket route table, which maps URL patterns to consumer
+// constructors (as Django Channels' URLRouter does), with path parameters
+// handed to the consumer; every other request goes to the HTTP routes.
+// A WebSocket request to a path with no WebSocket route gets 404 before
+// any upgrade, and a plain request to a WebSocket-only path gets 426
+// Upgrade Required.
+//
+// API adds the HTTP API for backend services: group and channel sends
+// through the channel layer, posts, and health checks. Errors are JSON
+// ({"error": "...", "code": "..."}) with a status that says what went
+// wrong: 400 bad input, 401 bad token, 404 nobody to receive, 413 too
+// large, 503 layer or database down. A message that went nowhere is never
+// answered with a 2xx.
+package router

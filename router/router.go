@@ -1,0 +1,116 @@
+package router
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/heraldhq/herald/consumer"
+)
+
+// Router is the protocol-type router: WebSocket upgrade requests go to the
+// WebSocket route table, everything else to the HTTP routes.
+type Router struct {
+	consumers *consumer.Server
+	ws        chi.Router
+	http      chi.Router
+	log       *slog.Logger
+}
+
+// New returns a router whose WebSocket routes are served by consumers,
+// with no routes yet. Add WebSocket routes with WebSocket and HTTP routes
+// on HTTP (see also API).
+func New(consumers *consumer.Server, logger *slog.Logger) *Router {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	rt := &Router{consumers: consumers, ws: chi.NewRouter(), http: chi.NewRouter(), log: logger}
+	rt.ws.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "no WebSocket endpoint at "+r.URL.Path)
+	})
+	rt.ws.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusMethodNotAllowed, "a WebSocket upgrade must be a GET request")
+	})
+	rt.http.NotFound(rt.httpNotFound)
+	rt.http.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
+	})
+	return rt
+}
+
+// WebSocket routes upgrade requests whose path matches pattern (chi
+// syntax, such as "/rooms/{room}/") to consumers made by newConsumer. Path
+// parameters reach the consumer through Conn.Param.
+func (rt *Router) WebSocket(pattern string, newConsumer consumer.Constructor) {
+	rt.ws.Get(pattern, func(w http.ResponseWriter, r *http.Request) {
+		var params map[string]string
+		if rctx := chi.RouteContext(r.Context()); rctx != nil && len(rctx.URLParams.Keys) > 0 {
+			params = make(map[string]string, len(rctx.URLParams.Keys))
+			for i, k := range rctx.URLParams.Keys {
+				params[k] = rctx.URLParams.Values[i]
+			}
+		}
+		rt.consumers.Serve(w, r, params, newConsumer)
+	})
+}
+
+// HTTP returns the table of plain HTTP routes, for adding handlers.
+func (rt *Router) HTTP() chi.Router { return rt.http }
+
+// ServeHTTP implements http.Handler.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if IsWebSocketUpgrade(r) {
+		rt.ws.ServeHTTP(w, r)
+		return
+	}
+	rt.http.ServeHTTP(w, r)
+}
+
+// httpNotFound answers a plain request that no HTTP route matched. If a
+// WebSocket route matches, the client forgot to upgrade: say so.
+func (rt *Router) httpNotFound(w http.ResponseWriter, r *http.Request) {
+	if rt.ws.Match(chi.NewRouteContext(), http.MethodGet, r.URL.Path) {
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		WriteError(w, http.StatusUpgradeRequired, r.URL.Path+" accepts WebSocket connections only")
+		return
+	}
+	WriteError(w, http.StatusNotFound, "nothing at "+r.URL.Path)
+}
+
+// IsWebSocketUpgrade reports whether r asks to upgrade to WebSocket.
+func IsWebSocketUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ErrorBody is the JSON body of every error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"` // a stable word for programs
+}
+
+// WriteError answers with status and a JSON ErrorBody.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, ErrorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,297 @@
+package router_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/notifier"
+	"github.com/heraldhq/herald/router"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const wait = 5 * time.Second
+
+type env struct {
+	t     *testing.T
+	layer channellayer.Layer
+	srv   *httptest.Server
+	conns *consumer.Server
+}
+
+func newEnv(t *testing.T, layer channellayer.Layer, token string) *env {
+	t.Helper()
+	conns := &consumer.Server{Layer: layer}
+	rt := router.New(conns, nil)
+	rt.WebSocket("/notifications/", consumer.NewNotification(""))
+	rt.WebSocket("/rooms/{room}/", func(*http.Request) consumer.Consumer {
+		return &consumer.JSON{OnConnect: func(ctx context.Context, c *consumer.Conn) error {
+			return c.SendJSON(map[string]string{"type": "welcome", "room": c.Param("room")})
+		}}
+	})
+	posts, err := notifier.NewMemoryStore(layer, "gossip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &router.API{Layer: layer, Token: token, Posts: posts}
+	api.Mount(rt.HTTP())
+	e := &env{t: t, layer: layer, srv: httptest.NewServer(rt), conns: conns}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = conns.Shutdown(ctx)
+		e.srv.Close()
+		_ = layer.Close()
+	})
+	return e
+}
+
+func (e *env) dial(path string) (*websocket.Conn, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.srv.URL, "http")+path, nil)
+	if c != nil {
+		e.t.Cleanup(func() { c.CloseNow() })
+	}
+	return c, resp, err
+}
+
+func (e *env) mustDial(path string) *websocket.Conn {
+	e.t.Helper()
+	c, _, err := e.dial(path)
+	if err != nil {
+		e.t.Fatalf("dial %s: %v", path, err)
+	}
+	e.waitOpen()
+	return c
+}
+
+// waitOpen waits until every dialed connection is accepted (and so has
+// joined its groups).
+func (e *env) waitOpen() {
+	deadline := time.Now().Add(wait)
+	for e.conns.Stats().Open == 0 {
+		if time.Now().After(deadline) {
+			e.t.Fatal("connection not open")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (e *env) do(method, path, body string, header ...string) (int, string, http.Header) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func read(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_, data, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(data)
+}
+
+func TestProtocolRouting(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "")
+
+	// A WebSocket request to an unknown path: 404, no upgrade.
+	if _, resp, err := e.dial("/nowhere/"); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown WebSocket path: %v %v, want 404", err, resp)
+	}
+	// A plain GET on a WebSocket-only path: 426 with a clear message.
+	status, body, h := e.do("GET", "/notifications/", "")
+	if status != http.StatusUpgradeRequired || !strings.Contains(body, "WebSocket") || h.Get("Upgrade") != "websocket" {
+		t.Fatalf("plain GET on /notifications/: %d %s", status, body)
+	}
+	// Plain HTTP still reaches the HTTP routes.
+	if status, body, _ := e.do("GET", "/healthz", ""); status != http.StatusOK {
+		t.Fatalf("/healthz: %d %s", status, body)
+	}
+	if status, _, _ := e.do("GET", "/no/such/page", ""); status != http.StatusNotFound {
+		t.Fatalf("unknown HTTP path: %d", status)
+	}
+	// Path parameters reach the consumer.
+	c := e.mustDial("/rooms/kitchen/")
+	if got := read(t, c); got != `{"room":"kitchen","type":"welcome"}` {
+		t.Fatalf("welcome: %s", got)
+	}
+}
+
+func TestGroupSendAPI(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "")
+	c := e.mustDial("/notifications/")
+	msg := `{"type":"name.gossip","event":"New Post","sender":"api","message":"hi","id":1}`
+	status, body, _ := e.do("POST", "/api/groups/gossip/send", msg, "Content-Type", "application/json")
+	if status != http.StatusAccepted {
+		t.Fatalf("send: %d %s", status, body)
+	}
+	if got := read(t, c); got != msg {
+		t.Fatalf("client got %s", got)
+	}
+}
+
+func TestChannelSendAPI(t *testing.T) {
+	layer := channellayer.NewMemory()
+	e := newEnv(t, layer, "")
+	// A channel made directly on the layer stands in for a connection.
+	got := make(chan string, 1)
+	name, err := layer.NewChannel(memberFunc(func(_ string, data []byte) { got <- string(data) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body, _ := e.do("POST", "/api/channels/"+name+"/send", `{"type":"direct","x":1}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("send: %d %s", status, body)
+	}
+	select {
+	case d := <-got:
+		if d != `{"type":"direct","x":1}` {
+			t.Fatalf("got %s", d)
+		}
+	case <-time.After(wait):
+		t.Fatal("nothing delivered")
+	}
+	status, body, _ = e.do("POST", "/api/channels/specific.abc!gone/send", `{"type":"direct"}`)
+	if status != http.StatusNotFound || !strings.Contains(body, "no_receivers") {
+		t.Fatalf("send to unknown channel: %d %s", status, body)
+	}
+}
+
+type memberFunc func(string, []byte)
+
+func (f memberFunc) Deliver(t string, d []byte) { f(t, d) }
+
+func TestAPIErrors(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "")
+	e.mustDial("/notifications/")
+	cases := []struct {
+		name, path, body string
+		status           int
+	}{
+		{"bad JSON", "/api/groups/gossip/send", `{"type":`, 400},
+		{"not an object", "/api/groups/gossip/send", `[1]`, 400},
+		{"missing type", "/api/groups/gossip/send", `{"x":1}`, 400},
+		{"type not a string", "/api/groups/gossip/send", `{"type":5}`, 400},
+		{"empty type", "/api/groups/gossip/send", `{"type":""}`, 400},
+		{"bad group name", "/api/groups/bad%20name/send", `{"type":"x"}`, 400},
+		{"too long group name", "/api/groups/" + strings.Repeat("g", 100) + "/send", `{"type":"x"}`, 400},
+		{"empty group", "/api/groups/empty/send", `{"type":"x"}`, 404},
+		{"too large", "/api/groups/gossip/send", `{"type":"x","pad":"` + strings.Repeat("a", 70<<10) + `"}`, 413},
+		{"invalid UTF-8", "/api/groups/gossip/send", "{\"type\":\"x\",\"s\":\"\xff\"}", 400},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, h := e.do("POST", tc.path, tc.body)
+			if status != tc.status {
+				t.Fatalf("%d %s, want %d", status, body, tc.status)
+			}
+			var eb router.ErrorBody
+			if err := json.Unmarshal([]byte(body), &eb); err != nil || eb.Error == "" || !strings.HasPrefix(h.Get("Content-Type"), "application/json") {
+				t.Fatalf("error body %q: %v", body, err)
+			}
+		})
+	}
+	if status, _, _ := e.do("GET", "/api/groups/gossip/send", ""); status != http.StatusMethodNotAllowed {
+		t.Fatalf("GET on send: %d, want 405", status)
+	}
+}
+
+func TestAPIToken(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "s3cret")
+	e.mustDial("/notifications/")
+	for _, auth := range []string{"", "Bearer wrong", "s3cret", "Basic s3cret"} {
+		status, body, h := e.do("POST", "/api/groups/gossip/send", `{"type":"x"}`, "Authorization", auth)
+		if status != http.StatusUnauthorized || h.Get("WWW-Authenticate") == "" {
+			t.Fatalf("Authorization %q: %d %s, want 401", auth, status, body)
+		}
+	}
+	if status, body, _ := e.do("POST", "/api/groups/gossip/send", `{"type":"name.gossip"}`, "Authorization", "Bearer s3cret"); status != http.StatusAccepted {
+		t.Fatalf("right token: %d %s", status, body)
+	}
+}
+
+func TestPostsAPI(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "")
+	c := e.mustDial("/notifications/")
+	status, body, _ := e.do("POST", "/posts", `{"author":"ana","message":"first!"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	var post notifier.Post
+	if err := json.Unmarshal([]byte(body), &post); err != nil || post.ID == 0 || post.Author != "ana" {
+		t.Fatalf("created %s: %v", body, err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(read(t, c)), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["type"] != "name.gossip" || got["event"] != "New Post" || got["sender"] != "ana" || got["message"] != "first!" || got["id"] != float64(post.ID) {
+		t.Fatalf("notification %v", got)
+	}
+	status, body, _ = e.do("GET", "/posts?limit=10", "")
+	if status != http.StatusOK || !strings.Contains(body, `"first!"`) {
+		t.Fatalf("list: %d %s", status, body)
+	}
+	for _, bad := range []string{`{}`, `{"author":"","message":"x"}`, `{"author":"a","message":""}`, `{"author":"a","message":"x","extra":1}`, `{"author":1,"message":"x"}`, `nope`} {
+		if status, body, _ := e.do("POST", "/posts", bad); status != http.StatusBadRequest {
+			t.Errorf("POST /posts %s: %d %s, want 400", bad, status, body)
+		}
+	}
+	if status, _, _ := e.do("GET", "/posts?limit=0", ""); status != http.StatusBadRequest {
+		t.Errorf("limit=0: %d, want 400", status)
+	}
+}
+
+// TestLayerDownIs503 uses a real Redis client aimed at a port where no
+// Redis listens: the layer is down, and the API must say so.
+func TestLayerDownIs503(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = client.Close() })
+	layer, err := channellayer.NewRedis(client, channellayer.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, layer, "")
+	status, body, _ := e.do("POST", "/api/groups/gossip/send", `{"type":"x"}`)
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") {
+		t.Fatalf("send with Redis down: %d %s, want 503", status, body)
+	}
+	if status, body, _ := e.do("POST", "/posts", `{"author":"a","message":"b"}`); status != http.StatusServiceUnavailable {
+		t.Fatalf("post with Redis down: %d %s, want 503", status, body)
+	}
+}
