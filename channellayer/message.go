@@ -3,7 +3,9 @@ package channellayer
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"unicode/utf8"
 )
 
@@ -36,23 +38,64 @@ func ParseMessage(data []byte) (Message, error) {
 	if !utf8.Valid(data) {
 		return Message{}, fmt.Errorf("%w: not valid UTF-8", ErrInvalidMessage)
 	}
-	var head struct {
-		Type *json.RawMessage `json:"type"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return Message{}, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
-	}
-	if head.Type == nil {
-		return Message{}, fmt.Errorf("%w: missing \"type\"", ErrInvalidMessage)
-	}
-	var typ string
-	if err := json.Unmarshal(*head.Type, &typ); err != nil {
-		return Message{}, fmt.Errorf("%w: \"type\" is not a string", ErrInvalidMessage)
-	}
-	if typ == "" {
-		return Message{}, fmt.Errorf("%w: \"type\" is empty", ErrInvalidMessage)
+	typ, err := readType(data)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: %s", ErrInvalidMessage, err.Error())
 	}
 	return Message{typ: typ, data: data}, nil
+}
+
+// readType checks that data is exactly one JSON object and returns its
+// "type". Keys are matched exactly: encoding/json would also take "TYPE"
+// or "Type", which a browser reading event.type would not see.
+func readType(data []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", errors.New("not a JSON object")
+	}
+	typ, found := "", false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		if key, _ := tok.(string); key != "type" {
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if found {
+			return "", errors.New(`"type" appears twice`)
+		}
+		found = true
+		tok, err = dec.Token()
+		if err != nil {
+			return "", err
+		}
+		s, ok := tok.(string)
+		if !ok {
+			if d, isDelim := tok.(json.Delim); isDelim {
+				tok = "an " + map[json.Delim]string{'{': "object", '[': "array"}[d]
+			}
+			return "", fmt.Errorf(`"type" is %v, not a string`, tok)
+		}
+		typ = s
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return "", err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", errors.New("data after the JSON object")
+	}
+	if !found {
+		return "", errors.New(`missing "type"`)
+	}
+	if typ == "" {
+		return "", errors.New(`"type" is empty`)
+	}
+	return typ, nil
 }
 
 // Type returns the message's "type".

@@ -1,0 +1,85 @@
+package channellayer_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald/channellayer"
+)
+
+func TestParseMessage(t *testing.T) {
+	good := []string{
+		`{"type":"name.gossip"}`,
+		` {"type":"x","nested":{"type":5}} `,
+		`{"a":[1,2,{"b":null}],"type":"t"}`,
+	}
+	for _, s := range good {
+		m, err := channellayer.ParseMessage([]byte(s))
+		if err != nil || !m.Valid() {
+			t.Errorf("ParseMessage(%s): %v", s, err)
+		}
+	}
+	bad := []string{``, `null`, `[]`, `"type"`, `{}`, `{"type":1}`, `{"type":""}`, `{"type":null}`,
+		`{"type":"x"`, `{"type":"x"} trailing`, "{\"type\":\"\xff\"}", `{"type":"x"}{"type":"y"}`}
+	for _, s := range bad {
+		if _, err := channellayer.ParseMessage([]byte(s)); !errors.Is(err, channellayer.ErrInvalidMessage) {
+			t.Errorf("ParseMessage(%q): %v, want ErrInvalidMessage", s, err)
+		}
+	}
+	if _, err := channellayer.NewMessage(map[string]any{"no": "type"}); !errors.Is(err, channellayer.ErrInvalidMessage) {
+		t.Errorf("NewMessage without type: %v", err)
+	}
+	if _, err := channellayer.NewMessage(func() {}); !errors.Is(err, channellayer.ErrInvalidMessage) {
+		t.Errorf("NewMessage of a func: %v", err)
+	}
+}
+
+// FuzzParseMessage: whatever the bytes (an API body, a Redis payload),
+// ParseMessage must not panic, and what it accepts must be a valid UTF-8
+// JSON object whose "type" is the string it reports.
+func FuzzParseMessage(f *testing.F) {
+	for _, s := range []string{`{"type":"name.gossip","event":"New Post","sender":"a","message":"m","id":1}`,
+		`{"type":"x"}`, `{"type":1}`, `[1]`, `{"type":"\u00e9"}`, `{"type":"a","type":"b"}`, "{\"type\":\"\xc3\"}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := channellayer.ParseMessage(bytes.Clone(data))
+		if err != nil {
+			if !errors.Is(err, channellayer.ErrInvalidMessage) {
+				t.Fatalf("error not wrapping ErrInvalidMessage: %v", err)
+			}
+			return
+		}
+		if !utf8.Valid(m.Bytes()) {
+			t.Fatal("accepted invalid UTF-8")
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(m.Bytes(), &obj); err != nil {
+			t.Fatalf("accepted %q, which is not a JSON object: %v", m.Bytes(), err)
+		}
+		if typ, _ := obj["type"].(string); typ != m.Type() || typ == "" {
+			t.Fatalf("Type() = %q, object says %q", m.Type(), typ)
+		}
+	})
+}
+
+func FuzzValidGroupName(f *testing.F) {
+	for _, s := range []string{"gossip", "a.b-c_d", "", "a b", "é", "a!b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		err := channellayer.ValidGroupName(name)
+		ok := len(name) > 0 && len(name) < 100
+		for _, c := range []byte(name) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+				ok = false
+			}
+		}
+		if ok != (err == nil) {
+			t.Fatalf("ValidGroupName(%q) = %v, rule says valid=%v", name, err, ok)
+		}
+	})
+}
