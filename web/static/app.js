@@ -1,0 +1,500 @@
+// Herald's page script. Plain browser JavaScript, no build step and no
+// dependencies. It keeps one WebSocket to /notifications/ open, fills the feed
+// from GET /posts at load and after every reconnect, and publishes with
+// POST /posts. All user text reaches the DOM through textContent only.
+(function () {
+  'use strict';
+
+  const RECENT_LIMIT = 50;     // posts asked of GET /posts
+  const FEED_LIMIT = 200;      // posts kept on the page; the oldest go first
+  const STABLE_MS = 5000;      // a connection open this long resets the backoff
+  const BASE_DELAY_MS = 500;   // first backoff ceiling, doubled per failed attempt
+  const MAX_DELAY_MS = 10000;  // backoff ceiling
+  const REQUEST_TIMEOUT_MS = 15000;
+  const RECENT_RETRY_MS = 10000; // retry a failed GET /posts this often
+  const AUTHOR_KEY = 'herald.author';
+
+  // Close codes the server documents.
+  const CLOSE_SERVICE_RESTART = 1012; // server restarting: come back at once
+  const CLOSE_TOO_SLOW = 4008;        // we fell behind: come back, but slowly
+
+  // normalizePost turns a post from the API or a frame into
+  // {id, author, message, createdAt}, or null when it has no usable id.
+  function normalizePost(raw) {
+    if (!raw || typeof raw !== 'object') return null;
+    let id = raw.id;
+    if (typeof id === 'string' && /^\d{1,15}$/.test(id)) id = Number(id);
+    if (!Number.isSafeInteger(id)) return null;
+    let createdAt = null;
+    if (typeof raw.created_at === 'string' && raw.created_at !== '') {
+      const d = new Date(raw.created_at);
+      if (!Number.isNaN(d.getTime())) createdAt = d;
+    }
+    return {
+      id: id,
+      author: raw.author == null ? '' : String(raw.author),
+      message: raw.message == null ? '' : String(raw.message),
+      createdAt: createdAt,
+    };
+  }
+
+  // parseFrame reads one WebSocket text frame. It returns a post for a
+  // "name.gossip" notification and null for anything else, so new frame types
+  // on the server never break an old page.
+  function parseFrame(data) {
+    if (typeof data !== 'string') return null;
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch (_) {
+      return null;
+    }
+    if (!msg || typeof msg !== 'object' || msg.type !== 'name.gossip') return null;
+    return normalizePost({
+      id: msg.id,
+      author: msg.sender,
+      message: msg.message,
+      created_at: msg.created_at,
+    });
+  }
+
+  // reconnectDelay says how many milliseconds to wait before reconnecting after
+  // a close with code, given attempt failed tries since the last stable
+  // connection and rand in [0, 1). A restarting server (1012) is retried within
+  // a second, spread so a fleet of pages does not arrive together; everything
+  // else backs off exponentially with jitter up to MAX_DELAY_MS, and a client
+  // closed for being too slow (4008) starts from a couple of seconds.
+  function reconnectDelay(code, attempt, rand) {
+    if (code === CLOSE_SERVICE_RESTART && attempt === 0) {
+      return 100 + Math.floor(rand * 900);
+    }
+    let n = attempt;
+    if (code === CLOSE_TOO_SLOW) n = Math.max(n, 2);
+    const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * Math.pow(2, Math.min(n, 16)));
+    return Math.round(ceiling / 2 + (rand * ceiling) / 2);
+  }
+
+  const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+  // relativeTime renders date as "just now", "5 minutes ago", ... and falls
+  // back to a date after a week. Small clock skew ahead of us reads "just now".
+  function relativeTime(date, now) {
+    const secs = Math.round((date.getTime() - now.getTime()) / 1000);
+    if (secs > -45) return 'just now';
+    const abs = -secs;
+    if (abs < 3600) return relativeFormat.format(-Math.max(1, Math.round(abs / 60)), 'minute');
+    if (abs < 86400) return relativeFormat.format(-Math.round(abs / 3600), 'hour');
+    if (abs < 7 * 86400) return relativeFormat.format(-Math.round(abs / 86400), 'day');
+    return date.toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+  }
+
+  // hue picks a stable avatar colour for a name.
+  function hue(name) {
+    let h = 0;
+    for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
+    return h % 360;
+  }
+
+  // Without a document (node, in web_test.go) expose the pure parts and stop.
+  if (typeof document === 'undefined') {
+    globalThis.heraldInternals = { normalizePost, parseFrame, reconnectDelay, relativeTime, hue };
+    return;
+  }
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    status: $('status'),
+    statusLabel: document.querySelector('#status .status-label'),
+    statusDetail: document.querySelector('#status .status-detail'),
+    retry: $('retry'),
+    feed: $('feed'),
+    empty: $('feed-empty'),
+    notice: $('feed-notice'),
+    form: $('post-form'),
+    author: $('author'),
+    message: $('message'),
+    send: $('send'),
+    error: $('form-error'),
+  };
+
+  // ---- Feed ---------------------------------------------------------------
+
+  const shown = new Map(); // post id -> <li>, so each post appears once
+  let recentLoaded = false;  // a GET /posts has succeeded
+  let recentSettled = false; // a GET /posts has finished, either way
+
+  function el(tag, className) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function renderPost(post) {
+    const li = el('li', 'post');
+    li.dataset.postId = String(post.id);
+
+    const name = post.author.trim();
+    const avatar = el('span', 'avatar');
+    avatar.setAttribute('aria-hidden', 'true');
+    avatar.textContent = name ? Array.from(name)[0].toUpperCase() : '?';
+    avatar.style.setProperty('--hue', String(hue(name)));
+
+    const head = el('div', 'post-head');
+    const author = el('span', 'author');
+    author.textContent = post.author;
+    if (!name) author.classList.add('is-anonymous');
+
+    const when = post.createdAt || new Date();
+    const time = el('time', 'time');
+    time.dateTime = when.toISOString();
+    time.title = when.toLocaleString();
+    time.textContent = relativeTime(when, new Date());
+    head.append(author, time);
+
+    const message = el('p', 'message');
+    message.textContent = post.message;
+
+    li.append(avatar, head, message);
+    return li;
+  }
+
+  // addPost puts post in the feed in id order (newest on top) unless that id
+  // is already shown. New arrivals are highlighted.
+  function addPost(post, highlight) {
+    if (!post || shown.has(post.id)) return;
+    const last = ui.feed.lastElementChild;
+    if (shown.size >= FEED_LIMIT && last && post.id < Number(last.dataset.postId)) return;
+
+    const li = renderPost(post);
+    let before = null;
+    for (const child of ui.feed.children) {
+      if (Number(child.dataset.postId) < post.id) {
+        before = child;
+        break;
+      }
+    }
+    ui.feed.insertBefore(li, before);
+    shown.set(post.id, li);
+
+    if (highlight) {
+      li.classList.add('is-new');
+      li.addEventListener('animationend', () => li.classList.remove('is-new'), { once: true });
+    }
+    while (shown.size > FEED_LIMIT) {
+      const oldest = ui.feed.lastElementChild;
+      shown.delete(Number(oldest.dataset.postId));
+      oldest.remove();
+    }
+    updateEmpty();
+  }
+
+  function updateEmpty() {
+    if (shown.size > 0) {
+      ui.empty.hidden = true;
+      return;
+    }
+    ui.empty.hidden = false;
+    if (recentLoaded) ui.empty.textContent = 'No posts yet. Be the first to say something.';
+    else if (recentSettled) ui.empty.textContent = 'Nothing to show yet. New posts will appear here as they arrive.';
+    else ui.empty.textContent = 'Loading recent posts…';
+  }
+
+  function setNotice(text) {
+    ui.notice.textContent = text;
+  }
+
+  function refreshTimes() {
+    const now = new Date();
+    for (const time of ui.feed.querySelectorAll('time')) {
+      time.textContent = relativeTime(new Date(time.dateTime), now);
+    }
+  }
+
+  // errorText reads the server's {"error": "..."} body, or says what failed.
+  async function errorText(res) {
+    try {
+      const body = await res.json();
+      if (body && typeof body.error === 'string' && body.error.trim() !== '') return body.error;
+    } catch (_) {
+      // Not JSON: fall through to the status line.
+    }
+    return 'The server answered ' + res.status + (res.statusText ? ' ' + res.statusText : '') + '.';
+  }
+
+  let recentRequest = null;
+  let recentRetry = 0;
+
+  // loadRecent merges the newest posts into the feed. A newer call supersedes
+  // one still in flight, since its answer is a superset. A failed load is
+  // retried every RECENT_RETRY_MS until one succeeds.
+  async function loadRecent() {
+    clearTimeout(recentRetry);
+    if (recentRequest) recentRequest.abort();
+    const ctl = new AbortController();
+    recentRequest = ctl;
+    const timer = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const res = await fetch('/posts?limit=' + RECENT_LIMIT, {
+        headers: { Accept: 'application/json' },
+        cache: 'no-store',
+        signal: ctl.signal,
+      });
+      if (!res.ok) throw new Error(await errorText(res));
+      const body = await res.json();
+      const posts = body && Array.isArray(body.posts) ? body.posts : [];
+      // Posts missed while disconnected are news; the first load is not.
+      const highlight = recentLoaded;
+      ui.feed.setAttribute('aria-busy', 'true');
+      for (const raw of posts) addPost(normalizePost(raw), highlight);
+      ui.feed.setAttribute('aria-busy', 'false');
+      recentLoaded = true;
+      setNotice('');
+    } catch (err) {
+      if (recentRequest !== ctl) return; // superseded by a newer load
+      const why = (ctl.signal.aborted ? 'the server took too long' : String(err.message)).replace(/[.\s]+$/, '');
+      setNotice('Couldn’t load recent posts: ' + why + '. Retrying…');
+      recentRetry = setTimeout(loadRecent, RECENT_RETRY_MS);
+    } finally {
+      clearTimeout(timer);
+      if (recentRequest === ctl) {
+        recentRequest = null;
+        recentSettled = true;
+      }
+      updateEmpty();
+    }
+  }
+
+  // ---- Connection ---------------------------------------------------------
+
+  let socket = null;
+  let everOpened = false;
+  let openedAt = 0;
+  let attempt = 0;
+  let retryTimer = 0;
+  let tickTimer = 0;
+  let retryAt = 0;
+
+  function setStatus(state, label, detail) {
+    ui.status.dataset.state = state;
+    ui.status.classList.toggle('is-offline', label === 'Offline');
+    ui.statusLabel.textContent = label;
+    ui.statusDetail.textContent = detail || '';
+    ui.retry.hidden = !(retryTimer || label === 'Offline');
+  }
+
+  function wsURL() {
+    return (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + '/notifications/';
+  }
+
+  function clearRetry() {
+    clearTimeout(retryTimer);
+    clearInterval(tickTimer);
+    retryTimer = 0;
+    tickTimer = 0;
+  }
+
+  function connect() {
+    clearRetry();
+    if (socket) return;
+    if (navigator.onLine === false) {
+      setStatus('reconnecting', 'Offline', 'waiting for network');
+      return;
+    }
+    setStatus(everOpened ? 'reconnecting' : 'connecting', everOpened ? 'Reconnecting…' : 'Connecting…');
+
+    let ws;
+    try {
+      ws = new WebSocket(wsURL());
+    } catch (_) {
+      closed(1006);
+      return;
+    }
+    socket = ws;
+    ws.addEventListener('open', () => {
+      if (socket !== ws) return;
+      everOpened = true;
+      openedAt = Date.now();
+      setStatus('open', 'Connected');
+      loadRecent();
+    });
+    ws.addEventListener('message', (ev) => {
+      if (socket !== ws) return;
+      addPost(parseFrame(ev.data), true);
+    });
+    ws.addEventListener('close', (ev) => {
+      if (socket !== ws) return;
+      socket = null;
+      closed(ev.code);
+    });
+  }
+
+  function closed(code) {
+    if (openedAt && Date.now() - openedAt >= STABLE_MS) attempt = 0;
+    openedAt = 0;
+    const delay = reconnectDelay(code, attempt, Math.random());
+    attempt++;
+    if (navigator.onLine === false) {
+      setStatus('reconnecting', 'Offline', 'waiting for network');
+      return;
+    }
+    retryAt = Date.now() + delay;
+    retryTimer = setTimeout(connect, delay);
+    tickTimer = setInterval(showCountdown, 250);
+    showCountdown();
+  }
+
+  function showCountdown() {
+    const secs = Math.max(1, Math.ceil((retryAt - Date.now()) / 1000));
+    setStatus('reconnecting', 'Reconnecting', 'in ' + secs + 's');
+  }
+
+  // reconnectNow skips the wait, for when the user or the network says so.
+  function reconnectNow() {
+    if (!socket) connect();
+  }
+
+  // ---- Form ---------------------------------------------------------------
+
+  function loadAuthor() {
+    try {
+      return localStorage.getItem(AUTHOR_KEY) || '';
+    } catch (_) {
+      return ''; // storage disabled
+    }
+  }
+
+  function saveAuthor(name) {
+    try {
+      localStorage.setItem(AUTHOR_KEY, name);
+    } catch (_) {
+      // storage disabled or full: the name is just not remembered
+    }
+  }
+
+  function showError(text, field) {
+    ui.error.textContent = text;
+    for (const f of [ui.author, ui.message]) {
+      if (f === field) {
+        f.setAttribute('aria-invalid', 'true');
+        f.setAttribute('aria-describedby', 'form-error');
+      } else {
+        clearInvalid(f);
+      }
+    }
+    if (field) field.focus();
+  }
+
+  function clearInvalid(field) {
+    field.removeAttribute('aria-invalid');
+    if (field === ui.message) field.setAttribute('aria-describedby', 'send-hint');
+    else field.removeAttribute('aria-describedby');
+  }
+
+  function clearError() {
+    ui.error.textContent = '';
+    clearInvalid(ui.author);
+    clearInvalid(ui.message);
+  }
+
+  let sending = false;
+
+  function setSending(on) {
+    sending = on;
+    ui.send.disabled = on;
+    ui.send.textContent = on ? 'Sending…' : 'Send';
+    ui.form.setAttribute('aria-busy', on ? 'true' : 'false');
+  }
+
+  async function submit(ev) {
+    ev.preventDefault();
+    if (sending) return;
+    const author = ui.author.value.trim();
+    const message = ui.message.value.trim();
+    if (!author) return showError('Please enter your name.', ui.author);
+    if (!message) return showError('Write a message first.', ui.message);
+
+    clearError();
+    setSending(true);
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const res = await fetch('/posts', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ author: author, message: message }),
+        signal: ctl.signal,
+      });
+      if (!res.ok) {
+        showError(await errorText(res));
+        return;
+      }
+      saveAuthor(author);
+      ui.message.value = '';
+      let post = null;
+      try {
+        post = normalizePost(await res.json());
+      } catch (_) {
+        // Saved, but the answer was unreadable: the WebSocket will bring it.
+      }
+      addPost(post, true);
+      ui.message.focus();
+    } catch (_) {
+      showError(ctl.signal.aborted
+        ? 'The server took too long to answer. Please try again.'
+        : 'Couldn’t reach the server. Check your connection and try again.');
+    } finally {
+      clearTimeout(timer);
+      setSending(false);
+    }
+  }
+
+  // ---- Start --------------------------------------------------------------
+
+  function start() {
+    ui.author.value = loadAuthor();
+    ui.author.addEventListener('change', () => saveAuthor(ui.author.value.trim()));
+    ui.form.addEventListener('submit', submit);
+    for (const f of [ui.author, ui.message]) {
+      f.addEventListener('input', () => {
+        if (f.hasAttribute('aria-invalid')) clearError();
+      });
+    }
+    // Enter in the name field moves on rather than sending half a post.
+    ui.author.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.isComposing) {
+        ev.preventDefault();
+        ui.message.focus();
+      }
+    });
+    ui.message.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey) && !ev.isComposing) {
+        ev.preventDefault();
+        if (ui.form.requestSubmit) ui.form.requestSubmit(ui.send);
+        else ui.send.click();
+      }
+    });
+    const platform = (navigator.userAgentData && navigator.userAgentData.platform) || navigator.platform || '';
+    if (/mac|iphone|ipad/i.test(platform)) {
+      document.querySelector('#send-hint .hint-mod').textContent = '⌘';
+    }
+
+    ui.retry.addEventListener('click', reconnectNow);
+    window.addEventListener('online', reconnectNow);
+    window.addEventListener('offline', () => {
+      if (!socket) {
+        clearRetry();
+        setStatus('reconnecting', 'Offline', 'waiting for network');
+      }
+    });
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && retryTimer && retryAt - Date.now() > 1000) reconnectNow();
+    });
+    setInterval(refreshTimes, 30000);
+
+    updateEmpty();
+    connect();
+    loadRecent();
+  }
+
+  start();
+})();

@@ -1,0 +1,401 @@
+package web
+
+import (
+	"encoding/json"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// get serves one request through Handler and returns the recorded answer.
+func get(t *testing.T, method, target string, header http.Header) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, target, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	rec := httptest.NewRecorder()
+	Handler().ServeHTTP(rec, req)
+	return rec
+}
+
+// openTag returns the start tag of the element with the given id.
+func openTag(t *testing.T, page, id string) string {
+	t.Helper()
+	re := regexp.MustCompile(`<[a-z]+\b[^>]*\bid="` + regexp.QuoteMeta(id) + `"[^>]*>`)
+	tags := re.FindAllString(page, -1)
+	if len(tags) != 1 {
+		t.Fatalf("want one element with id=%q, found %d", id, len(tags))
+	}
+	return tags[0]
+}
+
+func TestIndex(t *testing.T) {
+	rec := get(t, http.MethodGet, "/", nil)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /: status %d", rec.Code)
+	}
+	h := rec.Header()
+	if got, want := h.Get("Content-Type"), "text/html; charset=utf-8"; got != want {
+		t.Errorf("Content-Type = %q, want %q", got, want)
+	}
+	if got := h.Get("Cache-Control"); got != "no-cache" {
+		t.Errorf("Cache-Control = %q, want no-cache", got)
+	}
+	if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("Content-Security-Policy = %q, want a default-src 'none' policy", csp)
+	}
+	page := rec.Body.String()
+	if !strings.Contains(page, "<title>Herald</title>") {
+		t.Error("page has no <title>Herald</title>")
+	}
+
+	// The hooks browser tests rely on, each with the tag and attributes they expect.
+	hooks := []struct {
+		id   string
+		want []string
+	}{
+		{"feed", []string{`aria-live="polite"`}},
+		{"status", []string{`data-state="connecting"`}},
+		{"post-form", []string{"<form"}},
+		{"author", []string{"<input"}},
+		{"message", []string{"<textarea"}},
+		{"send", []string{"<button", `type="submit"`}},
+		{"form-error", nil},
+	}
+	for _, hk := range hooks {
+		tag := openTag(t, page, hk.id)
+		for _, w := range hk.want {
+			if !strings.Contains(tag, w) {
+				t.Errorf("element #%s: %s lacks %s", hk.id, tag, w)
+			}
+		}
+	}
+	for _, id := range []string{"author", "message"} {
+		if !strings.Contains(page, `<label for="`+id+`"`) {
+			t.Errorf("#%s has no <label>", id)
+		}
+	}
+}
+
+// TestScriptHooks checks that the script builds posts the way browser tests
+// find them: data-post-id on each post, .author and .message inside.
+func TestScriptHooks(t *testing.T) {
+	js := get(t, http.MethodGet, "/static/app.js", nil).Body.String()
+	for _, want := range []string{
+		"dataset.postId", "'author'", "'message'", "dataset.state",
+		"'/notifications/'", "'/posts?limit='", "'name.gossip'", "localStorage",
+	} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js does not contain %s", want)
+		}
+	}
+	if strings.Contains(js, "innerHTML") || strings.Contains(js, "insertAdjacentHTML") {
+		t.Error("app.js uses innerHTML; user text must go through textContent")
+	}
+}
+
+// TestLinkedAssets fetches every asset the page links to, so a renamed file
+// cannot leave the page broken.
+func TestLinkedAssets(t *testing.T) {
+	page := get(t, http.MethodGet, "/", nil).Body.String()
+	refs := regexp.MustCompile(`(?:src|href)="([^"#]+)"`).FindAllStringSubmatch(page, -1)
+	if len(refs) == 0 {
+		t.Fatal("page links to no assets")
+	}
+	for _, m := range refs {
+		ref := m[1]
+		if !strings.HasPrefix(ref, "static/") {
+			t.Errorf("page links to %q: want a relative static/ path, nothing from elsewhere", ref)
+			continue
+		}
+		if rec := get(t, http.MethodGet, "/"+ref, nil); rec.Code != http.StatusOK {
+			t.Errorf("GET /%s: status %d", ref, rec.Code)
+		}
+	}
+}
+
+// TestNoExternalResources guards the promise that the page loads nothing from
+// another host: no absolute URL appears in any file but the SVG namespace.
+func TestNoExternalResources(t *testing.T) {
+	absolute := regexp.MustCompile(`(?i)(?:https?:|wss?:)?//[a-z0-9.-]+\.[a-z]{2,}[^\s"'<>)]*|@import`)
+	err := fs.WalkDir(files, "static", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := fs.ReadFile(files, name)
+		if err != nil {
+			return err
+		}
+		for _, m := range absolute.FindAll(body, -1) {
+			if string(m) != "http://www.w3.org/2000/svg" {
+				t.Errorf("%s refers to an outside resource: %q", name, m)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAssets(t *testing.T) {
+	tests := []struct {
+		path, ctype string
+	}{
+		{"/static/app.js", "text/javascript; charset=utf-8"},
+		{"/static/style.css", "text/css; charset=utf-8"},
+		{"/static/icon.svg", "image/svg+xml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			rec := get(t, http.MethodGet, tt.path, nil)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d", rec.Code)
+			}
+			h := rec.Header()
+			if got := h.Get("Content-Type"); got != tt.ctype {
+				t.Errorf("Content-Type = %q, want %q", got, tt.ctype)
+			}
+			if got := h.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options = %q, want nosniff", got)
+			}
+			if got := h.Get("Cache-Control"); got != "no-cache" {
+				t.Errorf("Cache-Control = %q, want no-cache", got)
+			}
+			if rec.Body.Len() == 0 {
+				t.Error("empty body")
+			}
+			etag := h.Get("ETag")
+			if !strings.HasPrefix(etag, `"`) {
+				t.Fatalf("ETag = %q, want a strong validator", etag)
+			}
+			again := get(t, http.MethodGet, tt.path, http.Header{"If-None-Match": {etag}})
+			if again.Code != http.StatusNotModified {
+				t.Errorf("revalidation with the ETag: status %d, want 304", again.Code)
+			}
+		})
+	}
+}
+
+func TestHead(t *testing.T) {
+	rec := get(t, http.MethodHead, "/", nil)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("HEAD /: status %d", rec.Code)
+	}
+	if rec.Body.Len() != 0 {
+		t.Errorf("HEAD /: %d bytes of body", rec.Body.Len())
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	for _, p := range []string{
+		"/static/nope.js",
+		"/static/",
+		"/static",
+		"/static/index.html", // the page lives at / only
+		"/static/app.js/",
+		"/static/../web.go",
+		"/web.go",
+		"/index.html",
+		"/nope",
+	} {
+		if rec := get(t, http.MethodGet, p, nil); rec.Code != http.StatusNotFound {
+			t.Errorf("GET %s: status %d, want 404", p, rec.Code)
+		}
+	}
+}
+
+func TestMethodNotAllowed(t *testing.T) {
+	rec := get(t, http.MethodPost, "/", nil)
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /: status %d, want 405", rec.Code)
+	}
+	if got := rec.Header().Get("Allow"); got != "GET, HEAD" {
+		t.Errorf("Allow = %q, want GET, HEAD", got)
+	}
+}
+
+// writeScripts copies every embedded .js file to dir and returns their paths.
+func writeScripts(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := make(map[string]string)
+	err := fs.WalkDir(files, "static", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(name, ".js") {
+			return err
+		}
+		body, err := fs.ReadFile(files, name)
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(dir, filepath.Base(name))
+		out[name] = p
+		return os.WriteFile(p, body, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		t.Fatal("no .js files embedded")
+	}
+	return out
+}
+
+func needNode(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not on PATH; skipping JavaScript checks")
+	}
+	return node
+}
+
+func TestScriptSyntax(t *testing.T) {
+	node := needNode(t)
+	for name, p := range writeScripts(t, t.TempDir()) {
+		out, err := exec.CommandContext(t.Context(), node, "--check", p).CombinedOutput()
+		if err != nil {
+			t.Errorf("node --check %s: %v\n%s", name, err, out)
+		}
+	}
+}
+
+// nodeHarness loads app.js in a context without a document, where it exposes
+// its pure functions as heraldInternals, runs the cases read from stdin and
+// prints the results as JSON.
+const nodeHarness = `
+const fs = require('node:fs');
+const vm = require('node:vm');
+const ctx = vm.createContext({});
+vm.runInContext(fs.readFileSync(process.argv[2], 'utf8'), ctx, { filename: 'app.js' });
+const h = ctx.heraldInternals;
+const cases = JSON.parse(fs.readFileSync(0, 'utf8'));
+const now = new Date(cases.now);
+process.stdout.write(JSON.stringify({
+  frames: cases.frames.map((f) => {
+    const p = h.parseFrame(f);
+    return p && { id: p.id, author: p.author, message: p.message };
+  }),
+  delays: cases.delays.map((d) => h.reconnectDelay(d.code, d.attempt, d.rand)),
+  times: cases.times.map((s) => h.relativeTime(new Date(s), now)),
+}));
+`
+
+func TestScriptLogic(t *testing.T) {
+	node := needNode(t)
+	dir := t.TempDir()
+	app := writeScripts(t, dir)["static/app.js"]
+	harness := filepath.Join(dir, "harness.js")
+	if err := os.WriteFile(harness, []byte(nodeHarness), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	type post struct {
+		ID      int64  `json:"id"`
+		Author  string `json:"author"`
+		Message string `json:"message"`
+	}
+	type delay struct {
+		Code     int     `json:"code"`
+		Attempt  int     `json:"attempt"`
+		Rand     float64 `json:"rand"`
+		min, max int
+	}
+	frames := []struct {
+		frame string
+		want  *post
+	}{
+		{`{"type":"name.gossip","event":"New Post","sender":"ann","message":"hi <b>","id":7}`, &post{7, "ann", "hi <b>"}},
+		{`{"type":"name.gossip","sender":"bo","message":"x","id":"12"}`, &post{12, "bo", "x"}},
+		{`{"type":"error","error":"too big"}`, nil},
+		{`{"type":"name.gossip","sender":"bo","message":"no id"}`, nil},
+		{`{"type":"name.gossip","id":1.5}`, nil},
+		{`{"type":"something.new","id":3}`, nil},
+		{`not json`, nil},
+		{`null`, nil},
+		{`[1,2]`, nil},
+	}
+	delays := []delay{
+		{Code: 1012, Attempt: 0, Rand: 0, min: 100, max: 100},
+		{Code: 1012, Attempt: 0, Rand: 0.999, min: 990, max: 1000},
+		{Code: 1012, Attempt: 3, Rand: 0, min: 2000, max: 2000}, // restarts that never settle back off
+		{Code: 1006, Attempt: 0, Rand: 0, min: 250, max: 250},
+		{Code: 1006, Attempt: 0, Rand: 0.999, min: 499, max: 500},
+		{Code: 1006, Attempt: 3, Rand: 0.5, min: 3000, max: 3000},
+		{Code: 1006, Attempt: 30, Rand: 0.999, min: 9990, max: 10000}, // capped
+		{Code: 1011, Attempt: 30, Rand: 0, min: 5000, max: 5000},
+		{Code: 4008, Attempt: 0, Rand: 0, min: 1000, max: 1000}, // too slow: not at once
+		{Code: 4008, Attempt: 4, Rand: 0, min: 4000, max: 4000},
+	}
+	times := []struct{ at, want string }{
+		{"2026-01-02T12:00:00Z", "just now"},
+		{"2026-01-02T12:00:30Z", "just now"}, // a server clock slightly ahead
+		{"2026-01-02T11:55:00Z", "5 minutes ago"},
+		{"2026-01-02T09:00:00Z", "3 hours ago"},
+		{"2026-01-01T12:00:00Z", "yesterday"},
+	}
+
+	var in struct {
+		Now    string   `json:"now"`
+		Frames []string `json:"frames"`
+		Delays []delay  `json:"delays"`
+		Times  []string `json:"times"`
+	}
+	in.Now = "2026-01-02T12:00:00Z"
+	for _, f := range frames {
+		in.Frames = append(in.Frames, f.frame)
+	}
+	in.Delays = delays
+	for _, tm := range times {
+		in.Times = append(in.Times, tm.at)
+	}
+	stdin, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.CommandContext(t.Context(), node, harness, app)
+	cmd.Stdin = strings.NewReader(string(stdin))
+	cmd.Env = append(os.Environ(), "LANG=en_US.UTF-8", "LC_ALL=en_US.UTF-8")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node harness: %v\n%s", err, stderr.String())
+	}
+	var got struct {
+		Frames []*post  `json:"frames"`
+		Delays []int    `json:"delays"`
+		Times  []string `json:"times"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("harness output %q: %v", out, err)
+	}
+
+	for i, f := range frames {
+		g := got.Frames[i]
+		switch {
+		case f.want == nil && g != nil:
+			t.Errorf("parseFrame(%s) = %+v, want ignored", f.frame, *g)
+		case f.want != nil && (g == nil || *g != *f.want):
+			t.Errorf("parseFrame(%s) = %+v, want %+v", f.frame, g, *f.want)
+		}
+	}
+	for i, d := range delays {
+		if g := got.Delays[i]; g < d.min || g > d.max {
+			t.Errorf("reconnectDelay(%d, attempt %d, rand %v) = %dms, want %d..%d",
+				d.Code, d.Attempt, d.Rand, g, d.min, d.max)
+		}
+	}
+	for i, tm := range times {
+		if g := got.Times[i]; g != tm.want {
+			t.Errorf("relativeTime(%s) = %q, want %q", tm.at, g, tm.want)
+		}
+	}
+}
