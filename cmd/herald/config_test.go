@@ -1,0 +1,47 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestFlagBeatsEnvironment(t *testing.T) {
+	env := map[string]string{"HERALD_ADDR": "127.0.0.1:9000", "HERALD_QUEUE_SIZE": "12"}
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:9100"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != "127.0.0.1:9100" || cfg.QueueSize != 12 {
+		t.Fatalf("addr %s queue %d", cfg.Addr, cfg.QueueSize)
+	}
+	cfg, err = parseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != "127.0.0.1:8000" || cfg.redisOpts != nil || cfg.pgConfig != nil || cfg.QueueSize != 256 {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out strings.Builder
+	if _, err := parseConfig([]string{"-help"}, func(string) string { return "" }, &out); err != errHelp {
+		t.Fatalf("err %v, want errHelp", err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), "$"+s.env) {
+			t.Errorf("--help does not document -%s / $%s", s.flag, s.env)
+		}
+	}
+}
+
+func TestAllowedOrigins(t *testing.T) {
+	cfg, err := parseConfig([]string{"-allowed-origins", "https://app.example.com, *.example.org,"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.AllowedOrigins, "|") != "app.example.com|*.example.org" {
+		t.Fatalf("origins %q", cfg.AllowedOrigins)
+	}
+}

@@ -1,0 +1,212 @@
+// Command herald is the Herald notification server. It reads its
+// settings, wires the router, consumers, channel layer and notifier
+// together, serves until SIGINT or SIGTERM, and then drains: clients are
+// told to reconnect elsewhere (close 1012) before the process exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/notifier"
+	"github.com/heraldhq/herald/router"
+	"github.com/heraldhq/herald/web"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
+	if errors.Is(err, errHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "herald:", err)
+		os.Exit(2)
+	}
+}
+
+// run serves until ctx ends. listening, if not nil, is called with the
+// address once the server accepts connections.
+func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer, listening func(addr string)) error {
+	cfg, err := parseConfig(args, getenv, out)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, out)
+	slog.SetDefault(log)
+
+	var (
+		layer     channellayer.Layer
+		layerName = "memory (one instance)"
+		bg        sync.WaitGroup // background work, stopped by cancel
+	)
+	bgCtx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		bg.Wait()
+	}()
+
+	if cfg.redisOpts != nil {
+		client := redis.NewClient(cfg.redisOpts)
+		defer client.Close()
+		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log})
+		if err != nil {
+			return fmt.Errorf("setting HERALD_REDIS_PREFIX: %w", err)
+		}
+		layer, layerName = l, "redis "+cfg.redisOpts.Addr
+	} else {
+		layer = channellayer.NewMemory()
+	}
+	defer layer.Close()
+
+	var (
+		posts    notifier.Store
+		listener *notifier.Listener
+		dbName   = "none (posts kept in memory)"
+	)
+	if cfg.pgConfig != nil {
+		pool, err := pgxpool.NewWithConfig(bgCtx, cfg.pgConfig)
+		if err != nil {
+			return fmt.Errorf("setting DATABASE_URL: %w", err)
+		}
+		defer pool.Close()
+		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log})
+		if err != nil {
+			return err
+		}
+		posts = notifier.NewPostgresStore(pool)
+		dbName = fmt.Sprintf("postgres %s:%d/%s", cfg.pgConfig.ConnConfig.Host, cfg.pgConfig.ConnConfig.Port, cfg.pgConfig.ConnConfig.Database)
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			migrateThenListen(bgCtx, pool, listener, log)
+		}()
+	} else {
+		posts, err = notifier.NewMemoryStore(layer, consumer.NotificationGroup)
+		if err != nil {
+			return err
+		}
+	}
+
+	conns := &consumer.Server{
+		Layer:          layer,
+		Logger:         log,
+		OriginPatterns: cfg.AllowedOrigins,
+		QueueSize:      cfg.QueueSize,
+		ReadLimit:      cfg.MaxFrame,
+	}
+	rt := router.New(conns, log)
+	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
+	api := &router.API{
+		Layer:   layer,
+		Posts:   posts,
+		Token:   cfg.APIToken,
+		MaxBody: cfg.MaxFrame,
+		Logger:  log,
+		Ready:   readiness(layer, listener),
+	}
+	api.Mount(rt.HTTP())
+	rt.HTTP().Mount("/", web.Handler())
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("setting HERALD_ADDR (-addr): %w", err)
+	}
+	srv := &http.Server{
+		Handler:           rt,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	addr := ln.Addr().String()
+	log.Info(fmt.Sprintf("herald listening: open http://%s/ in a browser", addr),
+		"addr", addr, "layer", layerName, "database", dbName, "api_token", cfg.APIToken != "")
+	if listening != nil {
+		listening(addr)
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serving HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("herald shutting down: telling clients to reconnect elsewhere", "timeout", cfg.ShutdownTimeout)
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer scancel()
+	// Stop accepting first, then close the WebSockets, which
+	// http.Server.Shutdown does not track once hijacked.
+	_ = ln.Close()
+	herr := srv.Shutdown(sctx)
+	cerr := conns.Shutdown(sctx)
+	if err := errors.Join(herr, cerr); err != nil {
+		log.Warn("herald: shutdown deadline passed with work left", "err", err)
+	}
+	log.Info("herald stopped")
+	return nil
+}
+
+// migrateThenListen creates the posts table and trigger, retrying while
+// Postgres is unreachable, then runs the listener until ctx ends.
+func migrateThenListen(ctx context.Context, pool *pgxpool.Pool, l *notifier.Listener, log *slog.Logger) {
+	backoff := 250 * time.Millisecond
+	for {
+		err := notifier.Migrate(ctx, pool)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("herald: preparing the posts table failed; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+	_ = l.Run(ctx)
+}
+
+// readiness reports the instance ready when the layer can send and, with
+// a database, the listener is listening.
+func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if c, ok := layer.(channellayer.Checker); ok {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if err := c.Check(ctx); err != nil {
+				return fmt.Errorf("channel layer: %w", err)
+			}
+		}
+		if l != nil && !l.Ready() {
+			return errors.New("notifier: not listening to Postgres")
+		}
+		return nil
+	}
+}
+
+func newLogger(cfg *config, out io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
