@@ -38,7 +38,7 @@ func (l *pipeListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *pipeListener) Close() error { l.once.Do(func() { close(l.closed) }); return nil }
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.closed) }); return nil }
 func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
 
 func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -102,7 +102,7 @@ func benchFanout(b *testing.B, members int, tcp bool) {
 		client.Transport = &http.Transport{DialContext: pl.dial, MaxIdleConnsPerHost: -1}
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conns.Serve(w, r, nil, ctor)
+		conns.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: ctor})
 	})}
 	go srv.Serve(ln)
 	defer func() {

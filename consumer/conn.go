@@ -27,6 +27,7 @@ type Conn struct {
 	layer   channellayer.Layer
 	log     *slog.Logger
 	srv     *Server
+	stats   *routeStats
 
 	ws     *websocket.Conn
 	ctx    context.Context // ends when the connection is over
@@ -110,6 +111,9 @@ func (c *Conn) closeLocked(code websocket.StatusCode, reason string) {
 		return
 	}
 	c.closing, c.closeCode, c.closeWhy, c.byUs = true, code, reason, true
+	if code == StatusTooSlow {
+		c.srv.droppedSlow.Add(int64(len(c.queue)))
+	}
 	c.queue = nil
 	c.signal()
 }
@@ -118,10 +122,12 @@ func (c *Conn) push(it item) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
+		c.srv.droppedGone.Add(1)
 		return false
 	}
 	if len(c.queue) >= c.srv.queueSize() {
 		c.srv.slow.Add(1)
+		c.srv.droppedSlow.Add(1) // this one; closeLocked counts the queue
 		c.log.Warn("consumer: client too slow, closing", "queued", len(c.queue))
 		c.closeLocked(StatusTooSlow, "too slow: outbound queue full")
 		return false

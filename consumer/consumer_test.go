@@ -39,7 +39,7 @@ func newHarness(t *testing.T, newConsumer consumer.Constructor, tweak ...func(*c
 		f(h.srv)
 	}
 	h.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.srv.Serve(w, r, map[string]string{"room": r.URL.Query().Get("room")}, newConsumer)
+		h.srv.Serve(w, r, consumer.Route{Pattern: "/", Params: map[string]string{"room": r.URL.Query().Get("room")}, New: newConsumer})
 	}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -221,7 +221,7 @@ func TestNotificationForwardsUnchanged(t *testing.T) {
 		}
 	}
 	// warmup had no handler: dropped and counted, connections still open.
-	waitFor(t, "unhandled counted", func() bool { return h.srv.Stats().Unhandled >= 2 })
+	waitFor(t, "unhandled counted", func() bool { return h.srv.Stats().Dropped.NoHandler >= 2 })
 	a.Close(websocket.StatusNormalClosure, "")
 	b.Close(websocket.StatusNormalClosure, "")
 	waitFor(t, "connections closed", func() bool { return h.srv.Stats().Open == 0 })
@@ -253,7 +253,7 @@ func TestUnhandledTypeKeepsConnection(t *testing.T) {
 	if got := read(t, c); got != `{"n":2,"type":"chat.message"}` {
 		t.Fatalf("got %s", got)
 	}
-	if n := h.srv.Stats().Unhandled; n != 1 {
+	if n := h.srv.Stats().Dropped.NoHandler; n != 1 {
 		t.Fatalf("Unhandled = %d, want 1", n)
 	}
 }
@@ -378,7 +378,7 @@ func TestSlowClientIsCutOffAlone(t *testing.T) {
 func newHarnessConn(t *testing.T, h *harness, rec *recorder) *websocket.Conn {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.srv.Serve(w, r, nil, single(rec))
+		h.srv.Serve(w, r, consumer.Route{Pattern: "/second", New: single(rec)})
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)

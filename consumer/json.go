@@ -95,7 +95,7 @@ func (j *JSON) Receive(ctx context.Context, c *Conn, _ websocket.MessageType, da
 func (j *JSON) Dispatch(ctx context.Context, c *Conn, msg channellayer.Message) error {
 	h := j.Routes.Handler(msg.Type())
 	if h == nil {
-		c.srv.drops.Add(1)
+		c.srv.unhandled.Add(1)
 		c.log.Warn("consumer: no handler for message type; dropped", "type", msg.Type())
 		return nil
 	}

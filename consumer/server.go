@@ -37,27 +37,88 @@ type Server struct {
 	// WriteTimeout bounds writing one frame to a client. Default 10s.
 	WriteTimeout time.Duration
 
-	ids   atomic.Uint64
-	open  atomic.Int64
-	slow  atomic.Int64
-	drops atomic.Int64
+	ids         atomic.Uint64
+	open        atomic.Int64
+	slow        atomic.Int64
+	unhandled   atomic.Int64
+	droppedSlow atomic.Int64
+	droppedGone atomic.Int64
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
+	routes   map[string]*routeStats
 	draining bool
 	wg       sync.WaitGroup
+}
+
+// Route is what the router found for one WebSocket request.
+type Route struct {
+	// Pattern is the route's URL pattern, used to label its counters.
+	Pattern string
+	// Params are the URL path parameters the pattern matched.
+	Params map[string]string
+	// New makes the connection's consumer.
+	New Constructor
 }
 
 // Stats are counters of a Server's connections.
 type Stats struct {
 	Open            int64 // connections open now
 	SlowDisconnects int64 // clients closed with StatusTooSlow
-	Unhandled       int64 // layer messages dropped for want of a handler
+	// Dropped counts messages that reached a connection and were not
+	// written, by reason.
+	Dropped struct {
+		NoHandler int64 // a layer message whose type has no handler
+		Slow      int64 // queued for a client closed as too slow
+		Closed    int64 // arrived while the connection was closing
+	}
+	// Routes has the counters of each route pattern.
+	Routes map[string]RouteStats
+}
+
+// RouteStats are one route's counters.
+type RouteStats struct {
+	Open       int64 // connections open now
+	Accepted   int64 // connections accepted in all
+	Received   int64 // frames received from clients
+	Sent       int64 // frames written to clients
+	Dispatched int64 // layer messages handed to a handler
+}
+
+type routeStats struct {
+	open, accepted, received, sent, dispatched atomic.Int64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{Open: s.open.Load(), SlowDisconnects: s.slow.Load(), Unhandled: s.drops.Load()}
+	st := Stats{Open: s.open.Load(), SlowDisconnects: s.slow.Load()}
+	st.Dropped.NoHandler = s.unhandled.Load()
+	st.Dropped.Slow = s.droppedSlow.Load()
+	st.Dropped.Closed = s.droppedGone.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.Routes = make(map[string]RouteStats, len(s.routes))
+	for p, r := range s.routes {
+		st.Routes[p] = RouteStats{
+			Open: r.open.Load(), Accepted: r.accepted.Load(), Received: r.received.Load(),
+			Sent: r.sent.Load(), Dispatched: r.dispatched.Load(),
+		}
+	}
+	return st
+}
+
+func (s *Server) route(pattern string) *routeStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.routes == nil {
+		s.routes = make(map[string]*routeStats)
+	}
+	r := s.routes[pattern]
+	if r == nil {
+		r = &routeStats{}
+		s.routes[pattern] = r
+	}
+	return r
 }
 
 func (s *Server) queueSize() int {
@@ -79,9 +140,8 @@ var ErrDraining = errors.New("consumer: server is shutting down")
 
 // Serve runs one connection: it builds the consumer, registers its
 // channel, calls Connect, upgrades and then serves the connection until it
-// ends. It returns when the connection is over. params are the URL path
-// parameters the router matched.
-func (s *Server) Serve(w http.ResponseWriter, r *http.Request, params map[string]string, newConsumer Constructor) {
+// ends. It returns when the connection is over.
+func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	if s.Layer == nil {
 		s.logger().Error("consumer: Server.Layer is nil")
 		http.Error(w, "server misconfigured", http.StatusInternalServerError)
@@ -103,7 +163,8 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, params map[string
 	c := &Conn{
 		id:     id,
 		req:    r,
-		params: params,
+		params: route.Params,
+		stats:  s.route(route.Pattern),
 		layer:  s.Layer,
 		log:    s.logger().With("conn", id),
 		srv:    s,
@@ -126,7 +187,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, params map[string
 		}
 	}()
 
-	cons := newConsumer(r)
+	cons := route.New(r)
 	status := websocket.StatusCode(-1)
 	defer func() { cons.Disconnect(c, status) }()
 
@@ -165,6 +226,9 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, params map[string
 
 	s.track(c, true)
 	defer s.track(c, false)
+	c.stats.accepted.Add(1)
+	c.stats.open.Add(1)
+	defer c.stats.open.Add(-1)
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -228,6 +292,7 @@ func (s *Server) read(c *Conn, cons Consumer) error {
 			c.Close(StatusInvalidPayload, "text frame is not valid UTF-8")
 			continue
 		}
+		c.stats.received.Add(1)
 		if err := cons.Receive(c.ctx, c, kind, data); err != nil {
 			s.fail(c, "receive", err)
 		}
@@ -262,6 +327,7 @@ func (s *Server) write(c *Conn, cons Consumer) {
 		}
 		for i, it := range batch {
 			if it.msgType != "" {
+				c.stats.dispatched.Add(1)
 				err := cons.Dispatch(c.ctx, c, channellayer.MessageFrom(it.msgType, it.data))
 				if err != nil {
 					s.fail(c, "dispatch", err)
@@ -276,6 +342,7 @@ func (s *Server) write(c *Conn, cons Consumer) {
 				c.cancel()
 				return
 			}
+			c.stats.sent.Add(1)
 			batch[i] = item{}
 		}
 		spare = batch

@@ -215,3 +215,21 @@ func (r *Registry) Channels() int {
 	defer r.mu.RUnlock()
 	return len(r.channels)
 }
+
+// Stats counts a registry's contents.
+type Stats struct {
+	Channels int // local channels
+	Groups   int // groups with at least one local member
+	Members  int // memberships: one channel in three groups counts three
+}
+
+// Stats returns the registry's current counts.
+func (r *Registry) Stats() Stats {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	st := Stats{Channels: len(r.channels), Groups: len(r.groups)}
+	for _, g := range r.groups {
+		st.Members += len(g.members)
+	}
+	return st
+}

@@ -169,6 +169,9 @@ func TestConcurrentFanoutAndChurn(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	if st := r.Stats(); st != (groups.Stats{Channels: 1, Groups: 1, Members: 1}) {
+		t.Fatalf("Stats after churn: %+v", st)
+	}
 	if c.n["stable"] != 2000 || r.Len("g") != 1 || r.Channels() != 1 {
 		t.Fatalf("stable got %d, group len %d, channels %d", c.n["stable"], r.Len("g"), r.Channels())
 	}

@@ -53,7 +53,7 @@ func (rt *Router) WebSocket(pattern string, newConsumer consumer.Constructor) {
 				params[k] = rctx.URLParams.Values[i]
 			}
 		}
-		rt.consumers.Serve(w, r, params, newConsumer)
+		rt.consumers.Serve(w, r, consumer.Route{Pattern: pattern, Params: params, New: newConsumer})
 	})
 }
 

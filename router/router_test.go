@@ -34,8 +34,13 @@ type env struct {
 
 func newEnv(t *testing.T, layer channellayer.Layer, token string) *env {
 	t.Helper()
-	conns := &consumer.Server{Layer: layer}
+	conns := &consumer.Server{}
+	metrics := router.NewMetrics(conns, layer)
+	plain := layer
+	layer = metrics.Instrument(layer)
+	conns.Layer = layer
 	rt := router.New(conns, nil)
+	rt.HTTP().Get("/metrics", metrics.Handler().ServeHTTP)
 	rt.WebSocket("/notifications/", consumer.NewNotification(""))
 	rt.WebSocket("/rooms/{room}/", func(*http.Request) consumer.Consumer {
 		return &consumer.JSON{OnConnect: func(ctx context.Context, c *consumer.Conn) error {
@@ -54,7 +59,7 @@ func newEnv(t *testing.T, layer channellayer.Layer, token string) *env {
 		defer cancel()
 		_ = conns.Shutdown(ctx)
 		e.srv.Close()
-		_ = layer.Close()
+		_ = plain.Close()
 	})
 	return e
 }
@@ -291,7 +296,40 @@ func TestLayerDownIs503(t *testing.T) {
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") {
 		t.Fatalf("send with Redis down: %d %s, want 503", status, body)
 	}
+	if _, body, _ := e.do("GET", "/metrics", ""); !strings.Contains(body, `herald_layer_errors_total{op="group_send"} 1`) {
+		t.Errorf("layer error not counted:\n%s", body)
+	}
 	if status, body, _ := e.do("POST", "/posts", `{"author":"a","message":"b"}`); status != http.StatusServiceUnavailable {
 		t.Fatalf("post with Redis down: %d %s, want 503", status, body)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "")
+	c := e.mustDial("/notifications/")
+	if status, _, _ := e.do("POST", "/api/groups/gossip/send", `{"type":"name.gossip","n":1}`); status != http.StatusAccepted {
+		t.Fatal(status)
+	}
+	read(t, c)
+	e.do("POST", "/api/groups/nobody/send", `{"type":"x"}`)
+	_, body, _ := e.do("GET", "/metrics", "")
+	for _, want := range []string{
+		`herald_connections_open{route="/notifications/"} 1`,
+		`herald_connections_accepted_total{route="/notifications/"} 1`,
+		`herald_messages_sent_total{route="/notifications/"} 1`,
+		`herald_messages_dispatched_total{route="/notifications/"} 1`,
+		`herald_group_members 1`,
+		`herald_groups 1`,
+		`herald_layer_send_duration_seconds_count{op="group_send",result="ok"} 1`,
+		`herald_layer_send_duration_seconds_count{op="group_send",result="no_receivers"} 1`,
+		`herald_messages_dropped_total{reason="slow_consumer"} 0`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(body)
 	}
 }

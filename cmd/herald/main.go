@@ -75,6 +75,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 	defer layer.Close()
 
+	// Every send goes through the instrumented layer; the metrics read the
+	// plain one's counters.
+	conns := &consumer.Server{
+		Logger:         log,
+		OriginPatterns: cfg.AllowedOrigins,
+		QueueSize:      cfg.QueueSize,
+		ReadLimit:      cfg.MaxFrame,
+	}
+	metrics := router.NewMetrics(conns, layer)
+	layer = metrics.Instrument(layer)
+	conns.Layer = layer
+
 	var (
 		posts    notifier.Store
 		listener *notifier.Listener
@@ -104,13 +116,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		}
 	}
 
-	conns := &consumer.Server{
-		Layer:          layer,
-		Logger:         log,
-		OriginPatterns: cfg.AllowedOrigins,
-		QueueSize:      cfg.QueueSize,
-		ReadLimit:      cfg.MaxFrame,
-	}
 	rt := router.New(conns, log)
 	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
 	api := &router.API{
@@ -122,6 +127,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		Ready:   readiness(layer, listener),
 	}
 	api.Mount(rt.HTTP())
+	rt.HTTP().Method(http.MethodGet, "/metrics", metrics.Handler())
 	rt.HTTP().Mount("/", web.Handler())
 
 	ln, err := net.Listen("tcp", cfg.Addr)

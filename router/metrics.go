@@ -1,0 +1,177 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/consumer"
+)
+
+// Metrics exposes an instance's counters in the Prometheus format. Most
+// are read from the parts' own counters when scraped, so the hot paths
+// only bump atomics; send latency is observed by an instrumented layer
+// (see Instrument).
+type Metrics struct {
+	reg     *prometheus.Registry
+	latency *prometheus.HistogramVec
+	errs    *prometheus.CounterVec
+}
+
+// LayerStatser is implemented by layers that count their own faults, such
+// as lost connections to their backing service.
+type LayerStatser interface {
+	LayerStats() map[string]int64
+}
+
+// NewMetrics returns metrics for the connections of conns and the local
+// groups of layer, plus the Go runtime's and the process's.
+func NewMetrics(conns *consumer.Server, layer channellayer.Layer) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_layer_send_duration_seconds",
+			Help:    "Time to hand a message to the channel layer, by operation and result.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"op", "result"}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_layer_errors_total",
+			Help: "Channel layer operations that failed, by operation (sends that reached nobody are not errors).",
+		}, []string{"op"}),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.latency, m.errs,
+		&collector{conns: conns, layer: layer},
+	)
+	return m
+}
+
+// Handler serves the metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry returns the registry, for adding metrics of other parts.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+func (m *Metrics) observe(op string, start time.Time, err error) {
+	result := "ok"
+	switch {
+	case err == nil:
+	case errors.Is(err, channellayer.ErrNoReceivers):
+		result = "no_receivers"
+	default:
+		result = "error"
+		m.errs.WithLabelValues(op).Inc()
+	}
+	m.latency.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
+}
+
+// Instrument returns l with its sends timed and its errors counted. The
+// result implements channellayer.LocalSender exactly when l does.
+func (m *Metrics) Instrument(l channellayer.Layer) channellayer.Layer {
+	il := &instrumented{Layer: l, m: m}
+	if ls, ok := l.(channellayer.LocalSender); ok {
+		return &instrumentedLocal{instrumented: il, local: ls}
+	}
+	return il
+}
+
+type instrumented struct {
+	channellayer.Layer
+	m *Metrics
+}
+
+func (l *instrumented) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
+	start := time.Now()
+	err := l.Layer.GroupSend(ctx, group, msg)
+	l.m.observe("group_send", start, err)
+	return err
+}
+
+func (l *instrumented) Send(ctx context.Context, channel string, msg channellayer.Message) error {
+	start := time.Now()
+	err := l.Layer.Send(ctx, channel, msg)
+	l.m.observe("send", start, err)
+	return err
+}
+
+func (l *instrumented) GroupAdd(ctx context.Context, group, channel string) error {
+	err := l.Layer.GroupAdd(ctx, group, channel)
+	if err != nil {
+		l.m.errs.WithLabelValues("group_add").Inc()
+	}
+	return err
+}
+
+type instrumentedLocal struct {
+	*instrumented
+	local channellayer.LocalSender
+}
+
+func (l *instrumentedLocal) GroupSendLocal(ctx context.Context, group string, msg channellayer.Message) error {
+	start := time.Now()
+	err := l.local.GroupSendLocal(ctx, group, msg)
+	l.m.observe("group_send_local", start, err)
+	return err
+}
+
+// collector reads the parts' counters at scrape time.
+type collector struct {
+	conns *consumer.Server
+	layer channellayer.Layer
+}
+
+var (
+	descOpen       = prometheus.NewDesc("herald_connections_open", "WebSocket connections open now, by route.", []string{"route"}, nil)
+	descAccepted   = prometheus.NewDesc("herald_connections_accepted_total", "WebSocket connections accepted, by route.", []string{"route"}, nil)
+	descIn         = prometheus.NewDesc("herald_messages_received_total", "Frames received from clients, by route.", []string{"route"}, nil)
+	descOut        = prometheus.NewDesc("herald_messages_sent_total", "Frames written to clients, by route.", []string{"route"}, nil)
+	descDispatched = prometheus.NewDesc("herald_messages_dispatched_total", "Layer messages handed to a consumer's handler, by route.", []string{"route"}, nil)
+	descDropped    = prometheus.NewDesc("herald_messages_dropped_total", "Messages that reached a connection and were not written, by reason.", []string{"reason"}, nil)
+	descSlow       = prometheus.NewDesc("herald_slow_consumer_disconnects_total", "Clients closed with 4008 because their outbound queue filled.", nil, nil)
+	descChannels   = prometheus.NewDesc("herald_channels", "Channels (connections and other receivers) registered on this instance.", nil, nil)
+	descGroups     = prometheus.NewDesc("herald_groups", "Groups with at least one member on this instance.", nil, nil)
+	descMembers    = prometheus.NewDesc("herald_group_members", "Group memberships on this instance.", nil, nil)
+	descLayer      = prometheus.NewDesc("herald_layer_events_total", "Channel layer events, such as reconnects to its backing service, by kind.", []string{"kind"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descIn, descOut, descDispatched, descDropped, descSlow, descChannels, descGroups, descMembers, descLayer} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.conns.Stats()
+	for route, r := range st.Routes {
+		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(r.Open), route)
+		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(r.Accepted), route)
+		ch <- prometheus.MustNewConstMetric(descIn, prometheus.CounterValue, float64(r.Received), route)
+		ch <- prometheus.MustNewConstMetric(descOut, prometheus.CounterValue, float64(r.Sent), route)
+		ch <- prometheus.MustNewConstMetric(descDispatched, prometheus.CounterValue, float64(r.Dispatched), route)
+	}
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped.NoHandler), "no_handler")
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped.Slow), "slow_consumer")
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped.Closed), "connection_closing")
+	ch <- prometheus.MustNewConstMetric(descSlow, prometheus.CounterValue, float64(st.SlowDisconnects))
+	if ls, ok := c.layer.(channellayer.LocalStatser); ok {
+		g := ls.LocalStats()
+		ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(g.Channels))
+		ch <- prometheus.MustNewConstMetric(descGroups, prometheus.GaugeValue, float64(g.Groups))
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(g.Members))
+	}
+	if ls, ok := c.layer.(LayerStatser); ok {
+		for kind, n := range ls.LayerStats() {
+			ch <- prometheus.MustNewConstMetric(descLayer, prometheus.CounterValue, float64(n), kind)
+		}
+	}
+}
