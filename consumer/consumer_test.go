@@ -419,3 +419,28 @@ func TestShutdownSendsServiceRestart(t *testing.T) {
 		t.Fatalf("dial during shutdown: %v, want 503", err)
 	}
 }
+
+func TestNotificationClientFrames(t *testing.T) {
+	h := newHarness(t, consumer.NewNotification(""))
+	c := h.dial("")
+	write(t, c, websocket.MessageText, `{"type":"whoami"}`)
+	var who consumer.WhoAmI
+	if err := json.Unmarshal([]byte(read(t, c)), &who); err != nil || who.Type != "whoami" || who.Channel == "" {
+		t.Fatalf("whoami answer %+v %v", who, err)
+	}
+	// The name it reports reaches this connection.
+	msg := mustMsg(t, `{"type":"name.gossip","only":"you"}`)
+	if err := h.layer.Send(context.Background(), who.Channel, msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, c); got != `{"type":"name.gossip","only":"you"}` {
+		t.Fatalf("got %s", got)
+	}
+	for _, bad := range []string{`{"type":"dance"}`, `{"type":7}`, `{"no":"type"}`} {
+		write(t, c, websocket.MessageText, bad)
+		var frame consumer.ErrorFrame
+		if err := json.Unmarshal([]byte(read(t, c)), &frame); err != nil || frame.Type != "error" {
+			t.Fatalf("%s: got %+v %v, want an error frame", bad, frame, err)
+		}
+	}
+}

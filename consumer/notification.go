@@ -2,7 +2,9 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -36,7 +38,7 @@ func NewNotification(group string) Constructor {
 	}
 	routes := &Routes{}
 	routes.HandleFunc(NotificationType, ForwardToClient)
-	j := &JSON{Routes: routes, OnConnect: n.connect, OnDisconnect: n.disconnect}
+	j := &JSON{Routes: routes, OnConnect: n.connect, OnReceive: n.receive, OnDisconnect: n.disconnect}
 	return func(*http.Request) Consumer { return j }
 }
 
@@ -49,6 +51,28 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 		return nil
 	}
 	return err
+}
+
+// WhoAmI is the frame a client sends as {"type":"whoami"} to learn its
+// channel name, and the answer it gets back with Channel set. A page can
+// hand the name to its backend, which can then send to exactly this
+// connection with POST /api/channels/{channel}/send.
+type WhoAmI struct {
+	Type    string `json:"type"` // "whoami"
+	Channel string `json:"channel"`
+}
+
+func (n *Notification) receive(_ context.Context, c *Conn, obj map[string]json.RawMessage) error {
+	var typ string
+	if err := json.Unmarshal(obj["type"], &typ); err != nil {
+		return c.SendJSON(ErrorFrame{Type: "error", Error: `frame needs a string "type"`})
+	}
+	switch typ {
+	case "whoami":
+		return c.SendJSON(WhoAmI{Type: "whoami", Channel: c.Channel()})
+	default:
+		return c.SendJSON(ErrorFrame{Type: "error", Error: fmt.Sprintf("unknown frame type %q", typ)})
+	}
 }
 
 func (n *Notification) disconnect(c *Conn, _ websocket.StatusCode) {

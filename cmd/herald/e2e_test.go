@@ -77,7 +77,13 @@ var listenRE = regexp.MustCompile(`addr=(\S+)`)
 // and waits until it listens.
 func startHerald(t *testing.T, env ...string) *instance {
 	t.Helper()
-	cmd := exec.Command(heraldBinary, "-addr", "127.0.0.1:0")
+	addrFlag := "127.0.0.1:0"
+	for _, e := range env {
+		if a, ok := strings.CutPrefix(e, "HERALD_ADDR="); ok {
+			addrFlag = a
+		}
+	}
+	cmd := exec.Command(heraldBinary, "-addr", addrFlag)
 	cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=", "HERALD_API_TOKEN=")
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
