@@ -1,69 +1,80 @@
-// Package notifier turns rows inserted into the Postgres table posts into
-// group sends on a channel layer, and stores the posts that the HTTP API
+// Package notifier turns rows inserted into Postgres tables into group
+// sends on a channel layer, and stores the posts that the HTTP API
 // creates.
 //
 // # Flow
 //
-// Migrate installs the posts table and an AFTER INSERT trigger that calls
-// pg_notify on Channel ("herald_posts") for each new row, when its
-// transaction commits. The payload is the row as JSON, or only {"id":N}
-// when the row would not fit (Postgres refuses payloads of 8000 bytes or
-// more), in which case the Listener reads the row by id: posts of any size
-// arrive whole. Updates, deletes and rolled-back inserts send nothing.
+// Migrate creates the posts table, the log (herald_log) and, on each
+// bridged table, a deferred constraint trigger. When a transaction that
+// inserted rows commits, the trigger takes a transaction-level advisory
+// lock, copies each new row into the log under the next number of the
+// log's sequence (seq), and notifies Channel ("herald_log") with an empty
+// payload. The lock is held until the transaction ends, so no other
+// transaction can number a row before this one has committed: seq order
+// is commit order, and a reader that sees seq N sees every committed row
+// below N. Updates, deletes and rolled-back inserts log nothing.
 //
-// Every Herald instance runs one Listener. It keeps its own connection,
-// outside the pool, LISTENs on Channel and sends each post to its group
-// (default "gossip") as
+// A Bridge names a table, the group its rows go to and the shape of the
+// message. The default, PostsBridge, sends each post to "gossip" as
 //
 //	{"type":"name.gossip","event":"New Post","sender":author,"message":message,"id":id}
 //
-// built by GossipMessage. The notifier never touches a client connection;
-// the layer does the rest.
+// built by GossipMessage; other bridges send {"type": Type, field: column
+// value, ...}. ParseBridges reads bridges from a setting.
+//
+// Every Herald instance runs one Listener. It keeps its own connection,
+// outside the pool, LISTENs on Channel, and on each notification (and
+// every PollInterval in any case) reads the log after the last seq it
+// delivered, a page of 500 rows at a time, and sends each row to its
+// bridge's group. A notification is only a doorbell: its payload is
+// ignored, so its size limit, its folding of repeats and NOTIFYs sent by
+// others do not matter, and rows of any size arrive whole. The notifier
+// never touches a client connection; the layer does the rest.
 //
 // # Delivery
 //
-// Every instance receives every notification, so a Listener delivers only
-// to its own instance's members, with GroupSendLocal when the layer
-// implements channellayer.LocalSender (both Herald layers do). A client
-// connected to any instance then gets each post once, from the Listener of
-// its own instance, including posts that Listener catches up after an
-// outage (but see the known gap below). With a layer that cannot send locally
-// the Listener falls back to GroupSend, which reaches every instance; run
-// a single Listener per shared layer then.
+// Every instance reads every row, so a Listener delivers only to its own
+// instance's members, with GroupSendLocal when the layer implements
+// channellayer.LocalSender (both Herald layers do). A client connected to
+// any instance then gets each row of a bridged table once, in commit
+// order, from the Listener of its own instance, including rows committed
+// while that Listener was away. With a layer that cannot send locally the
+// Listener falls back to GroupSend, which reaches every instance; run a
+// single Listener per shared layer then.
 //
-// Live posts arrive in the order their transactions commit, which is not
-// always id order. A group with no member is not an error; any other send
-// error is logged and the post is not retried. Clients that miss a post
-// (offline, slow, or behind a failed send) can read it with Store.Recent.
+// A group with no member is not an error. A row a bridge cannot encode,
+// and any other send error, is logged and not retried. Clients that miss
+// a row (offline, slow, or behind a failed send) can read it from its
+// table, as with Store.Recent.
 //
 // # Outages
 //
 // When its connection fails, Run logs it and reconnects with jittered
-// exponential backoff. Once listening again it delivers, in id order and
-// 500 at a time, the posts with ids above the last one it delivered, and
-// only then the notifications that follow; those repeating a post the
-// catch-up already delivered are dropped. Ready is false from the failure
-// until the catch-up is done. A fresh Listener starts from the newest post
-// in the table and delivers nothing older.
+// exponential backoff; Postgres may also be down when Run starts. Once
+// listening again it first delivers the rows logged meanwhile, then goes
+// on live. Ready is false from the failure until that catch-up is done. A
+// fresh Listener starts at the end of the log and delivers nothing older.
 //
-// Known gap: a post gets its id at insert and becomes visible at commit.
-// A post that commits while the Listener is away, with an id below one it
-// already delivered, is not caught up; nor is one whose id falls inside a
-// catch-up and which commits just after its page was read, as its
-// notification is taken for a repeat. Both need a transaction that stays
-// open across an outage or a catch-up; closing the gap is left for later.
+// Rows stay in the log for Retention (default 24 hours); every Listener
+// prunes older rows it has delivered. A Listener away longer than that
+// logs an error and skips what was pruned.
 //
 // # Deployment
 //
 // LISTEN needs a session that lasts as long as the Listener. Point the
 // pool's connection string at Postgres itself, or at a PgBouncer pool in
 // session mode: in transaction mode the LISTEN is lost as soon as the
-// statement ends and no notification ever arrives. The Listener connects
-// with the pool's settings (but not its BeforeConnect or AfterConnect
-// hooks) and names its session herald-notifier in pg_stat_activity unless
-// the connection string sets application_name. Each instance holds one
-// such connection. Every commit that notifies takes a lock global to the
-// server, so posts commit one at a time.
+// statement ends (the Listener still polls, so rows arrive late rather
+// than never). Writers may go through any pooling mode. The Listener
+// connects with the pool's settings (but not its BeforeConnect or
+// AfterConnect hooks) and names its session herald-notifier in
+// pg_stat_activity unless the connection string sets application_name.
+//
+// Committing transactions that insert into bridged tables take turns on
+// one advisory lock, from their commit-time trigger to the end of the
+// commit; NOTIFY already serializes notifying commits in much the same
+// way. Roles that insert into bridged tables need INSERT on herald_log and
+// USAGE on its sequence.
 //
 // # Stores
 //

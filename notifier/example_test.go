@@ -44,3 +44,34 @@ func ExampleListener() {
 	<-ctx.Done()
 	<-done // Run returns once ctx is done
 }
+
+// Bridging another table: every row inserted into orders, by any writer,
+// reaches the members of group "orders" as
+// {"type":"order.created","customer":...,"id":...,"total":...}.
+func ExampleBridge() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, "postgres://herald@db/shop")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	bridges := []notifier.Bridge{
+		notifier.PostsBridge(""), // posts to "gossip", as by default
+		{
+			Table:  "orders",
+			Group:  "orders",
+			Type:   "order.created",
+			Fields: map[string]string{"id": "id", "total": "total", "customer": "customer_id"},
+		},
+	}
+	// The same list goes to Migrate, which installs the triggers, and to
+	// every instance's Listener.
+	if err := notifier.Migrate(ctx, pool, bridges...); err != nil {
+		log.Fatal(err)
+	}
+	l, err := notifier.New(pool, channellayer.NewMemory(), notifier.Config{Bridges: bridges})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = l.Run(ctx)
+}

@@ -37,7 +37,7 @@ type inbox chan gossip
 // receives.
 func join(t *testing.T, layer channellayer.Layer) inbox {
 	t.Helper()
-	in := make(inbox, 4096)
+	in := make(inbox, 1<<15) // room for the bursts
 	member := groups.MemberFunc(func(msgType string, data []byte) {
 		var g gossip
 		dec := json.NewDecoder(strings.NewReader(string(data)))
@@ -90,6 +90,44 @@ func brief(g gossip) string {
 	}
 	b, _ := json.Marshal(g)
 	return string(b)
+}
+
+// joinRaw registers a member in group and returns the messages it
+// receives, as sent.
+func joinRaw(t *testing.T, layer channellayer.Layer, group string) chan []byte {
+	t.Helper()
+	in := make(chan []byte, 1024)
+	member := groups.MemberFunc(func(_ string, data []byte) {
+		select {
+		case in <- data:
+		default:
+			t.Errorf("inbox full, dropped %s", data)
+		}
+	})
+	ch, err := layer.NewChannel(member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := layer.GroupAdd(t.Context(), group, ch); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// expectAll checks that the next messages announce want, in order, and
+// that nothing else follows: a sentinel post is inserted through db and
+// must be the very next message.
+func (in inbox) expectAll(t *testing.T, db querier, want []notifier.Post) {
+	t.Helper()
+	for i, p := range want {
+		got := in.next(t)
+		if got.ID != p.ID || got.Message != p.Message || got.Sender != p.Author {
+			t.Fatalf("message %d of %d: got %s, want %s", i, len(want), brief(got), brief(gossip{Type: "name.gossip", Event: "New Post", Sender: p.Author, Message: p.Message, ID: p.ID}))
+		}
+	}
+	// Anything missing would have failed above; anything delivered twice
+	// or out of place would come before the sentinel.
+	in.expect(t, insert(t, db, "sentinel", "sentinel"))
 }
 
 // newPool returns a pool on a fresh database, migrated unless told not to.

@@ -20,16 +20,24 @@ const (
 	DefaultGroup        = "gossip"
 	DefaultMinBackoff   = 250 * time.Millisecond
 	DefaultMaxBackoff   = 30 * time.Second
-	DefaultPingInterval = 30 * time.Second
+	DefaultPollInterval = 10 * time.Second
+	DefaultRetention    = 24 * time.Hour
 )
 
-// catchUpPage is how many posts one catch-up query reads.
-const catchUpPage = 500
+// pageSize is how many log rows one read returns, which bounds the
+// Listener's memory however long the backlog.
+const pageSize = 500
 
-// pingTimeout bounds a ping of a quiet connection. It is apart from
-// PingInterval so that a short interval does not make a slow server look
-// dead.
-const pingTimeout = 10 * time.Second
+// queryTimeout bounds one read of the log, so that a server that died
+// without a word is noticed.
+const queryTimeout = 30 * time.Second
+
+// pruneBatch is the most log rows one prune deletes, so that a long
+// backlog is pruned in steps rather than by one huge statement.
+const pruneBatch = 10000
+
+// maxPruneEvery caps the time between two prunes.
+const maxPruneEvery = 10 * time.Minute
 
 // applicationName marks the Listener's session in pg_stat_activity
 // unless the connection string names one already.
@@ -37,9 +45,12 @@ const applicationName = "herald-notifier"
 
 // Config configures a Listener. The zero value is ready to use.
 type Config struct {
-	// Group receives every post. Default: DefaultGroup ("gossip").
-	Group string
-	// Logger receives reconnects and skipped notifications. Default:
+	// Bridges lists the tables whose inserts are delivered, and where.
+	// Default (empty): PostsBridge(DefaultGroup), posts to "gossip".
+	// Rows of tables not listed here are skipped, so instances may bridge
+	// different tables.
+	Bridges []Bridge
+	// Logger receives reconnects and skipped rows. Default:
 	// slog.Default().
 	Logger *slog.Logger
 	// MinBackoff is the wait before the first reconnect after a failure;
@@ -50,40 +61,44 @@ type Config struct {
 	// MaxBackoff caps the wait between reconnects. Default:
 	// DefaultMaxBackoff (30s).
 	MaxBackoff time.Duration
-	// PingInterval is how long the connection may stay quiet before the
-	// Listener pings it, so that a connection that died without a word
-	// is noticed. Default: DefaultPingInterval (30s).
-	PingInterval time.Duration
+	// PollInterval is how long the Listener waits for a notification
+	// before reading the log anyway. The read doubles as a check that the
+	// connection is alive. Default: DefaultPollInterval (10s).
+	PollInterval time.Duration
+	// Retention is how long rows stay in the log, and so how long a
+	// Listener may be away and still catch up everything. Every Listener
+	// prunes older rows. Default: DefaultRetention (24h).
+	Retention time.Duration
 }
 
-// Listener delivers the posts announced on Channel to a group of this
-// instance's members. Create it with New and call Run.
+// Listener delivers the rows of bridged tables, read from the log in
+// commit order, to this instance's members of each bridge's group.
+// Create it with New and call Run.
 type Listener struct {
 	connConfig *pgx.ConnConfig
-	group      string
+	bridges    map[string]Bridge // by Table
 	send       func(context.Context, string, channellayer.Message) error
 	log        *slog.Logger
 	minBackoff time.Duration
 	maxBackoff time.Duration
-	ping       time.Duration
+	poll       time.Duration
+	retention  time.Duration
 
 	running atomic.Bool
 	ready   atomic.Bool
 
 	// Owned by the goroutine in Run.
-	started bool  // last has been read from the table
-	last    int64 // highest post id delivered
+	started   bool      // last has been set from the log
+	last      int64     // highest seq delivered (or skipped)
+	lastPrune time.Time // when this Listener last pruned the log
 }
 
-// New returns a Listener that reads posts through connections configured
-// like pool's and sends them on layer. It opens its own connection rather
-// than borrowing one from pool, so a busy pool cannot hold up delivery and
-// the Listener does not hold one of pool's slots. It reports an error for
-// a Config that cannot work.
+// New returns a Listener that reads the log through connections
+// configured like pool's and sends on layer. It opens its own connection
+// rather than borrowing one from pool, so a busy pool cannot hold up
+// delivery and the Listener does not hold one of pool's slots. It
+// reports an error for a Config that cannot work.
 func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, error) {
-	if cfg.Group == "" {
-		cfg.Group = DefaultGroup
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -93,27 +108,38 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
 	}
-	if cfg.PingInterval == 0 {
-		cfg.PingInterval = DefaultPingInterval
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultPollInterval
 	}
-	if err := channellayer.ValidGroupName(cfg.Group); err != nil {
-		return nil, fmt.Errorf("notifier: %w", err)
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	bridges, err := validateBridges(cfg.Bridges)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff {
 		return nil, fmt.Errorf("notifier: backoff bounds %v..%v are not 0 <= min <= max", cfg.MinBackoff, cfg.MaxBackoff)
 	}
-	if cfg.PingInterval < 0 {
-		return nil, fmt.Errorf("notifier: negative ping interval %v", cfg.PingInterval)
+	if cfg.PollInterval < 0 {
+		return nil, fmt.Errorf("notifier: negative poll interval %v", cfg.PollInterval)
+	}
+	if cfg.Retention < 0 {
+		return nil, fmt.Errorf("notifier: negative retention %v", cfg.Retention)
 	}
 
 	l := &Listener{
 		connConfig: pool.Config().ConnConfig,
-		group:      cfg.Group,
+		bridges:    make(map[string]Bridge, len(bridges)),
 		send:       layer.GroupSend,
 		log:        cfg.Logger,
 		minBackoff: cfg.MinBackoff,
 		maxBackoff: cfg.MaxBackoff,
-		ping:       cfg.PingInterval,
+		poll:       cfg.PollInterval,
+		retention:  cfg.Retention,
+	}
+	for _, b := range bridges {
+		l.bridges[b.Table] = b
 	}
 	if _, ok := l.connConfig.RuntimeParams["application_name"]; !ok {
 		l.connConfig.RuntimeParams["application_name"] = applicationName
@@ -121,7 +147,7 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 	if ls, ok := layer.(channellayer.LocalSender); ok {
 		l.send = ls.GroupSendLocal
 	} else {
-		l.log.Warn("notifier: layer cannot send locally; with several instances, each client gets one copy of a post per instance")
+		l.log.Warn("notifier: layer cannot send locally; with several instances, each client gets one copy of a row per instance")
 	}
 	return l, nil
 }
@@ -130,11 +156,11 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 // up, for a readiness probe.
 func (l *Listener) Ready() bool { return l.ready.Load() }
 
-// Run delivers posts until ctx is done, then returns ctx.Err(). Lost
-// connections are logged and reopened with backoff; posts committed
-// meanwhile are delivered after reconnecting. Run may be called again
-// after it returns, and resumes after the last post it delivered, but not
-// concurrently.
+// Run delivers rows until ctx is done, then returns ctx.Err(). Lost
+// connections are logged and reopened with backoff; rows committed
+// meanwhile are delivered, in commit order, after reconnecting. Run may
+// be called again after it returns, and resumes after the last row it
+// delivered, but not concurrently.
 func (l *Listener) Run(ctx context.Context) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return errors.New("notifier: Listener.Run is already running")
@@ -154,7 +180,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		// Jitter in [backoff/2, backoff] keeps instances that lost the
 		// same server from reconnecting in step.
 		wait := backoff/2 + rand.N(backoff/2+1)
-		l.log.Warn("notifier: not listening, reconnecting", "err", err, "in", wait, "last_id", l.last)
+		l.log.Warn("notifier: not listening, reconnecting", "err", err, "in", wait, "last_seq", l.last)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -181,132 +207,154 @@ func (l *Listener) session(ctx context.Context) (wasReady bool, err error) {
 		_ = conn.Close(closeCtx)
 	}()
 
-	if !l.started {
-		// A fresh Listener owes its clients nothing older than now. Read
-		// the newest id before LISTEN, so that posts committed in between
-		// are caught up below rather than lost.
-		if err := conn.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM posts").Scan(&l.last); err != nil {
-			return false, err
-		}
-		l.started = true
-	}
-
-	// marker is a channel only this session listens to. Notifications
-	// reach a session in commit order across all channels, so once the
-	// NOTIFY sent on it after catch-up comes back, every notification of a
-	// post the catch-up could have seen has come before it.
-	marker := fmt.Sprintf("herald_sync_%016x", rand.Uint64())
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel+"; LISTEN "+marker); err != nil {
+	// LISTEN comes first, so that a row committed during the catch-up
+	// below rings again afterwards rather than waiting for a poll.
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return false, err
 	}
 	from := l.last
+	if err := l.resume(ctx, conn); err != nil {
+		return false, err
+	}
+	if err := l.prune(ctx, conn); err != nil {
+		return false, err
+	}
 	if err := l.catchUp(ctx, conn); err != nil {
 		return false, err
 	}
-	// Until the marker arrives, notifications of ids in (from, to] repeat
-	// posts the catch-up delivered. After it, every notification is new:
-	// a session gets each one once.
-	//
-	// Known gap (see the package doc): an id in that range whose
-	// transaction commits after the catch-up read its page is taken for a
-	// repeat, and one at or below from that commits while the Listener is
-	// away is never seen. Fixing both means remembering the transactions
-	// still in progress at each read (pg_current_snapshot) and fetching
-	// their rows later.
-	to := l.last
-	if _, err := conn.Exec(ctx, "NOTIFY "+marker); err != nil {
-		return false, err
-	}
 	l.ready.Store(true)
-	l.log.Info("notifier: listening", "channel", Channel, "group", l.group, "caught_up", to-from, "last_id", to)
+	l.log.Info("notifier: listening", "channel", Channel, "bridges", len(l.bridges), "caught_up", l.last-from, "last_seq", l.last)
 
 	for {
-		n, err := l.wait(ctx, conn)
-		if err != nil {
+		if err := l.wait(ctx, conn); err != nil {
 			return true, err
 		}
-		if n.Channel == marker {
-			from, to = 0, 0
-			continue
+		if err := l.catchUp(ctx, conn); err != nil {
+			return true, err
 		}
-		p, whole, err := decodePayload(n.Payload)
-		if err != nil {
-			l.log.Warn("notifier: skipping notification", "err", err, "payload", truncate(n.Payload), "pid", n.PID)
-			continue
-		}
-		if from < p.ID && p.ID <= to {
-			continue
-		}
-		if !whole {
-			id := p.ID
-			rows, _ := conn.Query(ctx, "SELECT id, author, message, created_at FROM posts WHERE id = $1", id)
-			p, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Post])
-			if errors.Is(err, pgx.ErrNoRows) {
-				l.log.Info("notifier: post deleted before it was read", "id", id)
-				continue
+		if time.Since(l.lastPrune) >= min(l.retention, maxPruneEvery) {
+			if err := l.prune(ctx, conn); err != nil {
+				return true, err
 			}
-			if err != nil {
-				return true, fmt.Errorf("read post %d: %w", id, err)
-			}
-		}
-		l.deliver(ctx, p)
-	}
-}
-
-// wait returns the next notification, pinging the server whenever the
-// connection has been quiet for the ping interval.
-func (l *Listener) wait(ctx context.Context, conn *pgx.Conn) (*pgconn.Notification, error) {
-	for {
-		waitCtx, cancel := context.WithTimeout(ctx, l.ping)
-		n, err := conn.WaitForNotification(waitCtx)
-		cancel()
-		if n != nil {
-			return n, nil // an error, if any, shows again on the next call
-		}
-		// A timeout leaves a pgx connection usable.
-		if !pgconn.Timeout(err) || ctx.Err() != nil {
-			return nil, err
-		}
-		pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
-		err = conn.Ping(pingCtx)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("ping: %w", err)
 		}
 	}
 }
 
-// catchUp delivers, in id order, the posts above the last one delivered.
-func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
+// resume sets where delivery starts. A fresh Listener owes its clients
+// nothing older than now and starts at the end of the log; one that
+// reconnects goes on from the last row it delivered, unless the log no
+// longer holds the rows after it.
+func (l *Listener) resume(ctx context.Context, conn *pgx.Conn) error {
+	var end, pruned int64
+	err := conn.QueryRow(ctx, `SELECT greatest((SELECT max(seq) FROM herald_log), pruned_through), pruned_through
+		FROM herald_log_state`).Scan(&end, &pruned)
+	if err != nil {
+		return fmt.Errorf("read the log: %w", err)
+	}
+	switch {
+	case !l.started:
+		l.last, l.started = end, true
+	case pruned > l.last:
+		l.log.Error("notifier: away longer than the log's retention; rows committed meanwhile were pruned and are not delivered",
+			"last_seq", l.last, "pruned_through", pruned, "retention", l.retention)
+		l.last = pruned
+	case end < l.last:
+		l.log.Warn("notifier: the log ends before the last row delivered (restored or truncated?); going on from its end",
+			"last_seq", l.last, "log_end", end)
+		l.last = end
+	}
+	return nil
+}
+
+// wait returns when a notification arrives or the poll interval passes,
+// having discarded every notification already received: one read of the
+// log answers them all.
+func (l *Listener) wait(ctx context.Context, conn *pgx.Conn) error {
+	waitCtx, cancel := context.WithTimeout(ctx, l.poll)
+	_, err := conn.WaitForNotification(waitCtx)
+	cancel()
+	// A timeout leaves a pgx connection usable; it means "poll".
+	if err != nil && (!pgconn.Timeout(err) || ctx.Err() != nil) {
+		return err
+	}
+	// With a done context, pgx hands out notifications it has already
+	// read and then fails without touching the connection.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
 	for {
-		rows, _ := conn.Query(ctx,
-			"SELECT id, author, message, created_at FROM posts WHERE id > $1 ORDER BY id LIMIT $2",
-			l.last, catchUpPage)
-		posts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Post])
-		if err != nil {
-			return fmt.Errorf("catch up: %w", err)
-		}
-		for _, p := range posts {
-			l.deliver(ctx, p)
-		}
-		if len(posts) < catchUpPage {
+		if n, _ := conn.WaitForNotification(done); n == nil {
 			return nil
 		}
 	}
 }
 
-// deliver sends p to this instance's members of the group. A failed send
-// is logged and not retried: the post is not lost for good, as clients
-// can read it from the HTTP API.
-func (l *Listener) deliver(ctx context.Context, p Post) {
-	l.last = max(l.last, p.ID)
-	msg, err := GossipMessage(p)
-	if err == nil {
-		err = l.send(ctx, l.group, msg)
+// catchUp delivers, in seq order and a page at a time, every row of the
+// log after the last one delivered. Because seq order is commit order and
+// a row is numbered only once every row before it has committed, this
+// misses nothing and repeats nothing, whatever the order of inserts.
+func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
+	type entry struct {
+		Seq    int64
+		Source string
+		Data   []byte
 	}
+	for {
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		rows, _ := conn.Query(qctx,
+			"SELECT seq, source, data FROM herald_log WHERE seq > $1 ORDER BY seq LIMIT $2", l.last, pageSize)
+		page, err := pgx.CollectRows(rows, pgx.RowToStructByPos[entry])
+		cancel()
+		if err != nil {
+			return fmt.Errorf("read the log: %w", err)
+		}
+		for _, e := range page {
+			l.deliver(ctx, e.Seq, e.Source, e.Data)
+		}
+		if len(page) < pageSize {
+			return nil
+		}
+	}
+}
+
+// deliver sends one logged row to this instance's members of its
+// bridge's group. A row that cannot be encoded, and a failed send, are
+// logged and not retried: the row is not lost for good, as it stays in
+// its table.
+func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []byte) {
+	l.last = seq
+	b, ok := l.bridges[source]
+	if !ok {
+		l.log.Debug("notifier: skipping a row of a table this instance does not bridge", "table", source, "seq", seq)
+		return
+	}
+	msg, err := b.message(row)
+	if err != nil {
+		l.log.Warn("notifier: skipping a row", "err", err, "table", source, "seq", seq, "row", truncate(string(row)))
+		return
+	}
+	err = l.send(ctx, b.Group, msg)
 	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) && ctx.Err() == nil {
-		l.log.Warn("notifier: delivery failed", "err", err, "id", p.ID, "group", l.group)
+		l.log.Warn("notifier: delivery failed", "err", err, "table", source, "seq", seq, "group", b.Group)
 	}
+}
+
+// prune deletes log rows older than the retention that this Listener has
+// delivered, a batch at a time, and records the highest seq deleted. Every Listener prunes; concurrent
+// prunes wait on each other's row locks and do not conflict.
+func (l *Listener) prune(ctx context.Context, conn *pgx.Conn) error {
+	l.lastPrune = time.Now()
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	_, err := conn.Exec(qctx, `WITH gone AS (
+			DELETE FROM herald_log WHERE seq IN (
+				SELECT seq FROM herald_log WHERE at < now() - $1::interval AND seq <= $3 ORDER BY seq LIMIT $2)
+			RETURNING seq)
+		UPDATE herald_log_state SET pruned_through = greatest(pruned_through, (SELECT max(seq) FROM gone))
+		WHERE EXISTS (SELECT FROM gone)`, l.retention, pruneBatch, l.last)
+	if err != nil {
+		return fmt.Errorf("prune the log: %w", err)
+	}
+	return nil
 }
 
 // truncate shortens s for a log line.

@@ -3,30 +3,37 @@ package notifier
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Channel is the Postgres notification channel the posts trigger notifies
-// and the Listener listens to.
-const Channel = "herald_posts"
+// Channel is the Postgres notification channel the log trigger notifies
+// and the Listener listens to. A notification only says "the log grew";
+// its payload is empty and ignored.
+const Channel = "herald_log"
 
 // migrateLockKey names the advisory lock that serializes Migrate across
 // instances. Any constant works as long as nothing else in the database
 // uses it; this one spells "herald" in ASCII.
 const migrateLockKey int64 = 0x68657261_6c64
 
-// maxPayloadBytes is the largest row payload the trigger sends whole.
-// NOTIFY refuses payloads of 8000 bytes or more; the margin leaves room
-// for the server's encoding.
-const maxPayloadBytes = 7900
+// commitLockKey names the transaction-level advisory lock the log trigger
+// takes before numbering a row. It is held until the transaction ends,
+// so rows are numbered in commit order ("heraldc" in ASCII).
+const commitLockKey int64 = 0x68657261_6c6463
 
-// migration is run in one transaction after taking the advisory lock:
-// without the lock, two instances starting together can both pass "IF NOT
-// EXISTS" and then fail on the catalog's unique indexes, or fail with
-// "tuple concurrently updated" when replacing the function.
-var migration = fmt.Sprintf(`
+// triggerName is the trigger Migrate installs on every bridged table.
+const triggerName = "herald_log_row"
+
+// schema creates the posts table, the log and the trigger function. It
+// runs in one transaction after taking the advisory lock: without the
+// lock, two instances starting together can both pass "IF NOT EXISTS" and
+// then fail on the catalog's unique indexes, or fail with "tuple
+// concurrently updated" when replacing the function. %[1]s is the schema
+// the log lives in, quoted.
+const schema = `
 CREATE TABLE IF NOT EXISTS posts (
 	id         bigserial PRIMARY KEY,
 	author     text NOT NULL,
@@ -34,50 +41,101 @@ CREATE TABLE IF NOT EXISTS posts (
 	created_at timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE OR REPLACE FUNCTION herald_notify_post() RETURNS trigger
+-- One row per inserted row of a bridged table, numbered in commit order.
+CREATE TABLE IF NOT EXISTS herald_log (
+	seq    bigserial PRIMARY KEY,
+	source text NOT NULL,
+	data   jsonb NOT NULL,
+	at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS herald_log_at ON herald_log (at);
+
+-- pruned_through is the highest seq pruned, so that a Listener that was
+-- away longer than the retention can tell what it missed.
+CREATE TABLE IF NOT EXISTS herald_log_state (
+	singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	pruned_through bigint NOT NULL DEFAULT 0
+);
+INSERT INTO herald_log_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- Runs as a deferred constraint trigger, so at commit. The advisory lock
+-- is held until the transaction ends: no other transaction can number a
+-- row until this one has committed (or rolled back), so seq order is
+-- commit order, and a reader that sees seq N sees every committed seq
+-- below N. The empty notification folds into one per transaction.
+CREATE OR REPLACE FUNCTION herald_log_row() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-	payload text;
 BEGIN
-	-- created_at is formatted in UTC by hand so the payload does not
-	-- depend on the inserting session's TimeZone or DateStyle.
-	payload := json_build_object(
-		'id', NEW.id,
-		'author', NEW.author,
-		'message', NEW.message,
-		'created_at', to_char(NEW.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-	)::text;
-	IF octet_length(payload) >= %[1]d THEN
-		-- Too big to notify: the listener reads the row by id.
-		payload := json_build_object('id', NEW.id)::text;
-	END IF;
-	PERFORM pg_notify('%[2]s', payload);
+	PERFORM pg_advisory_xact_lock(%[2]d);
+	INSERT INTO %[1]s.herald_log (source, data) VALUES (TG_ARGV[0], to_jsonb(NEW));
+	PERFORM pg_notify('%[3]s', '');
 	RETURN NULL;
 END
 $$;
 
--- Dropped and created again so that a changed definition replaces an old
--- one; the transaction and the advisory lock hide the gap.
+-- The trigger of earlier versions, which sent rows in the payload.
 DROP TRIGGER IF EXISTS herald_posts_notify ON posts;
-CREATE TRIGGER herald_posts_notify
-	AFTER INSERT ON posts
-	FOR EACH ROW EXECUTE FUNCTION herald_notify_post();
-`, maxPayloadBytes, Channel)
+DROP FUNCTION IF EXISTS herald_notify_post();
+`
 
-// Migrate creates the posts table and its notify trigger if they are
-// missing, and replaces the trigger and its function otherwise. It is
-// safe to run from several instances at once: they take turns on an
-// advisory lock.
-func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+// installTrigger (re)creates the trigger on one table; %[1]s is the
+// quoted table, %[2]s the source name as a quoted literal. Dropping and
+// creating again lets a changed definition replace an old one; the
+// transaction and the advisory lock hide the gap.
+const installTrigger = `
+DROP TRIGGER IF EXISTS ` + triggerName + ` ON %[1]s;
+CREATE CONSTRAINT TRIGGER ` + triggerName + `
+	AFTER INSERT ON %[1]s
+	DEFERRABLE INITIALLY DEFERRED
+	FOR EACH ROW EXECUTE FUNCTION herald_log_row(%[2]s);
+`
+
+// Migrate creates the posts table and the log if they are missing, and
+// (re)installs the log trigger on the table of each bridge; with no
+// bridges, on posts (PostsBridge). Bridged tables other than posts must
+// exist. It is safe to run from several instances at once: they take
+// turns on an advisory lock. A trigger on a table no longer bridged is
+// left in place (drop it with DROP TRIGGER herald_log_row ON table).
+func Migrate(ctx context.Context, pool *pgxpool.Pool, bridges ...Bridge) error {
+	bridges, err := validateBridges(bridges)
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrateLockKey); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, migration)
-		return err
+		// The function names the log's schema, so that it finds the log
+		// whatever the search_path of the inserting session.
+		var logSchema string
+		if err := tx.QueryRow(ctx, "SELECT current_schema()").Scan(&logSchema); err != nil {
+			return err
+		}
+		sql := fmt.Sprintf(schema, pgx.Identifier{logSchema}.Sanitize(), commitLockKey, Channel)
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return err
+		}
+		for _, b := range bridges {
+			sql := fmt.Sprintf(installTrigger, quoteTable(b.Table), quoteLiteral(b.Table))
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("install trigger on %s: %w", b.Table, err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("notifier: migrate: %w", err)
 	}
 	return nil
+}
+
+// quoteTable quotes a table validated by validTable.
+func quoteTable(table string) string {
+	return pgx.Identifier(strings.Split(table, ".")).Sanitize()
+}
+
+// quoteLiteral quotes s as an SQL string literal. Tables reach it only
+// after validTable, so this is a second line of defence.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

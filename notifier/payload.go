@@ -7,38 +7,31 @@ import (
 	"time"
 )
 
-// errBadPayload reports a notification payload that is neither a whole
-// post nor a bare id. Anyone who can connect may NOTIFY the channel, so
+// errBadRow reports a logged row that a bridge cannot turn into a
+// message. Anyone allowed to write the log could put anything in it, so
 // the Listener logs and skips these rather than trusting them.
-var errBadPayload = errors.New("notifier: bad notification payload")
+var errBadRow = errors.New("notifier: bad row")
 
-// payload is what the trigger sends: every field of the row, or only the
-// id when the row is too big for a notification.
-type payload struct {
+// postRow is a row of posts as to_jsonb writes it. Other columns, such as
+// ones an app added, are ignored.
+type postRow struct {
 	ID        *int64     `json:"id"`
 	Author    *string    `json:"author"`
 	Message   *string    `json:"message"`
 	CreatedAt *time.Time `json:"created_at"`
 }
 
-// decodePayload parses a notification payload. whole reports whether p
-// holds the full row; otherwise only p.ID is set and the row must be read
-// from the table.
-func decodePayload(s string) (p Post, whole bool, err error) {
-	var v payload
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		return Post{}, false, fmt.Errorf("%w: %v", errBadPayload, err)
+// decodePost parses a logged posts row.
+func decodePost(row []byte) (Post, error) {
+	var v postRow
+	if err := json.Unmarshal(row, &v); err != nil {
+		return Post{}, fmt.Errorf("%w: %v", errBadRow, err)
 	}
 	if v.ID == nil || *v.ID <= 0 {
-		return Post{}, false, fmt.Errorf("%w: missing or non-positive id", errBadPayload)
+		return Post{}, fmt.Errorf("%w: missing or non-positive id", errBadRow)
 	}
-	p.ID = *v.ID
-	switch {
-	case v.Author == nil && v.Message == nil && v.CreatedAt == nil:
-		return p, false, nil
-	case v.Author == nil || v.Message == nil || v.CreatedAt == nil:
-		return Post{}, false, fmt.Errorf("%w: post %d lacks author, message or created_at", errBadPayload, p.ID)
+	if v.Author == nil || v.Message == nil || v.CreatedAt == nil {
+		return Post{}, fmt.Errorf("%w: post %d lacks author, message or created_at", errBadRow, *v.ID)
 	}
-	p.Author, p.Message, p.CreatedAt = *v.Author, *v.Message, *v.CreatedAt
-	return p, true, nil
+	return Post{ID: *v.ID, Author: *v.Author, Message: *v.Message, CreatedAt: *v.CreatedAt}, nil
 }
