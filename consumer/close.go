@@ -26,6 +26,13 @@ const (
 	// StatusServiceRestart: this instance is shutting down. Reconnect at
 	// once, with a little jitter; the load balancer picks another instance.
 	StatusServiceRestart = websocket.StatusServiceRestart // 1012
+	// StatusTokenExpired: the client's token expired while it was
+	// connected. Get a fresh token, then reconnect.
+	StatusTokenExpired websocket.StatusCode = 4001
+	// StatusPingTimeout is recorded (not sent: the peer is gone) when a
+	// client did not answer a ping in time. A client that sees the
+	// connection drop should reconnect with backoff.
+	StatusPingTimeout websocket.StatusCode = 4002
 	// StatusTooSlow: the client did not read fast enough and its outbound
 	// queue filled up, so it was cut off rather than let grow. Reconnect
 	// with backoff; messages queued for it were lost.

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -28,6 +31,9 @@ type Conn struct {
 	log     *slog.Logger
 	srv     *Server
 	stats   *routeStats
+	id2     *Identity   // nil: anonymous
+	active  atomic.Bool // the client sent something since the last ping tick
+	groups  []string    // joined through Join, guarded by mu
 
 	ws     *websocket.Conn
 	ctx    context.Context // ends when the connection is over
@@ -66,6 +72,80 @@ func (c *Conn) Request() *http.Request { return c.req }
 
 // Param returns the URL path parameter name, as matched by the router.
 func (c *Conn) Param(name string) string { return c.params[name] }
+
+// Identity returns what the client's token says about it, or nil for an
+// anonymous client.
+func (c *Conn) Identity() *Identity { return c.id2 }
+
+// Errors Join returns, wrapped.
+var (
+	ErrForbiddenGroup = errors.New("consumer: group not allowed")
+	ErrTooManyGroups  = errors.New("consumer: too many groups")
+)
+
+// MayJoin reports whether the client may join group: the group matches
+// Server.PublicGroups or the patterns of the client's token.
+func (c *Conn) MayJoin(group string) bool {
+	public := c.srv.PublicGroups
+	if public == nil {
+		public = []string{"gossip"}
+	}
+	if matchAny(public, group) {
+		return true
+	}
+	return c.id2 != nil && matchAny(c.id2.Groups, group)
+}
+
+// Join adds the connection to group on the layer, if the client may join
+// it (MayJoin) and is in fewer than Server.MaxGroups groups. Joining a
+// group twice is not an error.
+func (c *Conn) Join(ctx context.Context, group string) error {
+	if err := channellayer.ValidGroupName(group); err != nil {
+		return err
+	}
+	if !c.MayJoin(group) {
+		return fmt.Errorf("%w: %q", ErrForbiddenGroup, group)
+	}
+	c.mu.Lock()
+	if slices.Contains(c.groups, group) {
+		c.mu.Unlock()
+		return nil
+	}
+	if max := orDefault(c.srv.MaxGroups, 100); len(c.groups) >= max {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: at most %d per connection", ErrTooManyGroups, max)
+	}
+	c.groups = append(c.groups, group)
+	c.mu.Unlock()
+	err := c.layer.GroupAdd(ctx, group, c.channel)
+	if err != nil && !errors.Is(err, channellayer.ErrUnavailable) {
+		// The membership did not happen; an unavailable layer keeps it and
+		// applies it when it returns.
+		c.mu.Lock()
+		c.groups = slices.DeleteFunc(c.groups, func(g string) bool { return g == group })
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// Leave removes the connection from group. Leaving a group it is not in
+// is not an error.
+func (c *Conn) Leave(ctx context.Context, group string) error {
+	if err := channellayer.ValidGroupName(group); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.groups = slices.DeleteFunc(c.groups, func(g string) bool { return g == group })
+	c.mu.Unlock()
+	return c.layer.GroupDiscard(ctx, group, c.channel)
+}
+
+// Groups returns the groups joined through Join.
+func (c *Conn) Groups() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.groups)
+}
 
 // Logger returns a logger that tags every line with the connection id.
 func (c *Conn) Logger() *slog.Logger { return c.log }

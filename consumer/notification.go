@@ -43,7 +43,12 @@ func NewNotification(group string) Constructor {
 }
 
 func (n *Notification) connect(ctx context.Context, c *Conn) error {
-	err := c.Layer().GroupAdd(ctx, n.Group, c.Channel())
+	if !c.MayJoin(n.Group) {
+		// A client whose token does not cover the default group can still
+		// subscribe to the groups it does cover.
+		return nil
+	}
+	err := c.Join(ctx, n.Group)
 	if errors.Is(err, channellayer.ErrUnavailable) {
 		// The membership stands and takes effect when the layer returns;
 		// the browser stays connected rather than reconnecting in a loop.
@@ -51,6 +56,23 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 		return nil
 	}
 	return err
+}
+
+// Subscription is a client's request to join or leave a group,
+// {"type":"subscribe","group":"..."} or {"type":"unsubscribe",...}, and
+// the server's answer, {"type":"subscribed","group":"..."} or
+// {"type":"unsubscribed",...}. A refused request is answered with an
+// error frame that names the group.
+type Subscription struct {
+	Type  string `json:"type"`
+	Group string `json:"group"`
+}
+
+// SubscriptionError is the error frame for a refused subscription.
+type SubscriptionError struct {
+	Type  string `json:"type"` // "error"
+	Error string `json:"error"`
+	Group string `json:"group"`
 }
 
 // WhoAmI is the frame a client sends as {"type":"whoami"} to learn its
@@ -62,7 +84,7 @@ type WhoAmI struct {
 	Channel string `json:"channel"`
 }
 
-func (n *Notification) receive(_ context.Context, c *Conn, obj map[string]json.RawMessage) error {
+func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json.RawMessage) error {
 	var typ string
 	if err := json.Unmarshal(obj["type"], &typ); err != nil {
 		return c.SendJSON(ErrorFrame{Type: "error", Error: `frame needs a string "type"`})
@@ -70,6 +92,25 @@ func (n *Notification) receive(_ context.Context, c *Conn, obj map[string]json.R
 	switch typ {
 	case "whoami":
 		return c.SendJSON(WhoAmI{Type: "whoami", Channel: c.Channel()})
+	case "subscribe", "unsubscribe":
+		var group string
+		if err := json.Unmarshal(obj["group"], &group); err != nil || group == "" {
+			return c.SendJSON(ErrorFrame{Type: "error", Error: typ + ` needs a string "group"`})
+		}
+		var err error
+		if typ == "subscribe" {
+			err = c.Join(ctx, group)
+		} else {
+			err = c.Leave(ctx, group)
+		}
+		switch {
+		case err == nil, errors.Is(err, channellayer.ErrUnavailable):
+			return c.SendJSON(Subscription{Type: typ + "d", Group: group})
+		case errors.Is(err, ErrForbiddenGroup), errors.Is(err, ErrTooManyGroups), errors.Is(err, channellayer.ErrInvalidName):
+			return c.SendJSON(SubscriptionError{Type: "error", Error: err.Error(), Group: group})
+		default:
+			return err
+		}
 	default:
 		return c.SendJSON(ErrorFrame{Type: "error", Error: fmt.Sprintf("unknown frame type %q", typ)})
 	}
@@ -78,7 +119,9 @@ func (n *Notification) receive(_ context.Context, c *Conn, obj map[string]json.R
 func (n *Notification) disconnect(c *Conn, _ websocket.StatusCode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c.Layer().GroupDiscard(ctx, n.Group, c.Channel()); err != nil {
-		c.Logger().Warn("consumer: leaving group", "group", n.Group, "err", err)
+	for _, g := range c.Groups() {
+		if err := c.Leave(ctx, g); err != nil {
+			c.Logger().Warn("consumer: leaving group", "group", g, "err", err)
+		}
 	}
 }

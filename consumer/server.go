@@ -3,7 +3,9 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/channellayer"
 )
@@ -36,7 +39,36 @@ type Server struct {
 	ReadLimit int64
 	// WriteTimeout bounds writing one frame to a client. Default 10s.
 	WriteTimeout time.Duration
+	// MaxConnections caps the open connections of this instance; past it
+	// new ones are refused with 503 before the upgrade. Default 10000.
+	MaxConnections int
+	// MaxConnectionsPerAddr caps the open connections from one client
+	// address (see ClientAddr); past it new ones get 429. Default 100.
+	MaxConnectionsPerAddr int
+	// ClientAddr names the client of a request, for MaxConnectionsPerAddr
+	// and logs. Default: the host of r.RemoteAddr. Behind a proxy, set it
+	// to read the forwarded address from proxies you trust.
+	ClientAddr func(r *http.Request) string
+	// RateLimit is how many frames per second a client may send on
+	// average, and RateBurst how many at once; a client over it is closed
+	// with StatusPolicyViolation. Defaults 20 and 40.
+	RateLimit float64
+	RateBurst int
+	// MaxGroups caps the groups one connection may be in (Conn.Join).
+	// Default 100.
+	MaxGroups int
+	// PublicGroups are the patterns of groups any client may join, with or
+	// without a token. Default ["gossip"].
+	PublicGroups []string
+	// PingInterval is how often a connection that has sent nothing is
+	// pinged, and PingTimeout how long the answer may take before the
+	// connection is dropped as dead. Defaults 25s and 10s; a negative
+	// PingInterval turns pings off.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
 
+	pending     int // connections between admission and accept, under mu
+	refused     atomic.Int64
 	ids         atomic.Uint64
 	open        atomic.Int64
 	slow        atomic.Int64
@@ -46,6 +78,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
+	perAddr  map[string]int
 	routes   map[string]*routeStats
 	draining bool
 	wg       sync.WaitGroup
@@ -64,6 +97,7 @@ type Route struct {
 // Stats are counters of a Server's connections.
 type Stats struct {
 	Open            int64 // connections open now
+	Refused         int64 // connections refused by MaxConnections or MaxConnectionsPerAddr
 	SlowDisconnects int64 // clients closed with StatusTooSlow
 	// Dropped counts messages that reached a connection and were not
 	// written, by reason.
@@ -91,7 +125,7 @@ type routeStats struct {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Open: s.open.Load(), SlowDisconnects: s.slow.Load()}
+	st := Stats{Open: s.open.Load(), Refused: s.refused.Load(), SlowDisconnects: s.slow.Load()}
 	st.Dropped.NoHandler = s.unhandled.Load()
 	st.Dropped.Slow = s.droppedSlow.Load()
 	st.Dropped.Closed = s.droppedGone.Load()
@@ -147,15 +181,47 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		http.Error(w, "server misconfigured", http.StatusInternalServerError)
 		return
 	}
+	addr := s.clientAddr(r)
 	s.mu.Lock()
-	if s.draining {
+	switch {
+	case s.draining:
 		s.mu.Unlock()
 		http.Error(w, "server is shutting down; reconnect", http.StatusServiceUnavailable)
 		return
+	case len(s.conns)+s.pending >= orDefault(s.MaxConnections, 10000):
+		s.mu.Unlock()
+		s.refused.Add(1)
+		http.Error(w, "too many connections on this instance; try again later", http.StatusServiceUnavailable)
+		return
+	case s.perAddr[addr] >= orDefault(s.MaxConnectionsPerAddr, 100):
+		s.mu.Unlock()
+		s.refused.Add(1)
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		return
 	}
+	if s.perAddr == nil {
+		s.perAddr = make(map[string]int)
+	}
+	s.perAddr[addr]++
+	s.pending++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
+			delete(s.perAddr, addr)
+		}
+		s.mu.Unlock()
+	}()
+	pending := true
+	defer func() {
+		if pending {
+			s.mu.Lock()
+			s.pending--
+			s.mu.Unlock()
+		}
+	}()
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
@@ -167,6 +233,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		stats:  s.route(route.Pattern),
 		layer:  s.Layer,
 		log:    s.logger().With("conn", id),
+		id2:    IdentityFrom(r.Context()),
 		srv:    s,
 		ctx:    ctx,
 		cancel: cancel,
@@ -224,8 +291,18 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	}
 	ws.SetReadLimit(limit)
 
+	s.mu.Lock()
+	s.pending--
+	pending = false
+	s.mu.Unlock()
 	s.track(c, true)
 	defer s.track(c, false)
+	if c.id2 != nil && !c.id2.Expires.IsZero() {
+		expiry := time.AfterFunc(time.Until(c.id2.Expires), func() {
+			c.Close(StatusTokenExpired, "token expired")
+		})
+		defer expiry.Stop()
+	}
 	c.stats.accepted.Add(1)
 	c.stats.open.Add(1)
 	defer c.stats.open.Add(-1)
@@ -279,10 +356,20 @@ func (s *Server) track(c *Conn, add bool) {
 // read is the connection's reading loop. It returns the error that ended
 // it.
 func (s *Server) read(c *Conn, cons Consumer) error {
+	limit := s.RateLimit
+	if limit <= 0 {
+		limit = 20
+	}
+	lim := rate.NewLimiter(rate.Limit(limit), orDefault(s.RateBurst, 40))
 	for {
 		kind, data, err := c.ws.Read(c.ctx)
 		if err != nil {
 			return err
+		}
+		c.active.Store(true)
+		if !lim.Allow() {
+			c.Close(StatusPolicyViolation, fmt.Sprintf("rate limit: more than %g frames per second", limit))
+			continue
 		}
 		switch {
 		case kind != websocket.MessageText:
@@ -308,9 +395,20 @@ func (s *Server) write(c *Conn, cons Consumer) {
 		timeout = 10 * time.Second
 	}
 	var spare []item
+	var ping <-chan time.Time
+	if s.PingInterval >= 0 {
+		t := time.NewTicker(orDefault(s.PingInterval, 25*time.Second))
+		defer t.Stop()
+		ping = t.C
+	}
 	for {
 		select {
 		case <-c.wake:
+		case <-ping:
+			if !c.active.Swap(false) {
+				s.ping(c)
+			}
+			continue
 		case <-c.ctx.Done():
 			return
 		}
@@ -347,6 +445,45 @@ func (s *Server) write(c *Conn, cons Consumer) {
 		}
 		spare = batch
 	}
+}
+
+// ping checks that a quiet client is still there. The pong arrives on
+// the reader, so the wait runs in its own short-lived goroutine and the
+// writer goes on writing.
+func (s *Server) ping(c *Conn) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, orDefault(s.PingTimeout, 10*time.Second))
+		defer cancel()
+		if err := c.ws.Ping(ctx); err != nil && c.ctx.Err() == nil {
+			c.log.Info("consumer: no answer to ping; dropping the connection", "err", err)
+			c.mu.Lock()
+			if !c.closing {
+				c.closing, c.closeCode, c.closeWhy, c.byUs = true, StatusPingTimeout, "ping timeout", true
+			}
+			c.mu.Unlock()
+			c.cancel()
+		}
+	}()
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func (s *Server) clientAddr(r *http.Request) string {
+	if s.ClientAddr != nil {
+		return s.ClientAddr(r)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func (s *Server) fail(c *Conn, stage string, err error) {

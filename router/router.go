@@ -14,6 +14,11 @@ import (
 // Router is the protocol-type router: WebSocket upgrade requests go to the
 // WebSocket route table, everything else to the HTTP routes.
 type Router struct {
+	// Tokens, when set, must verify a token on every WebSocket request;
+	// one without a valid token gets 401 before the upgrade. Set it
+	// before serving.
+	Tokens *Tokens
+
 	consumers *consumer.Server
 	ws        chi.Router
 	http      chi.Router
@@ -46,6 +51,11 @@ func New(consumers *consumer.Server, logger *slog.Logger) *Router {
 // parameters reach the consumer through Conn.Param.
 func (rt *Router) WebSocket(pattern string, newConsumer consumer.Constructor) {
 	rt.ws.Get(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if rt.Tokens != nil {
+			if r = rt.Tokens.authenticate(w, r); r == nil {
+				return
+			}
+		}
 		var params map[string]string
 		if rctx := chi.RouteContext(r.Context()); rctx != nil && len(rctx.URLParams.Keys) > 0 {
 			params = make(map[string]string, len(rctx.URLParams.Keys))
