@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/coder/websocket"
@@ -77,18 +78,28 @@ func (j *JSON) Connect(ctx context.Context, c *Conn) error {
 
 // Receive implements Consumer.
 func (j *JSON) Receive(ctx context.Context, c *Conn, _ websocket.MessageType, data []byte) error {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
-		why := "frame is not a JSON object"
-		if err != nil {
-			why = fmt.Sprintf("frame is not a JSON object: %v", err)
-		}
-		return c.SendJSON(ErrorFrame{Type: "error", Error: why})
+	obj, err := decodeObject(data)
+	if err != nil {
+		return c.SendJSON(ErrorFrame{Type: "error", Error: err.Error()})
 	}
 	if j.OnReceive == nil {
 		return nil
 	}
 	return j.OnReceive(ctx, c, obj)
+}
+
+// decodeObject decodes a client frame that must be one JSON object. The
+// decoder bounds nesting depth itself, so deep input fails rather than
+// exhausting the stack.
+func decodeObject(data []byte) (map[string]json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("frame is not a JSON object: %v", err)
+	}
+	if obj == nil {
+		return nil, errors.New("frame is not a JSON object")
+	}
+	return obj, nil
 }
 
 // Dispatch implements Consumer.

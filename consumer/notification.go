@@ -84,35 +84,50 @@ type WhoAmI struct {
 	Channel string `json:"channel"`
 }
 
-func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json.RawMessage) error {
-	var typ string
-	if err := json.Unmarshal(obj["type"], &typ); err != nil {
-		return c.SendJSON(ErrorFrame{Type: "error", Error: `frame needs a string "type"`})
+// request is a client frame the notification consumer understands.
+type request struct {
+	Type  string // "whoami", "subscribe" or "unsubscribe"
+	Group string // for subscribe and unsubscribe
+}
+
+// decodeRequest reads a request from a decoded client frame.
+func decodeRequest(obj map[string]json.RawMessage) (request, error) {
+	var r request
+	if err := json.Unmarshal(obj["type"], &r.Type); err != nil || r.Type == "" {
+		return r, errors.New(`frame needs a string "type"`)
 	}
-	switch typ {
+	switch r.Type {
 	case "whoami":
-		return c.SendJSON(WhoAmI{Type: "whoami", Channel: c.Channel()})
 	case "subscribe", "unsubscribe":
-		var group string
-		if err := json.Unmarshal(obj["group"], &group); err != nil || group == "" {
-			return c.SendJSON(ErrorFrame{Type: "error", Error: typ + ` needs a string "group"`})
-		}
-		var err error
-		if typ == "subscribe" {
-			err = c.Join(ctx, group)
-		} else {
-			err = c.Leave(ctx, group)
-		}
-		switch {
-		case err == nil, errors.Is(err, channellayer.ErrUnavailable):
-			return c.SendJSON(Subscription{Type: typ + "d", Group: group})
-		case errors.Is(err, ErrForbiddenGroup), errors.Is(err, ErrTooManyGroups), errors.Is(err, channellayer.ErrInvalidName):
-			return c.SendJSON(SubscriptionError{Type: "error", Error: err.Error(), Group: group})
-		default:
-			return err
+		if err := json.Unmarshal(obj["group"], &r.Group); err != nil || r.Group == "" {
+			return r, fmt.Errorf(`%s needs a string "group"`, r.Type)
 		}
 	default:
-		return c.SendJSON(ErrorFrame{Type: "error", Error: fmt.Sprintf("unknown frame type %q", typ)})
+		return r, fmt.Errorf("unknown frame type %q (want whoami, subscribe or unsubscribe)", r.Type)
+	}
+	return r, nil
+}
+
+func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json.RawMessage) error {
+	r, err := decodeRequest(obj)
+	if err != nil {
+		return c.SendJSON(ErrorFrame{Type: "error", Error: err.Error()})
+	}
+	switch r.Type {
+	case "whoami":
+		return c.SendJSON(WhoAmI{Type: "whoami", Channel: c.Channel()})
+	case "subscribe":
+		err = c.Join(ctx, r.Group)
+	default:
+		err = c.Leave(ctx, r.Group)
+	}
+	switch {
+	case err == nil, errors.Is(err, channellayer.ErrUnavailable):
+		return c.SendJSON(Subscription{Type: r.Type + "d", Group: r.Group})
+	case errors.Is(err, ErrForbiddenGroup), errors.Is(err, ErrTooManyGroups), errors.Is(err, channellayer.ErrInvalidName):
+		return c.SendJSON(SubscriptionError{Type: "error", Error: err.Error(), Group: r.Group})
+	default:
+		return err
 	}
 }
 
