@@ -22,7 +22,33 @@
 // Memory serves one process and needs no service. Redis shares groups and
 // channels between every instance on one Redis: an instance subscribes to
 // a group's Redis channel only while it has a local member, and a group
-// send is one PUBLISH. Both pass the conformance suite in layertest.
+// send is one PUBLISH. RedisCluster does the same on a Redis Cluster with
+// sharded pub/sub (SSUBSCRIBE, SPUBLISH): a group's traffic flows only
+// through the master that owns its slot, so masters added share the load.
+// All three pass the conformance suite in layertest.
+//
+// # One Redis or a cluster
+//
+// One Redis is simpler and enough for most deployments: every published
+// message costs it one PUBLISH plus one write per subscribed instance,
+// on one core. Move to a cluster when that core nears saturation (Redis'
+// CPU near 100%, or client-output-buffer pressure on subscribers), or
+// when one node cannot carry the message rate of every group at once.
+// Plain PUBLISH on a cluster would not help: it is broadcast to every
+// node. Sharded pub/sub is what spreads groups over masters. A single
+// very busy group still lives on one master; a cluster spreads many
+// groups, not one. See docs/SCALING.md.
+//
+// # Faults
+//
+// The Redis layers connect and reconnect on their own; NewRedis and
+// NewRedisCluster need no reachable Redis. While Redis is down, sends fail
+// with an error wrapping ErrUnavailable, GroupAdd records the membership
+// and returns such an error at once, and Check reports not ready. When
+// Redis returns, every group with local members is subscribed again
+// within RedisConfig.MaxBackoff (1s by default). Membership changes never
+// wait on a dial while holding the layer's lock. Stats counts reconnects
+// and errors for metrics.
 //
 // # Delivery
 //

@@ -1,15 +1,10 @@
 package channellayer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,7 +12,8 @@ import (
 	"github.com/heraldhq/herald/groups"
 )
 
-// RedisConfig configures a Redis layer. The zero value works.
+// RedisConfig configures a Redis layer, on one Redis or on a cluster.
+// The zero value works.
 type RedisConfig struct {
 	// Prefix starts every Redis channel name the layer uses, so that
 	// several deployments can share one Redis. Default "herald".
@@ -26,7 +22,8 @@ type RedisConfig struct {
 	// slog.Default().
 	Logger *slog.Logger
 	// MaxBackoff caps the wait between attempts to reach Redis again after
-	// the subscription connection failed. Default 2s.
+	// a subscription connection failed. Default 1s, which keeps the time
+	// from Redis returning to every group flowing again under 2s.
 	MaxBackoff time.Duration
 }
 
@@ -43,28 +40,11 @@ type RedisConfig struct {
 // Delivery is at most once: messages published while an instance's
 // subscription connection is down do not reach that instance. The
 // subscription is restored, with every group that has local members,
-// as soon as Redis answers again.
+// as soon as Redis answers again (within MaxBackoff).
 type Redis struct {
-	client     *redis.Client
-	ps         *redis.PubSub
-	log        *slog.Logger
-	maxBackoff time.Duration
-
-	groupTopic string // prefix of a group's Redis channel
-	instTopic  string // prefix of an instance's Redis channel
-	instance   string // this instance's part of its channel names
-	seq        atomic.Uint64
-	reg        groups.Registry
-
-	// mu orders registry changes that make a group gain its first or lose
-	// its last local member with the SUBSCRIBE and UNSUBSCRIBE they cause.
-	mu      sync.Mutex
-	waiters map[string][]chan struct{} // topic -> GroupAdds awaiting confirmation
-
-	cancel context.CancelFunc
-	done   chan struct{}
-	closed atomic.Bool
-	up     atomic.Bool
+	*redisCore
+	client *redis.Client
+	sub    *subscriber
 }
 
 var (
@@ -74,168 +54,54 @@ var (
 )
 
 // NewRedis returns a layer on client, which it does not close. The
-// layer starts one goroutine that reads its subscription; Close stops it.
-// NewRedis does not need Redis to be reachable: the layer connects, and
-// reconnects, on its own.
+// layer starts two goroutines that serve its subscription connection;
+// Close stops them. NewRedis does not need Redis to be reachable: the
+// layer connects, and reconnects, on its own.
 func NewRedis(client *redis.Client, cfg RedisConfig) (*Redis, error) {
-	if cfg.Prefix == "" {
-		cfg.Prefix = "herald"
+	core, err := newRedisCore(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if err := ValidGroupName(cfg.Prefix); err != nil {
-		return nil, fmt.Errorf("channellayer: Redis prefix: %w", err)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 2 * time.Second
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &Redis{
-		client:     client,
-		log:        cfg.Logger,
-		maxBackoff: cfg.MaxBackoff,
-		groupTopic: cfg.Prefix + ":group:",
-		instTopic:  cfg.Prefix + ":inst:",
-		instance:   "specific." + randomID(),
-		waiters:    make(map[string][]chan struct{}),
-		cancel:     cancel,
-		done:       make(chan struct{}),
-	}
-	// Subscribing with no channel creates the PubSub without touching the
-	// network; the instance channel is subscribed below, and restored on
-	// every reconnect like the others.
-	l.ps = client.Subscribe(ctx)
-	_ = l.ps.Subscribe(ctx, l.instTopic+l.instance)
-	go l.read(ctx)
+	l := &Redis{redisCore: core, client: client}
+	l.sub = newSubscriber(core, client.Options().Addr, client, false)
+	core.mu.Lock()
+	l.sub.subLocked(core.instTopic + core.instance)
+	core.mu.Unlock()
+	l.sub.start()
 	return l, nil
-}
-
-// read is the only goroutine that reads the subscription.
-func (l *Redis) read(ctx context.Context) {
-	defer close(l.done)
-	backoff := 50 * time.Millisecond
-	for {
-		v, err := l.ps.Receive(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if l.up.Swap(false) {
-				l.log.Warn("channellayer: Redis subscription lost; reconnecting", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, l.maxBackoff)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		switch v := v.(type) {
-		case *redis.Subscription:
-			if v.Kind == "subscribe" {
-				if !l.up.Swap(true) {
-					l.log.Info("channellayer: Redis subscription established", "prefix", strings.TrimSuffix(l.groupTopic, ":group:"))
-				}
-				l.confirm(v.Channel)
-			}
-		case *redis.Message:
-			l.dispatch(v.Channel, v.Payload)
-		}
-	}
-}
-
-func (l *Redis) confirm(topic string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w := l.waiters[topic]
-	if len(w) == 0 {
-		return
-	}
-	close(w[0])
-	if len(w) == 1 {
-		delete(l.waiters, topic)
-	} else {
-		l.waiters[topic] = w[1:]
-	}
-}
-
-func (l *Redis) dispatch(topic, payload string) {
-	switch {
-	case strings.HasPrefix(topic, l.groupTopic):
-		msg, err := ParseMessage([]byte(payload))
-		if err != nil {
-			l.log.Warn("channellayer: dropped a malformed group message from Redis", "topic", topic, "err", err)
-			return
-		}
-		l.reg.SendGroup(topic[len(l.groupTopic):], msg.typ, msg.data)
-	case strings.HasPrefix(topic, l.instTopic):
-		channel, body, ok := strings.Cut(payload, " ")
-		if !ok {
-			l.log.Warn("channellayer: dropped a malformed channel message from Redis", "topic", topic)
-			return
-		}
-		msg, err := ParseMessage([]byte(body))
-		if err != nil {
-			l.log.Warn("channellayer: dropped a malformed channel message from Redis", "topic", topic, "err", err)
-			return
-		}
-		l.reg.SendChannel(channel, msg.typ, msg.data)
-	}
 }
 
 // NewChannel implements Layer. Names look like "specific.<instance>!<n>";
 // the part before '!' routes a send to the instance that holds it.
-func (l *Redis) NewChannel(m groups.Member) (string, error) {
-	if l.closed.Load() {
-		return "", ErrClosed
-	}
-	name := l.instance + "!" + strconv.FormatUint(l.seq.Add(1), 36)
-	l.reg.AddChannel(name, m)
-	return name, nil
-}
+func (l *Redis) NewChannel(m groups.Member) (string, error) { return l.newChannel(m) }
 
-// CloseChannel implements Layer.
+// CloseChannel implements Layer. It waits for the UNSUBSCRIBEs of the
+// groups the channel was the last local member of.
 func (l *Redis) CloseChannel(ctx context.Context, channel string) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	var topics []string
+	var done []chan struct{}
 	for _, g := range l.reg.RemoveChannel(channel) {
-		topics = append(topics, l.groupTopic+g)
+		done = append(done, l.sub.unsubLocked(l.groupTopic+g))
 	}
-	return l.unsubscribeLocked(ctx, topics...)
+	l.mu.Unlock()
+	return l.awaitUnsub(ctx, done...)
 }
 
-// Send implements Layer.
+// Send implements Layer. A send to a channel of this instance does not
+// go through Redis.
 func (l *Redis) Send(ctx context.Context, channel string, msg Message) error {
-	if err := l.check(ValidChannelName(channel), msg); err != nil {
+	topic, payload, local, err := l.route(channel, msg)
+	if err != nil || local {
 		return err
 	}
-	instance, _, ok := strings.Cut(channel, "!")
-	if !ok {
-		return fmt.Errorf("%w: no channel %q (not a channel this layer made)", ErrNoReceivers, channel)
-	}
-	var payload bytes.Buffer
-	payload.Grow(len(channel) + 1 + len(msg.data))
-	payload.WriteString(channel)
-	payload.WriteByte(' ')
-	payload.Write(msg.data)
-	n, err := l.client.Publish(ctx, l.instTopic+instance, payload.Bytes()).Result()
-	if err != nil {
-		return unavailable(err)
-	}
-	if n == 0 {
-		return fmt.Errorf("%w: no channel %q", ErrNoReceivers, channel)
-	}
-	return nil
+	n, err := l.client.Publish(ctx, topic, payload).Result()
+	return l.published(n, err, fmt.Sprintf("no channel %q", channel))
 }
 
-// GroupAdd implements Layer. When the channel is the group's first local
-// member, GroupAdd waits until Redis confirms the subscription. If Redis
-// cannot be reached the membership still stands, takes effect when Redis
-// returns, and GroupAdd returns an error wrapping ErrUnavailable.
+// GroupAdd implements Layer. When the group's subscription is not yet
+// confirmed, GroupAdd waits until Redis confirms it. If Redis cannot be
+// reached the membership still stands, takes effect when Redis returns,
+// and GroupAdd returns an error wrapping ErrUnavailable at once.
 func (l *Redis) GroupAdd(ctx context.Context, group, channel string) error {
 	if err := checkNames(group, channel); err != nil {
 		return err
@@ -243,49 +109,55 @@ func (l *Redis) GroupAdd(ctx context.Context, group, channel string) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
+	topic := l.groupTopic + group
 	l.mu.Lock()
 	first, err := l.reg.Join(group, channel)
-	if err != nil || !first {
+	if err != nil {
 		l.mu.Unlock()
 		return err
 	}
-	topic := l.groupTopic + group
-	ready := make(chan struct{})
-	l.waiters[topic] = append(l.waiters[topic], ready)
-	err = l.ps.Subscribe(ctx, topic)
-	l.mu.Unlock()
-	if err != nil {
-		return unavailable(err)
+	if first {
+		l.sub.subLocked(topic)
 	}
-	select {
-	case <-ready:
+	if l.sub.liveLocked(topic) {
+		l.mu.Unlock()
 		return nil
-	case <-ctx.Done():
-		return unavailable(ctx.Err())
 	}
+	ready := l.addWaiterLocked(topic)
+	fail, down := l.sub.fail, l.sub.down
+	l.mu.Unlock()
+	return l.await(ctx, topic, ready, fail, down)
 }
 
-// GroupDiscard implements Layer.
+// GroupDiscard implements Layer. When the channel was the group's last
+// local member, it waits for the UNSUBSCRIBE, so that a later GroupSend
+// no longer counts this instance.
 func (l *Redis) GroupDiscard(ctx context.Context, group, channel string) error {
 	if err := checkNames(group, channel); err != nil {
 		return err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if !l.reg.Leave(group, channel) {
+		l.mu.Unlock()
 		return nil
 	}
-	return l.unsubscribeLocked(ctx, l.groupTopic+group)
+	done := l.sub.unsubLocked(l.groupTopic + group)
+	l.mu.Unlock()
+	return l.awaitUnsub(ctx, done)
 }
 
-func (l *Redis) unsubscribeLocked(ctx context.Context, topics ...string) error {
-	if len(topics) == 0 || l.closed.Load() {
-		return nil
-	}
-	// go-redis forgets the topics even when the write fails, so a
-	// reconnect will not restore them.
-	if err := l.ps.Unsubscribe(ctx, topics...); err != nil {
-		return unavailable(err)
+// awaitUnsub waits for UNSUBSCRIBEs. Failing to wait is no error: the
+// membership is gone either way, and an instance subscribed a little
+// longer only receives a message nobody local wants.
+func (l *redisCore) awaitUnsub(ctx context.Context, done ...chan struct{}) error {
+	for _, d := range done {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return nil
+		case <-l.closing:
+			return nil
+		}
 	}
 	return nil
 }
@@ -296,21 +168,19 @@ func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 		return err
 	}
 	n, err := l.client.Publish(ctx, l.groupTopic+group, msg.data).Result()
-	if err != nil {
-		return unavailable(err)
-	}
-	if n == 0 {
-		return fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
-	}
-	return nil
+	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
 }
 
 // GroupSendLocal implements LocalSender without touching Redis.
 func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) error {
-	if err := l.check(ValidGroupName(group), msg); err != nil {
+	return l.groupSendLocal(group, msg)
+}
+
+func (c *redisCore) groupSendLocal(group string, msg Message) error {
+	if err := c.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
-	if l.reg.SendGroup(group, msg.typ, msg.data) == 0 {
+	if c.reg.SendGroup(group, msg.typ, msg.data) == 0 {
 		return fmt.Errorf("%w: group %q has no local member", ErrNoReceivers, group)
 	}
 	return nil
@@ -325,34 +195,20 @@ func (l *Redis) Check(ctx context.Context) error {
 	if err := l.client.Ping(ctx).Err(); err != nil {
 		return unavailable(err)
 	}
-	if !l.up.Load() {
+	if !l.sub.up.Load() {
 		return fmt.Errorf("%w: subscription connection not established", ErrUnavailable)
 	}
 	return nil
 }
 
-// Close implements Layer. It stops the reading goroutine and closes the
-// subscription connection, but not the client.
+// Close implements Layer. It stops the subscription goroutines and closes
+// the subscription connection, but not the client.
 func (l *Redis) Close() error {
 	if l.closed.Swap(true) {
 		return nil
 	}
-	l.cancel()
-	err := l.ps.Close()
-	<-l.done
-	return err
-}
-
-func (l *Redis) check(nameErr error, msg Message) error {
-	if nameErr != nil {
-		return nameErr
-	}
-	if !msg.Valid() {
-		return fmt.Errorf("%w: zero Message", ErrInvalidMessage)
-	}
-	if l.closed.Load() {
-		return ErrClosed
-	}
+	close(l.closing)
+	l.sub.stop()
 	return nil
 }
 

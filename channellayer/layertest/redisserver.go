@@ -1,0 +1,287 @@
+package layertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// startTimeout bounds the wait for a server the test started to answer,
+// and for a cluster to agree on its state.
+const startTimeout = 20 * time.Second
+
+// RedisServer is a redis-server process owned by one test, on a free
+// loopback port, keeping nothing on disk but its cluster configuration.
+// It is stopped when the test ends.
+type RedisServer struct {
+	// Addr is host:port of the server, the same across restarts.
+	Addr string
+
+	t    testing.TB
+	args []string
+	dir  string
+
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	exit  chan struct{}
+	count int // starts so far, to name the log files
+}
+
+// StartRedis starts a private redis-server for t, with extra arguments
+// appended to its command line. It skips t (see Unavailable) when the
+// redis-server binary is missing.
+func StartRedis(t testing.TB, extra ...string) *RedisServer {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("layertest: no free loopback port: %v", err)
+	}
+	return startRedisOn(t, port, extra...)
+}
+
+func startRedisOn(t testing.TB, port int, extra ...string) *RedisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		Unavailable(t, "redis-server binary", err)
+	}
+	s := &RedisServer{
+		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		t:    t,
+		dir:  t.TempDir(),
+	}
+	s.args = append([]string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+		"--maxclients", "1000",
+	}, extra...)
+	if err := s.start(bin); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Kill() })
+	return s
+}
+
+func (s *RedisServer) start(bin string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.count++
+	log, err := os.Create(filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", s.count)))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, s.args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("layertest: starting redis-server: %w", err)
+	}
+	exit := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		log.Close()
+		close(exit)
+	}()
+	s.cmd, s.exit = cmd, exit
+	if err := s.waitReady(exit); err != nil {
+		_ = cmd.Process.Kill()
+		<-exit
+		out, _ := os.ReadFile(log.Name())
+		return fmt.Errorf("layertest: redis-server on %s did not start: %w\n%s", s.Addr, err, out)
+	}
+	return nil
+}
+
+// waitReady polls PING until the server answers.
+func (s *RedisServer) waitReady(exit chan struct{}) error {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: time.Second, MaxRetries: -1, PoolSize: 1, Protocol: 2, DisableIdentity: true})
+	defer c.Close()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exit:
+			return fmt.Errorf("exited: %w", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by deadline
+	}
+}
+
+func (s *RedisServer) signal(sig os.Signal) {
+	s.mu.Lock()
+	cmd, exit := s.cmd, s.exit
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exit:
+	case <-time.After(startTimeout):
+		_ = cmd.Process.Kill()
+		<-exit
+	}
+}
+
+// Stop stops the server with SIGTERM and waits for it to exit.
+func (s *RedisServer) Stop() { s.signal(syscall.SIGTERM) }
+
+// Kill stops the server with SIGKILL and waits for it to exit.
+func (s *RedisServer) Kill() { s.signal(syscall.SIGKILL) }
+
+// Restart starts the stopped server again on the same port and waits
+// until it answers. A cluster node keeps its identity and slots.
+func (s *RedisServer) Restart() {
+	s.t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.start(bin); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// RedisCluster is a Redis Cluster of masters without replicas, owned by
+// one test.
+type RedisCluster struct {
+	// Nodes are the masters, in the order of their slot ranges.
+	Nodes []*RedisServer
+}
+
+// Addrs returns the address of every node.
+func (c *RedisCluster) Addrs() []string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	return addrs
+}
+
+// StartCluster starts masters redis-server processes in cluster mode,
+// shares the 16384 slots among them, and waits until every node reports
+// cluster_state:ok. It skips t when redis-server or redis-cli is missing.
+func StartCluster(t testing.TB, masters int) *RedisCluster {
+	t.Helper()
+	if masters < 3 {
+		t.Fatalf("layertest: a Redis Cluster needs at least 3 masters, not %d", masters)
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		Unavailable(t, "redis-cli binary", err)
+	}
+	c := &RedisCluster{}
+	for range masters {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bus, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := startRedisOn(t, port,
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(bus),
+			"--cluster-node-timeout", "2000",
+		)
+		c.Nodes = append(c.Nodes, n)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("layertest: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c.WaitOK(t)
+	return c
+}
+
+// WaitOK waits until every running node reports cluster_state:ok and
+// knows every other node.
+func (c *RedisCluster) WaitOK(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for _, n := range c.Nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, PoolSize: 1, Protocol: 2, DisableIdentity: true})
+		for {
+			err := clusterOK(cl, len(c.Nodes))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				cl.Close()
+				t.Fatalf("layertest: cluster node %s not ready: %v", n.Addr, err)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a condition, bounded by deadline
+		}
+		cl.Close()
+	}
+}
+
+func clusterOK(c *redis.Client, nodes int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "cluster_state:ok") {
+		return fmt.Errorf("cluster_state not ok")
+	}
+	if !strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(nodes)+"\r") {
+		return fmt.Errorf("not every node known yet")
+	}
+	// Every node must also agree that all slots are served.
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return err
+	}
+	covered := 0
+	for _, s := range slots {
+		covered += s.End - s.Start + 1
+	}
+	if covered != 16384 {
+		return fmt.Errorf("%d slots covered", covered)
+	}
+	return nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,450 @@
+package channellayer
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/groups"
+)
+
+// RedisCluster is a Layer on the sharded pub/sub of a Redis Cluster
+// (Redis 7 or later), shared by every instance that uses the same cluster
+// and Prefix. It behaves as Redis does, but a group's traffic flows only
+// through the master that owns the slot of the group's Redis channel:
+// sends are SPUBLISH, subscriptions SSUBSCRIBE, so adding masters adds
+// capacity.
+//
+// The layer holds one subscription connection to each master that owns
+// a channel it needs (the groups with local members, and the instance's
+// own channel), and manages them itself rather than through go-redis'
+// ClusterClient.SSubscribe, whose single connection cannot span shards.
+// When a slot moves (Redis drops the shard channel with an unasked
+// SUNSUBSCRIBE, or answers MOVED) or a master fails, the layer reads the
+// slot map again and subscribes on the new owner.
+type RedisCluster struct {
+	*redisCore
+	client *redis.ClusterClient
+
+	refresh chan struct{} // asks the refresh goroutine to read the slot map
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	// guarded by mu
+	owner   []string               // slot -> master address; nil until first read
+	home    map[string]*subscriber // topic -> the connection that carries it
+	shards  map[string]*subscriber // master address -> its connection
+	mapDown bool                   // the last attempt to read the slot map failed
+	mapFail chan struct{}          // closed and replaced at each failed read
+}
+
+var (
+	_ Layer       = (*RedisCluster)(nil)
+	_ LocalSender = (*RedisCluster)(nil)
+	_ Checker     = (*RedisCluster)(nil)
+)
+
+// NewRedisCluster returns a layer on client, which it does not close.
+// Its subscription connections use client's options (credentials, TLS,
+// timeouts) towards each master. NewRedisCluster does not need the
+// cluster to be reachable: the layer connects, and reconnects, on its own.
+func NewRedisCluster(client *redis.ClusterClient, cfg RedisConfig) (*RedisCluster, error) {
+	core, err := newRedisCore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &RedisCluster{
+		redisCore: core,
+		client:    client,
+		refresh:   make(chan struct{}, 1),
+		cancel:    cancel,
+		home:      make(map[string]*subscriber),
+		shards:    make(map[string]*subscriber),
+		mapFail:   make(chan struct{}),
+	}
+	l.refresh <- struct{}{}
+	l.wg.Add(1)
+	go l.refreshLoop(ctx)
+	return l, nil
+}
+
+func (l *RedisCluster) pokeRefresh() {
+	select {
+	case l.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// refreshLoop is the only goroutine that reads the slot map.
+func (l *RedisCluster) refreshLoop(ctx context.Context) {
+	defer l.wg.Done()
+	backoff := minBackoff
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.refresh:
+		}
+		err := l.readSlots(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			backoff = minBackoff
+			continue
+		}
+		l.subscribeErrors.Add(1)
+		l.log.Warn("channellayer: cannot read the Redis Cluster slot map; retrying", "err", err)
+		l.mu.Lock()
+		if !l.mapDown {
+			l.mapDown = true
+			close(l.mapFail)
+			l.mapFail = make(chan struct{})
+		}
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, l.maxBackoff)
+		l.pokeRefresh()
+	}
+}
+
+// readSlots reads the slot map and moves every topic to its owner.
+func (l *RedisCluster) readSlots(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	slots, err := l.client.ClusterSlots(ctx).Result()
+	if err != nil {
+		return err
+	}
+	owner := make([]string, slotCount)
+	for _, s := range slots {
+		if len(s.Nodes) == 0 || s.Start < 0 || s.End >= slotCount {
+			continue
+		}
+		for i := s.Start; i <= s.End; i++ {
+			owner[i] = s.Nodes[0].Addr
+		}
+	}
+	var idle []*subscriber
+	l.mu.Lock()
+	l.owner = owner
+	l.mapDown = false
+	l.homeLocked(l.instTopic + l.instance)
+	for _, g := range l.reg.Groups() {
+		l.homeLocked(l.groupTopic + g)
+	}
+	masters := make(map[string]bool)
+	for _, a := range owner {
+		masters[a] = true
+	}
+	for addr, s := range l.shards {
+		if len(s.want) == 0 && !masters[addr] {
+			delete(l.shards, addr)
+			idle = append(idle, s)
+		}
+	}
+	l.mu.Unlock()
+	for _, s := range idle {
+		s.stop()
+	}
+	return nil
+}
+
+// homeLocked puts topic on the connection to the master that owns it,
+// moving it there if it is elsewhere. Without a slot map it does
+// nothing: the first read homes every wanted topic.
+func (l *RedisCluster) homeLocked(topic string) {
+	if l.owner == nil {
+		return
+	}
+	addr := l.owner[keySlot(topic)]
+	if addr == "" {
+		return
+	}
+	cur := l.home[topic]
+	if cur != nil && cur.addr == addr {
+		return
+	}
+	if cur != nil {
+		cur.forgetLocked(topic)
+	}
+	s := l.shardLocked(addr)
+	s.subLocked(topic)
+	l.home[topic] = s
+}
+
+// unhomeLocked drops topic from its connection.
+func (l *RedisCluster) unhomeLocked(topic string) chan struct{} {
+	s := l.home[topic]
+	if s == nil {
+		return nil
+	}
+	delete(l.home, topic)
+	return s.unsubLocked(topic)
+}
+
+// shardLocked returns the subscription connection to addr, starting it
+// if needed. Starting does not touch the network.
+func (l *RedisCluster) shardLocked(addr string) *subscriber {
+	if s := l.shards[addr]; s != nil {
+		return s
+	}
+	s := newSubscriber(l.redisCore, addr, redis.NewClient(nodeOptions(l.client.Options(), addr)), true)
+	s.own = true
+	s.onLost = l.lost
+	s.onReply = l.reply
+	s.onFail = func(*subscriber) { l.pokeRefresh() }
+	l.shards[addr] = s
+	s.start()
+	return s
+}
+
+// lost handles a shard channel Redis dropped without being asked: its
+// slot moved to another master.
+func (l *RedisCluster) lost(s *subscriber, topic string) {
+	l.mu.Lock()
+	if l.home[topic] == s {
+		delete(l.home, topic)
+		s.forgetLocked(topic)
+	}
+	l.mu.Unlock()
+	l.pokeRefresh()
+}
+
+// reply handles an error reply on a subscription connection. A MOVED
+// names the slot's new owner: the topics of that slot go there at once,
+// and the slot map is read again.
+func (l *RedisCluster) reply(s *subscriber, err error) {
+	f := strings.Fields(err.Error())
+	if len(f) < 3 || f[0] != "MOVED" {
+		return
+	}
+	slot, perr := strconv.Atoi(f[1])
+	if perr != nil || slot < 0 || slot >= slotCount {
+		return
+	}
+	l.mu.Lock()
+	if l.owner != nil {
+		l.owner[slot] = f[2]
+	}
+	for topic := range s.want {
+		if keySlot(topic) == slot {
+			delete(s.pending, topic)
+			l.homeLocked(topic)
+		}
+	}
+	l.mu.Unlock()
+	l.pokeRefresh()
+}
+
+// nodeOptions derives the options of a connection to one master from
+// the cluster client's.
+func nodeOptions(co *redis.ClusterOptions, addr string) *redis.Options {
+	return &redis.Options{
+		Addr:                         addr,
+		ClientName:                   co.ClientName,
+		Dialer:                       co.Dialer,
+		OnConnect:                    co.OnConnect,
+		Protocol:                     co.Protocol,
+		Username:                     co.Username,
+		Password:                     co.Password,
+		CredentialsProvider:          co.CredentialsProvider,
+		CredentialsProviderContext:   co.CredentialsProviderContext,
+		StreamingCredentialsProvider: co.StreamingCredentialsProvider,
+		DialTimeout:                  co.DialTimeout,
+		ReadTimeout:                  co.ReadTimeout,
+		WriteTimeout:                 co.WriteTimeout,
+		ContextTimeoutEnabled:        co.ContextTimeoutEnabled,
+		TLSConfig:                    co.TLSConfig,
+		DisableIdentity:              co.DisableIdentity,
+		IdentitySuffix:               co.IdentitySuffix,
+		UnstableResp3:                co.UnstableResp3,
+		PoolSize:                     1, // only the subscription connection is used
+	}
+}
+
+// NewChannel implements Layer.
+func (l *RedisCluster) NewChannel(m groups.Member) (string, error) { return l.newChannel(m) }
+
+// CloseChannel implements Layer.
+func (l *RedisCluster) CloseChannel(ctx context.Context, channel string) error {
+	l.mu.Lock()
+	var done []chan struct{}
+	for _, g := range l.reg.RemoveChannel(channel) {
+		if d := l.unhomeLocked(l.groupTopic + g); d != nil {
+			done = append(done, d)
+		}
+	}
+	l.mu.Unlock()
+	return l.awaitUnsub(ctx, done...)
+}
+
+// Send implements Layer: one SPUBLISH to the shard of the instance
+// holding the channel. A send to a channel of this instance does not go
+// through Redis.
+func (l *RedisCluster) Send(ctx context.Context, channel string, msg Message) error {
+	topic, payload, local, err := l.route(channel, msg)
+	if err != nil || local {
+		return err
+	}
+	n, err := l.client.SPublish(ctx, topic, payload).Result()
+	return l.published(n, err, fmt.Sprintf("no channel %q", channel))
+}
+
+// GroupAdd implements Layer, as Redis.GroupAdd does.
+func (l *RedisCluster) GroupAdd(ctx context.Context, group, channel string) error {
+	if err := checkNames(group, channel); err != nil {
+		return err
+	}
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	topic := l.groupTopic + group
+	l.mu.Lock()
+	first, err := l.reg.Join(group, channel)
+	if err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	if first {
+		l.homeLocked(topic)
+	}
+	s := l.home[topic]
+	if s != nil && s.liveLocked(topic) {
+		l.mu.Unlock()
+		return nil
+	}
+	ready := l.addWaiterLocked(topic)
+	var fail chan struct{}
+	var down bool
+	if s != nil {
+		fail, down = s.fail, s.down
+	} else {
+		// No slot map yet, or the slot is unserved: wait for a read.
+		fail, down = l.mapFail, l.mapDown
+		l.pokeRefresh()
+	}
+	l.mu.Unlock()
+	return l.await(ctx, topic, ready, fail, down)
+}
+
+// GroupDiscard implements Layer, as Redis.GroupDiscard does.
+func (l *RedisCluster) GroupDiscard(ctx context.Context, group, channel string) error {
+	if err := checkNames(group, channel); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	if !l.reg.Leave(group, channel) {
+		l.mu.Unlock()
+		return nil
+	}
+	done := l.unhomeLocked(l.groupTopic + group)
+	l.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	return l.awaitUnsub(ctx, done)
+}
+
+// GroupSend implements Layer: one SPUBLISH to the group's shard,
+// whatever the size of the group.
+func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message) error {
+	if err := l.check(ValidGroupName(group), msg); err != nil {
+		return err
+	}
+	n, err := l.client.SPublish(ctx, l.groupTopic+group, msg.data).Result()
+	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
+}
+
+// GroupSendLocal implements LocalSender without touching Redis.
+func (l *RedisCluster) GroupSendLocal(_ context.Context, group string, msg Message) error {
+	return l.groupSendLocal(group, msg)
+}
+
+// LocalStats returns this instance's channels, groups and members.
+func (l *RedisCluster) LocalStats() groups.Stats { return l.reg.Stats() }
+
+// Check implements Checker: the slot map is known, every master answers
+// a PING, and every subscription connection the layer needs is
+// established.
+func (l *RedisCluster) Check(ctx context.Context) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	l.mu.Lock()
+	known := l.owner != nil
+	var down []string
+	for addr, s := range l.shards {
+		if len(s.want) > 0 && !s.up.Load() {
+			down = append(down, addr)
+		}
+	}
+	l.mu.Unlock()
+	if !known {
+		return fmt.Errorf("%w: Redis Cluster slot map not read yet", ErrUnavailable)
+	}
+	if err := l.client.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		return c.Ping(ctx).Err()
+	}); err != nil {
+		return unavailable(err)
+	}
+	if len(down) > 0 {
+		return fmt.Errorf("%w: subscription connections to %s not established", ErrUnavailable, strings.Join(down, ", "))
+	}
+	return nil
+}
+
+// Close implements Layer. It stops the layer's goroutines and closes its
+// subscription connections, but not the client.
+func (l *RedisCluster) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	close(l.closing)
+	l.cancel()
+	l.wg.Wait()
+	l.mu.Lock()
+	shards := l.shards
+	l.shards = map[string]*subscriber{}
+	l.mu.Unlock()
+	for _, s := range shards {
+		s.stop()
+	}
+	return nil
+}
+
+// slotCount is the number of hash slots of a Redis Cluster.
+const slotCount = 16384
+
+// keySlot returns the cluster hash slot of key: CRC16 (XMODEM) of the
+// key, or of its hash tag, modulo 16384. Herald's names cannot hold '{',
+// so its channels never have a hash tag, but the rule is kept whole.
+func keySlot(key string) int {
+	if s := strings.IndexByte(key, '{'); s >= 0 {
+		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
+			key = key[s+1 : s+1+e]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % slotCount
+}
