@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/notifier"
+	"github.com/heraldhq/herald/router"
 )
 
 // config is every setting of the server. Each comes from a flag or an
@@ -33,15 +38,33 @@ type config struct {
 	LogFormat       string
 	LogLevel        slog.Level
 
-	redisOpts *redis.Options
-	pgConfig  *pgxpool.Config
+	PublicGroups          []string
+	MaxConnections        int
+	MaxConnectionsPerAddr int
+	TrustedProxies        []netip.Prefix
+	RateLimit             float64
+	RateBurst             int
+	MaxGroups             int
+	PingInterval          time.Duration
+	PingTimeout           time.Duration
+	HandshakeTimeout      time.Duration
+
+	tokens                 *router.Tokens
+	jwtIssuer, jwtAudience string
+
+	redisOpts    *redis.Options
+	redisCluster *redis.ClusterOptions // REDIS_CLUSTER_ADDRS
+	pgConfig     *pgxpool.Config
+	bridges      []notifier.Bridge // HERALD_BRIDGES, besides the posts bridge
+
+	channelsRedis channelsRedisConfig // HERALD_CHANNELS_REDIS*
 }
 
 // setting is one entry of the settings table, shared by the flag set,
 // the environment and --help.
 type setting struct {
 	flag, env, def, usage string
-	parse             func(c *config, v string) error
+	parse                 func(c *config, v string) error
 }
 
 var settings = []setting{
@@ -59,6 +82,12 @@ var settings = []setting{
 		opts, err := redis.ParseURL(v)
 		if err != nil {
 			return err
+		}
+		// Fail fast while Redis is down, so API callers get a quick 503
+		// rather than waiting out go-redis' retries; the layer reconnects
+		// on its own.
+		if opts.DialerRetries == 0 {
+			opts.DialerRetries = 1
 		}
 		c.RedisURL, c.redisOpts = v, opts
 		return nil
@@ -134,6 +163,165 @@ var settings = []setting{
 	{"log-level", "HERALD_LOG_LEVEL", "info", "log level: debug, info, warn or error", func(c *config, v string) error {
 		return c.LogLevel.UnmarshalText([]byte(v))
 	}},
+	{"bridges", "HERALD_BRIDGES", "", "more tables to deliver besides posts, with DATABASE_URL: comma-separated table:group:type[:fields], fields being '+'-separated field=column or column (default every column), e.g. 'orders:orders:order.created:id+total+customer=customer_id'", func(c *config, v string) error {
+		b, err := notifier.ParseBridges(v)
+		if err != nil {
+			return err
+		}
+		for _, br := range b {
+			if br.Table == "posts" {
+				return errors.New("posts is always bridged, to group gossip; list other tables")
+			}
+		}
+		c.bridges = b
+		return nil
+	}},
+	{"channels-redis", "HERALD_CHANNELS_REDIS", "", "speak Django Channels' channels_redis format on REDIS_URL, so Django and Herald share groups: core (RedisChannelLayer) or pubsub (RedisPubSubChannelLayer); see docs/DJANGO.md (empty: Herald's own format)", parseChannelsRedisMode},
+	{"channels-redis-prefix", "HERALD_CHANNELS_REDIS_PREFIX", "asgi", "channels_redis \"prefix\", as in Django's CHANNEL_LAYERS", func(c *config, v string) error {
+		if v == "" || strings.ContainsAny(v, " \r\n*?[]\\") {
+			return fmt.Errorf("%q is empty or holds white space or a glob character", v)
+		}
+		c.channelsRedis.Prefix = v
+		return nil
+	}},
+	{"channels-redis-keys", "HERALD_CHANNELS_REDIS_KEYS", "", "channels_redis \"symmetric_encryption_keys\", comma-separated, first one encrypts; prefer the environment variable to the flag (empty: no encryption)", parseChannelsRedisKeys},
+	{"channels-redis-capacity", "HERALD_CHANNELS_REDIS_CAPACITY", "100", "channels_redis \"capacity\" (core): unread messages an inbox may hold", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a whole number above 0", v)
+		}
+		c.channelsRedis.Capacity = n
+		return nil
+	}},
+	{"channels-redis-expiry", "HERALD_CHANNELS_REDIS_EXPIRY", "60", "channels_redis \"expiry\" (core), in seconds: how long an unread message lives", func(c *config, v string) error {
+		return parseWholeSeconds(&c.channelsRedis.Expiry)(c, v)
+	}},
+	{"channels-redis-group-expiry", "HERALD_CHANNELS_REDIS_GROUP_EXPIRY", "86400", "channels_redis \"group_expiry\" (core), in seconds", func(c *config, v string) error {
+		return parseWholeSeconds(&c.channelsRedis.GroupExpiry)(c, v)
+	}},
+	{"redis-cluster-addrs", "REDIS_CLUSTER_ADDRS", "", "comma-separated host:port of Redis Cluster (7+) masters, instead of REDIS_URL: groups then use sharded pub/sub, each through the master owning its slot", func(c *config, v string) error {
+		if v == "" {
+			return nil
+		}
+		if c.redisOpts != nil {
+			return errors.New("set either this or REDIS_URL, not both")
+		}
+		var addrs []string
+		for a := range strings.SplitSeq(v, ",") {
+			if a = strings.TrimSpace(a); a == "" {
+				continue
+			}
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				return fmt.Errorf("%q is not host:port", a)
+			}
+			addrs = append(addrs, a)
+		}
+		if len(addrs) == 0 {
+			return fmt.Errorf("%q names no address", v)
+		}
+		c.redisCluster = &redis.ClusterOptions{Addrs: addrs}
+		return nil
+	}},
+	{"jwt-secret", "HERALD_JWT_SECRET", "", "HS256 secret (at least 32 bytes) that WebSocket clients' tokens must be signed with; set this or -jwt-public-key to require tokens (empty: no tokens)", func(c *config, v string) error {
+		if v == "" {
+			return nil
+		}
+		t, err := router.NewHMACTokens([]byte(v))
+		c.tokens = t
+		return err
+	}},
+	{"jwt-public-key", "HERALD_JWT_PUBLIC_KEY", "", "path of a PEM public key (RSA for RS256, ECDSA P-256 for ES256) that verifies clients' tokens", func(c *config, v string) error {
+		if v == "" {
+			return nil
+		}
+		if c.tokens != nil {
+			return errors.New("set either HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY, not both")
+		}
+		pemData, err := os.ReadFile(v)
+		if err != nil {
+			return err
+		}
+		c.tokens, err = router.NewPublicKeyTokens(pemData)
+		return err
+	}},
+	{"jwt-issuer", "HERALD_JWT_ISSUER", "", "when set, tokens' \"iss\" must equal it", func(c *config, v string) error {
+		c.jwtIssuer = v
+		return nil
+	}},
+	{"jwt-audience", "HERALD_JWT_AUDIENCE", "", "when set, tokens' \"aud\" must include it", func(c *config, v string) error {
+		c.jwtAudience = v
+		return nil
+	}},
+	{"public-groups", "HERALD_PUBLIC_GROUPS", "gossip", "comma-separated group patterns any client may join without a token's say-so", func(c *config, v string) error {
+		c.PublicGroups = []string{}
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				if _, err := path.Match(p, ""); err != nil {
+					return fmt.Errorf("pattern %q: %w", p, err)
+				}
+				c.PublicGroups = append(c.PublicGroups, p)
+			}
+		}
+		return nil
+	}},
+	{"max-connections", "HERALD_MAX_CONNECTIONS", "10000", "open WebSockets one instance accepts; more get 503", positiveInt(func(c *config) *int { return &c.MaxConnections })},
+	{"max-connections-per-addr", "HERALD_MAX_CONNECTIONS_PER_ADDR", "100", "open WebSockets from one client address; more get 429", positiveInt(func(c *config) *int { return &c.MaxConnectionsPerAddr })},
+	{"trusted-proxies", "HERALD_TRUSTED_PROXIES", "", "comma-separated addresses or CIDRs of proxies whose X-Forwarded-For is believed (empty: none)", func(c *config, v string) error {
+		c.TrustedProxies = nil
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			if !strings.Contains(p, "/") {
+				a, err := netip.ParseAddr(p)
+				if err != nil {
+					return err
+				}
+				p = netip.PrefixFrom(a, a.BitLen()).String()
+			}
+			prefix, err := netip.ParsePrefix(p)
+			if err != nil {
+				return err
+			}
+			c.TrustedProxies = append(c.TrustedProxies, prefix)
+		}
+		return nil
+	}},
+	{"rate-limit", "HERALD_RATE_LIMIT", "20", "frames per second a client may send on average; faster closes it with 1008", func(c *config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			return fmt.Errorf("%q is not a positive number", v)
+		}
+		c.RateLimit = f
+		return nil
+	}},
+	{"rate-burst", "HERALD_RATE_BURST", "40", "frames a client may send at once above the rate", positiveInt(func(c *config) *int { return &c.RateBurst })},
+	{"max-groups", "HERALD_MAX_GROUPS", "100", "groups one connection may be in", positiveInt(func(c *config) *int { return &c.MaxGroups })},
+	{"ping-interval", "HERALD_PING_INTERVAL", "25s", "how often a quiet connection is pinged", positiveDuration(func(c *config) *time.Duration { return &c.PingInterval })},
+	{"ping-timeout", "HERALD_PING_TIMEOUT", "10s", "how long a ping may go unanswered before the connection is dropped", positiveDuration(func(c *config) *time.Duration { return &c.PingTimeout })},
+	{"handshake-timeout", "HERALD_HANDSHAKE_TIMEOUT", "10s", "how long a client may take to send its request headers", positiveDuration(func(c *config) *time.Duration { return &c.HandshakeTimeout })},
+}
+
+func positiveInt(field func(*config) *int) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a whole number above 0", v)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func positiveDuration(field func(*config) *time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q is not a positive duration such as 10s", v)
+		}
+		*field(c) = d
+		return nil
+	}
 }
 
 // errHelp is returned when --help was asked for and printed.

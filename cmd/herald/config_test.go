@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"os"
 	"strings"
 	"testing"
 )
@@ -43,5 +44,38 @@ func TestAllowedOrigins(t *testing.T) {
 	}
 	if strings.Join(cfg.AllowedOrigins, "|") != "app.example.com|*.example.org" {
 		t.Fatalf("origins %q", cfg.AllowedOrigins)
+	}
+}
+
+// TestReadmeDocumentsEverySetting keeps README's settings tables in step
+// with the settings the server reads.
+func TestReadmeDocumentsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for line := range strings.SplitSeq(string(readme), "\n") {
+		if strings.HasPrefix(line, "| `-") {
+			flag := strings.Trim(strings.Split(line, "|")[1], " `")
+			rows[flag] = line
+		}
+	}
+	for _, s := range settings {
+		row, ok := rows["-"+s.flag]
+		if !ok {
+			t.Errorf("README has no row for -%s", s.flag)
+			continue
+		}
+		if !strings.Contains(row, "`"+s.env+"`") {
+			t.Errorf("README row for -%s does not name %s", s.flag, s.env)
+		}
+		if s.def != "" && !strings.Contains(row, "`"+s.def+"`") {
+			t.Errorf("README row for -%s does not give the default %s", s.flag, s.def)
+		}
+		delete(rows, "-"+s.flag)
+	}
+	for flag := range rows {
+		t.Errorf("README documents %s, which the server does not read", flag)
 	}
 }

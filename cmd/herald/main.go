@@ -62,7 +62,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		bg.Wait()
 	}()
 
-	if cfg.redisOpts != nil {
+	if cfg.channelsRedis.Mode != "" && cfg.redisOpts == nil {
+		return errors.New("setting HERALD_CHANNELS_REDIS: needs REDIS_URL")
+	}
+	if cfg.redisOpts != nil && cfg.channelsRedis.Mode != "" {
+		client := redis.NewClient(cfg.redisOpts)
+		defer client.Close()
+		if layer, layerName, err = newChannelsRedisLayer(cfg, client, log); err != nil {
+			return err
+		}
+	} else if cfg.redisOpts != nil {
 		client := redis.NewClient(cfg.redisOpts)
 		defer client.Close()
 		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log})
@@ -70,6 +79,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 			return fmt.Errorf("setting HERALD_REDIS_PREFIX: %w", err)
 		}
 		layer, layerName = l, "redis "+cfg.redisOpts.Addr
+	} else if cfg.redisCluster != nil {
+		client := redis.NewClusterClient(cfg.redisCluster)
+		defer client.Close()
+		l, err := channellayer.NewRedisCluster(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log})
+		if err != nil {
+			return fmt.Errorf("setting HERALD_REDIS_PREFIX: %w", err)
+		}
+		layer, layerName = l, fmt.Sprintf("redis cluster %v", cfg.redisCluster.Addrs)
 	} else {
 		layer = channellayer.NewMemory()
 	}
@@ -82,6 +99,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		OriginPatterns: cfg.AllowedOrigins,
 		QueueSize:      cfg.QueueSize,
 		ReadLimit:      cfg.MaxFrame,
+
+		MaxConnections:        cfg.MaxConnections,
+		MaxConnectionsPerAddr: cfg.MaxConnectionsPerAddr,
+		ClientAddr:            router.ClientAddr(cfg.TrustedProxies),
+		RateLimit:             cfg.RateLimit,
+		RateBurst:             cfg.RateBurst,
+		MaxGroups:             cfg.MaxGroups,
+		PublicGroups:          cfg.PublicGroups,
+		PingInterval:          cfg.PingInterval,
+		PingTimeout:           cfg.PingTimeout,
 	}
 	metrics := router.NewMetrics(conns, layer)
 	layer = metrics.Instrument(layer)
@@ -98,7 +125,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 			return fmt.Errorf("setting DATABASE_URL: %w", err)
 		}
 		defer pool.Close()
-		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log})
+		bridges := append([]notifier.Bridge{notifier.PostsBridge(consumer.NotificationGroup)}, cfg.bridges...)
+		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log, Bridges: bridges})
 		if err != nil {
 			return err
 		}
@@ -107,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
-			migrateThenListen(bgCtx, pool, listener, log)
+			migrateThenListen(bgCtx, pool, bridges, listener, log)
 		}()
 	} else {
 		posts, err = notifier.NewMemoryStore(layer, consumer.NotificationGroup)
@@ -117,6 +145,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 
 	rt := router.New(conns, log)
+	if cfg.tokens != nil {
+		cfg.tokens.Issuer, cfg.tokens.Audience = cfg.jwtIssuer, cfg.jwtAudience
+		rt.Tokens = cfg.tokens
+	}
 	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
 	api := &router.API{
 		Layer:   layer,
@@ -136,14 +168,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 	srv := &http.Server{
 		Handler:           rt,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	addr := ln.Addr().String()
 	log.Info(fmt.Sprintf("herald listening: open http://%s/ in a browser", addr),
-		"addr", addr, "layer", layerName, "database", dbName, "api_token", cfg.APIToken != "")
+		"addr", addr, "layer", layerName, "database", dbName, "api_token", cfg.APIToken != "", "client_tokens", cfg.tokens != nil)
 	if listening != nil {
 		listening(addr)
 	}
@@ -168,12 +200,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	return nil
 }
 
-// migrateThenListen creates the posts table and trigger, retrying while
-// Postgres is unreachable, then runs the listener until ctx ends.
-func migrateThenListen(ctx context.Context, pool *pgxpool.Pool, l *notifier.Listener, log *slog.Logger) {
+// migrateThenListen creates the posts table, the log and the bridges'
+// triggers, retrying while Postgres is unreachable (or a bridged table
+// missing), then runs the listener until ctx ends.
+func migrateThenListen(ctx context.Context, pool *pgxpool.Pool, bridges []notifier.Bridge, l *notifier.Listener, log *slog.Logger) {
 	backoff := 250 * time.Millisecond
 	for {
-		err := notifier.Migrate(ctx, pool)
+		err := notifier.Migrate(ctx, pool, bridges...)
 		if err == nil {
 			break
 		}

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// rawUpgrade opens a WebSocket by hand, so a test can then misbehave below
+// the level a WebSocket library allows.
+func rawUpgrade(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	fmt.Fprintf(c, "GET /notifications/ HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", addr, base64.StdEncoding.EncodeToString(key))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("raw upgrade: %v %v", resp, err)
+	}
+	return c, br
+}
+
+type outcome struct {
+	name string
+	err  error
+}
+
+// attack runs one bad client and reports whether it ended as documented.
+type attack struct {
+	name string
+	run  func(t *testing.T, addr string) error
+}
+
+func wsDial(addr string, opts *websocket.DialOptions) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/notifications/", opts)
+	if c != nil {
+		c.SetReadLimit(1 << 20)
+	}
+	return c, err
+}
+
+// expectClose sends frames and expects the server to close with code.
+func expectClose(kind websocket.MessageType, frame []byte, code websocket.StatusCode) func(*testing.T, string) error {
+	return func(t *testing.T, addr string) error {
+		c, err := wsDial(addr, nil)
+		if err != nil {
+			return err
+		}
+		defer c.CloseNow()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = c.Write(ctx, kind, frame) // the server may close before reading it all
+		for {
+			_, data, err := c.Read(ctx)
+			if err != nil {
+				if got := websocket.CloseStatus(err); got != code {
+					return fmt.Errorf("ended with %v, want close %d", err, code)
+				}
+				return nil
+			}
+			if strings.Contains(string(data), `"type":"error"`) {
+				continue
+			}
+		}
+	}
+}
+
+// expectErrorFrame sends a frame and expects an error frame, with the
+// connection still usable afterwards.
+func expectErrorFrame(frame string) func(*testing.T, string) error {
+	return func(t *testing.T, addr string) error {
+		c, err := wsDial(addr, nil)
+		if err != nil {
+			return err
+		}
+		defer c.CloseNow()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := c.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
+			return err
+		}
+		if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"whoami"}`)); err != nil {
+			return err
+		}
+		gotError := false
+		for {
+			_, data, err := c.Read(ctx)
+			if err != nil {
+				return fmt.Errorf("connection ended: %v", err)
+			}
+			var m map[string]any
+			_ = json.Unmarshal(data, &m)
+			switch m["type"] {
+			case "error":
+				gotError = true
+			case "whoami":
+				if !gotError {
+					return fmt.Errorf("no error frame before the whoami answer")
+				}
+				return nil
+			}
+		}
+	}
+}
+
+// readWhoami reads until the answer to a whoami; attackers are members of
+// gossip too, so group messages may come first.
+func readWhoami(ctx context.Context, c *websocket.Conn) error {
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("no whoami answer: %v", err)
+		}
+		var m map[string]any
+		if json.Unmarshal(data, &m) == nil && m["type"] == "whoami" {
+			return nil
+		}
+		if m["type"] != "name.gossip" {
+			return fmt.Errorf("unexpected frame %s", data)
+		}
+	}
+}
+
+var attacks = []attack{
+	{"invalid UTF-8", expectClose(websocket.MessageText, []byte("{\"type\":\"\xc3\x28\"}"), websocket.StatusInvalidFramePayloadData)},
+	{"binary frame", expectClose(websocket.MessageBinary, []byte{0, 1, 2}, websocket.StatusUnsupportedData)},
+	{"10 MiB frame", expectClose(websocket.MessageText, []byte(strings.Repeat("a", 10<<20)), websocket.StatusMessageTooBig)},
+	{"invalid JSON", expectErrorFrame(`{"type":`)},
+	{"not an object", expectErrorFrame(`[1,2,3]`)},
+	{"missing type", expectErrorFrame(`{"group":"gossip"}`)},
+	{"type not a string", expectErrorFrame(`{"type":{"a":1}}`)},
+	{"deep nesting", expectErrorFrame(strings.Repeat("[", 60000))},
+	{"unknown type", expectErrorFrame(`{"type":"rm -rf"}`)},
+	{"forbidden group", expectErrorFrame(`{"type":"subscribe","group":"admin"}`)},
+	{"bad group name", expectErrorFrame(`{"type":"subscribe","group":"no spaces allowed"}`)},
+	{"huge number", func(t *testing.T, addr string) error {
+		// Numbers are carried, not interpreted: the frame is served.
+		c, err := wsDial(addr, nil)
+		if err != nil {
+			return err
+		}
+		defer c.CloseNow()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"whoami","n":1e999999999}`)); err != nil {
+			return err
+		}
+		return readWhoami(ctx, c)
+	}},
+	{"fragmented frame", func(t *testing.T, addr string) error {
+		c, err := wsDial(addr, nil)
+		if err != nil {
+			return err
+		}
+		defer c.CloseNow()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		w, err := c.Writer(ctx, websocket.MessageText)
+		if err != nil {
+			return err
+		}
+		for _, part := range []string{`{"ty`, `pe":"who`, `ami"}`} {
+			if _, err := w.Write([]byte(part)); err != nil {
+				return err
+			}
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+		return readWhoami(ctx, c)
+	}},
+	{"flood", func(t *testing.T, addr string) error {
+		c, err := wsDial(addr, nil)
+		if err != nil {
+			return err
+		}
+		defer c.CloseNow()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		go func() {
+			for i := 0; i < 500; i++ {
+				if c.Write(ctx, websocket.MessageText, []byte(`{"type":"whoami"}`)) != nil {
+					return
+				}
+			}
+		}()
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+					return fmt.Errorf("ended with %v, want 1008", err)
+				}
+				return nil
+			}
+		}
+	}},
+	{"foreign origin", func(t *testing.T, addr string) error {
+		_, err := wsDial(addr, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+		if err == nil || !strings.Contains(err.Error(), "403") {
+			return fmt.Errorf("dial from a foreign origin: %v, want 403", err)
+		}
+		return nil
+	}},
+	{"reset mid-frame", func(t *testing.T, addr string) error {
+		c, _ := rawUpgrade(t, addr)
+		// A masked text frame that promises 1000 bytes and sends 10.
+		hdr := []byte{0x81, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4}
+		if _, err := c.Write(append(hdr, []byte("0123456789")...)); err != nil {
+			return err
+		}
+		_ = c.(*net.TCPConn).SetLinger(0) // close with RST
+		return c.Close()
+	}},
+	{"slow handshake", func(t *testing.T, addr string) error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /notifications/ HTTP/1.1\r\nHost: %s\r\n", addr) // and never the rest
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		if _, err := io.ReadAll(c); err != nil {
+			return fmt.Errorf("server kept a stalled handshake open: %v", err)
+		}
+		return nil
+	}},
+	{"half-open peer", func(t *testing.T, addr string) error {
+		c, _ := rawUpgrade(t, addr)
+		defer c.Close()
+		// Never read, never answer pings: the server must drop it.
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					return fmt.Errorf("server did not drop a peer that ignores pings")
+				}
+				return nil
+			}
+		}
+	}},
+}
+
+// TestBadClientsHurtNobody throws every kind of bad input at a running
+// server while 100 good clients listen: each bad client ends as
+// documented, every good client receives every message in order, and the
+// server's goroutines and heap return to where they were.
+func TestBadClientsHurtNobody(t *testing.T) {
+	addr := startInProcess(t, "-handshake-timeout", "1s", "-ping-interval", "500ms", "-ping-timeout", "500ms",
+		"-max-connections-per-addr", "1000")
+
+	const good, messages = 100, 200
+	results := make(chan error, good)
+	var ready sync.WaitGroup
+	for i := 0; i < good; i++ {
+		c, err := wsDial(addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		ready.Add(1)
+		go func() {
+			ready.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+			defer cancel()
+			for n := 0; n < messages; n++ {
+				_, data, err := c.Read(ctx)
+				if err != nil {
+					results <- fmt.Errorf("good client lost its connection at message %d: %v", n, err)
+					return
+				}
+				var m struct{ N int }
+				if err := json.Unmarshal(data, &m); err != nil || m.N != n {
+					results <- fmt.Errorf("good client got %s, want n=%d", data, n)
+					return
+				}
+			}
+			results <- nil
+		}()
+	}
+	ready.Wait()
+	baseGoroutines, baseHeap := settle()
+
+	var wg sync.WaitGroup
+	outcomes := make(chan outcome, len(attacks)*3)
+	for round := 0; round < 3; round++ {
+		for _, a := range attacks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outcomes <- outcome{a.name, a.run(t, addr)}
+			}()
+		}
+	}
+	for n := 0; n < messages; n++ {
+		body := fmt.Sprintf(`{"type":"name.gossip","n":%d}`, n)
+		resp, err := http.Post("http://"+addr+"/api/groups/gossip/send", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("send %d: %d", n, resp.StatusCode)
+		}
+		time.Sleep(2 * time.Millisecond) // spread the sends across the attack
+	}
+	wg.Wait()
+	close(outcomes)
+	for o := range outcomes {
+		if o.err != nil {
+			t.Errorf("%s: %v", o.name, o.err)
+		}
+	}
+	for i := 0; i < good; i++ {
+		if err := <-results; err != nil {
+			t.Error(err)
+		}
+	}
+
+	// Everything the attackers made is released.
+	deadline := time.Now().Add(wait)
+	for {
+		g, heap := settle()
+		if g <= baseGoroutines+2 && heap <= baseHeap+8<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the attack: %d goroutines (was %d), heap %d MiB (was %d MiB)",
+				g, baseGoroutines, heap>>20, baseHeap>>20)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func settle() (goroutines int, heap uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return runtime.NumGoroutine(), ms.HeapInuse
+}

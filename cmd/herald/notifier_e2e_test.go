@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldhq/herald/channellayer/layertest"
+	"github.com/heraldhq/herald/notifier/pgtest"
+)
+
+// TestNotifierSurvivesKilledInstance runs three instances on one Redis
+// and one Postgres, with clients on each, and kills one with SIGKILL in
+// the middle of a burst of inserts. Every client of the instances left
+// gets every committed post exactly once, in commit order. (The killed
+// instance's own clients lose their connection; resuming them elsewhere
+// is the client's business.)
+func TestNotifierSurvivesKilledInstance(t *testing.T) {
+	t.Parallel()
+	ru := redisURL(t)
+	db := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	// A second bridged table: three instances install both triggers at
+	// once at start, which must not trip over each other.
+	if _, err := conn.Exec(ctx, "CREATE TABLE orders (id bigserial PRIMARY KEY, total numeric)"); err != nil {
+		t.Fatal(err)
+	}
+
+	env := []string{
+		"REDIS_URL=" + ru, "DATABASE_URL=" + db, "HERALD_REDIS_PREFIX=" + layertest.Prefix(t),
+		"HERALD_QUEUE_SIZE=4096", "HERALD_BRIDGES=orders:orders:order.created",
+	}
+	instances := []*instance{startHerald(t, env...), startHerald(t, env...), startHerald(t, env...)}
+	var clients [][]*client // per instance
+	for _, in := range instances {
+		in.waitReady(t)
+		clients = append(clients, []*client{dialNotifications(t, in.addr), dialNotifications(t, in.addr)})
+	}
+	joinedEverywhere(t, instances...)
+
+	const n = 600
+	type post struct {
+		id  int64
+		msg string
+	}
+	committed := make(chan post, n)
+	writerErr := make(chan error, 1)
+	go func() {
+		for i := range n {
+			p := post{msg: fmt.Sprint("burst ", i)}
+			if err := conn.QueryRow(ctx, "INSERT INTO posts (author, message) VALUES ('db', $1) RETURNING id", p.msg).Scan(&p.id); err != nil {
+				writerErr <- err
+				return
+			}
+			committed <- p
+		}
+		writerErr <- nil
+	}()
+
+	// Kill the third instance once a third of the burst is committed.
+	var want []post
+	for len(want) < n/3 {
+		select {
+		case p := <-committed:
+			want = append(want, p)
+		case err := <-writerErr:
+			t.Fatalf("writer stopped early: %v", err)
+		case <-time.After(wait):
+			t.Fatal("writer stalled")
+		}
+	}
+	if err := instances[2].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-writerErr; err != nil {
+		t.Fatal(err)
+	}
+	close(committed)
+	for p := range committed {
+		want = append(want, p)
+	}
+
+	for i, in := range instances[:2] {
+		for j, c := range clients[i] {
+			for k, w := range want {
+				got := c.next()
+				if got["type"] != "name.gossip" || got["id"] != float64(w.id) || got["message"] != w.msg {
+					t.Fatalf("instance %s client %d, frame %d: got %v, want post %d %q", in.addr, j, k, got, w.id, w.msg)
+				}
+			}
+		}
+	}
+	// Nothing twice: a final group send is the very next frame.
+	if st := instances[0].post(t, "/api/groups/gossip/send", `{"type":"name.gossip","message":"end"}`); st != http.StatusAccepted {
+		t.Fatalf("group send: %d", st)
+	}
+	for i := range instances[:2] {
+		for _, c := range clients[i] {
+			if got := c.next(); got["message"] != "end" {
+				t.Fatalf("duplicate or stray frame: %v", got)
+			}
+		}
+	}
+	var triggers int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_trigger
+		WHERE tgname = 'herald_log_row' AND tgrelid IN ('posts'::regclass, 'orders'::regclass)`).Scan(&triggers); err != nil || triggers != 2 {
+		t.Errorf("%d log triggers (err %v), want one on posts and one on orders", triggers, err)
+	}
+}
+
+func TestBridgesSetting(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "HERALD_BRIDGES" {
+				return v
+			}
+			return ""
+		}
+	}
+	cfg, err := parseConfig(nil, env("orders:orders:order.created,shop.refunds:refunds:refund.issued:id+customer=customer_id"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.bridges) != 2 || cfg.bridges[1].Fields["customer"] != "customer_id" {
+		t.Fatalf("bridges %+v", cfg.bridges)
+	}
+	for _, bad := range []string{"posts:gossip:name.gossip", "orders", "Orders:o:t", "orders;drop:o:t", "o:o:t,o:p:t"} {
+		if _, err := parseConfig(nil, env(bad), io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_BRIDGES") {
+			t.Errorf("HERALD_BRIDGES=%s: %v, want an error naming the setting", bad, err)
+		}
+	}
+}
