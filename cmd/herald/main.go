@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 	log := newLogger(cfg, out)
 	slog.SetDefault(log)
+	redis.SetLogger(redisLogger{log})
 
 	var (
 		layer     channellayer.Layer
@@ -111,6 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		PingTimeout:           cfg.PingTimeout,
 	}
 	metrics := router.NewMetrics(conns, layer)
+	plainLayer := layer // for readiness: the wrapper hides Checker
 	layer = metrics.Instrument(layer)
 	conns.Layer = layer
 
@@ -156,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		Token:   cfg.APIToken,
 		MaxBody: cfg.MaxFrame,
 		Logger:  log,
-		Ready:   readiness(layer, listener),
+		Ready:   readiness(plainLayer, listener),
 	}
 	api.Mount(rt.HTTP())
 	rt.HTTP().Method(http.MethodGet, "/metrics", metrics.Handler())
@@ -240,6 +242,15 @@ func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Cont
 		}
 		return nil
 	}
+}
+
+// redisLogger sends go-redis' own messages (dial failures while Redis is
+// down, mostly) to the server's log, at debug level: the channel layer
+// already reports outages and recoveries once each.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
 func newLogger(cfg *config, out io.Writer) *slog.Logger {
