@@ -23,17 +23,17 @@ var ErrClosed = errors.New("consumer: connection closed")
 // groups.Member of its channel: layer messages are queued by Deliver and
 // handed to the consumer's Dispatch on the connection's writer.
 type Conn struct {
-	id      uint64
-	channel string
-	req     *http.Request
-	params  map[string]string
-	layer   channellayer.Layer
-	log     *slog.Logger
-	srv     *Server
-	stats   *routeStats
-	id2     *Identity   // nil: anonymous
-	active  atomic.Bool // the client sent something since the last ping tick
-	groups  []string    // joined through Join, guarded by mu
+	id       uint64
+	channel  string
+	req      *http.Request
+	params   map[string]string
+	layer    channellayer.Layer
+	log      *slog.Logger
+	srv      *Server
+	stats    *routeStats
+	identity *Identity   // nil: anonymous
+	active   atomic.Bool // the client sent something since the last ping tick
+	groups   []string    // joined through Join, guarded by mu
 
 	ws     *websocket.Conn
 	ctx    context.Context // ends when the connection is over
@@ -75,7 +75,7 @@ func (c *Conn) Param(name string) string { return c.params[name] }
 
 // Identity returns what the client's token says about it, or nil for an
 // anonymous client.
-func (c *Conn) Identity() *Identity { return c.id2 }
+func (c *Conn) Identity() *Identity { return c.identity }
 
 // Errors Join returns, wrapped.
 var (
@@ -93,7 +93,7 @@ func (c *Conn) MayJoin(group string) bool {
 	if matchAny(public, group) {
 		return true
 	}
-	return c.id2 != nil && matchAny(c.id2.Groups, group)
+	return c.identity != nil && matchAny(c.identity.Groups, group)
 }
 
 // Join adds the connection to group on the layer, if the client may join

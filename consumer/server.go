@@ -67,7 +67,7 @@ type Server struct {
 	PingInterval time.Duration
 	PingTimeout  time.Duration
 
-	pending     int // connections between admission and accept, under mu
+	admitted    int // connections from admission to end, under mu
 	refused     atomic.Int64
 	ids         atomic.Uint64
 	open        atomic.Int64
@@ -188,7 +188,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		s.mu.Unlock()
 		http.Error(w, "server is shutting down; reconnect", http.StatusServiceUnavailable)
 		return
-	case len(s.conns)+s.pending >= orDefault(s.MaxConnections, 10000):
+	case s.admitted >= orDefault(s.MaxConnections, 10000):
 		s.mu.Unlock()
 		s.refused.Add(1)
 		http.Error(w, "too many connections on this instance; try again later", http.StatusServiceUnavailable)
@@ -203,41 +203,34 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		s.perAddr = make(map[string]int)
 	}
 	s.perAddr[addr]++
-	s.pending++
+	s.admitted++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
+		s.admitted--
 		if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
 			delete(s.perAddr, addr)
 		}
 		s.mu.Unlock()
-	}()
-	pending := true
-	defer func() {
-		if pending {
-			s.mu.Lock()
-			s.pending--
-			s.mu.Unlock()
-		}
 	}()
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
 	id := s.ids.Add(1)
 	c := &Conn{
-		id:     id,
-		req:    r,
-		params: route.Params,
-		stats:  s.route(route.Pattern),
-		layer:  s.Layer,
-		log:    s.logger().With("conn", id),
-		id2:    IdentityFrom(r.Context()),
-		srv:    s,
-		ctx:    ctx,
-		cancel: cancel,
-		wake:   make(chan struct{}, 1),
+		id:       id,
+		req:      r,
+		params:   route.Params,
+		stats:    s.route(route.Pattern),
+		layer:    s.Layer,
+		log:      s.logger().With("conn", id),
+		identity: IdentityFrom(r.Context()),
+		srv:      s,
+		ctx:      ctx,
+		cancel:   cancel,
+		wake:     make(chan struct{}, 1),
 	}
 	name, err := s.Layer.NewChannel(c)
 	if err != nil {
@@ -267,7 +260,6 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		var rej *RejectError
 		if errors.As(err, &rej) {
 			http.Error(w, rej.Reason, rej.status())
-			status = websocket.StatusCode(-1)
 			return
 		}
 		c.log.Error("consumer: connect failed", "err", err)
@@ -291,14 +283,10 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	}
 	ws.SetReadLimit(limit)
 
-	s.mu.Lock()
-	s.pending--
-	pending = false
-	s.mu.Unlock()
 	s.track(c, true)
 	defer s.track(c, false)
-	if c.id2 != nil && !c.id2.Expires.IsZero() {
-		expiry := time.AfterFunc(time.Until(c.id2.Expires), func() {
+	if c.identity != nil && !c.identity.Expires.IsZero() {
+		expiry := time.AfterFunc(time.Until(c.identity.Expires), func() {
 			c.Close(StatusTokenExpired, "token expired")
 		})
 		defer expiry.Stop()
