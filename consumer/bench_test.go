@@ -85,7 +85,7 @@ func BenchmarkGroupFanout(b *testing.B) {
 func benchFanout(b *testing.B, members int, tcp bool) {
 	layer := channellayer.NewMemory()
 	defer layer.Close()
-	conns := &consumer.Server{Layer: layer, QueueSize: 4096}
+	conns := &consumer.Server{Layer: layer, QueueSize: 4096, MaxConnections: members, MaxConnectionsPerAddr: members}
 	ctor := consumer.NewNotification("")
 	var ln net.Listener
 	client := &http.Client{}
