@@ -15,9 +15,10 @@
 // many), so members must treat it as read-only. Deliver runs on the
 // sender's goroutine (for the Redis layer, the one goroutine that reads
 // the subscription) and must never block: a member that cannot keep up
-// drops itself, it does not stall the sender. Fan-out iterates a snapshot
-// of the group taken under a read lock, so a member may join or leave
-// groups from inside Deliver.
+// drops itself, it does not stall the sender. Fan-out holds the
+// registry's read lock while it calls Deliver, which keeps joins and
+// leaves O(1) however large a group is; so Deliver must not call back
+// into the registry.
 //
 // # Concurrency
 //

@@ -38,8 +38,6 @@ type Registry struct {
 }
 
 type groupMembers struct {
-	// members is replaced, never modified in place, so fan-out can iterate
-	// a snapshot without holding the lock.
 	members []Member
 	names   []string       // names[i] is the channel of members[i]
 	pos     map[string]int // channel name -> index in members
@@ -58,9 +56,7 @@ func (r *Registry) AddChannel(name string, m Member) {
 		old.member = m
 		for name2 := range old.groups {
 			g := r.groups[name2]
-			members := append([]Member(nil), g.members...)
-			members[g.pos[name]] = m
-			g.members = members
+			g.members[g.pos[name]] = m
 		}
 		return
 	}
@@ -108,9 +104,7 @@ func (r *Registry) Join(group, channelName string) (first bool, err error) {
 		r.groups[group] = g
 	}
 	n := len(g.members)
-	members := make([]Member, n, n+1)
-	copy(members, g.members)
-	g.members = append(members, ch.member)
+	g.members = append(g.members, ch.member)
 	g.names = append(g.names, channelName)
 	g.pos[channelName] = n
 	return n == 0, nil
@@ -141,16 +135,16 @@ func (r *Registry) leaveLocked(name, channelName string) bool {
 	}
 	pos := g.pos[channelName]
 	delete(g.pos, channelName)
-	// Move the last member into the hole, in a fresh slice so that a
-	// fan-out iterating the old snapshot is not disturbed.
-	members := make([]Member, last)
-	copy(members, g.members[:last])
+	// Move the last member into the hole. Fan-out holds the read lock
+	// while it iterates, so changing the slice in place is safe, and a
+	// join or leave costs O(1) however large the group.
 	if pos != last {
-		members[pos] = g.members[last]
+		g.members[pos] = g.members[last]
 		g.names[pos] = g.names[last]
 		g.pos[g.names[pos]] = pos
 	}
-	g.members = members
+	g.members[last] = nil
+	g.members = g.members[:last]
 	g.names = g.names[:last]
 	return false
 }
@@ -158,16 +152,16 @@ func (r *Registry) leaveLocked(name, channelName string) bool {
 // SendGroup delivers the message to every local member of group and
 // returns how many there were.
 func (r *Registry) SendGroup(group, msgType string, data []byte) int {
-	var members []Member
 	r.mu.RLock()
-	if g := r.groups[group]; g != nil {
-		members = g.members
+	defer r.mu.RUnlock()
+	g := r.groups[group]
+	if g == nil {
+		return 0
 	}
-	r.mu.RUnlock()
-	for _, m := range members {
+	for _, m := range g.members {
 		m.Deliver(msgType, data)
 	}
-	return len(members)
+	return len(g.members)
 }
 
 // SendChannel delivers the message to the local channel and reports

@@ -195,3 +195,25 @@ func BenchmarkSendGroup(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkJoinLeave is one channel joining and leaving a large group:
+// its cost must not grow with the group.
+func BenchmarkJoinLeave(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			var r groups.Registry
+			nop := groups.MemberFunc(func(string, []byte) {})
+			for i := 0; i < n; i++ {
+				r.AddChannel(fmt.Sprint(i), nop)
+				_, _ = r.Join("g", fmt.Sprint(i))
+			}
+			r.AddChannel("x", nop)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				_, _ = r.Join("g", "x")
+				r.Leave("g", "x")
+			}
+		})
+	}
+}
