@@ -60,8 +60,9 @@ func wsDial(addr string, opts *websocket.DialOptions) (*websocket.Conn, error) {
 	return c, err
 }
 
-// expectClose sends frames and expects the server to close with code.
-func expectClose(kind websocket.MessageType, frame []byte, code websocket.StatusCode) func(*testing.T, string) error {
+// session runs f on a fresh connection to /notifications/, with a
+// deadline, and closes the connection afterwards.
+func session(f func(ctx context.Context, c *websocket.Conn) error) func(*testing.T, string) error {
 	return func(t *testing.T, addr string) error {
 		c, err := wsDial(addr, nil)
 		if err != nil {
@@ -70,6 +71,13 @@ func expectClose(kind websocket.MessageType, frame []byte, code websocket.Status
 		defer c.CloseNow()
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
+		return f(ctx, c)
+	}
+}
+
+// expectClose sends frames and expects the server to close with code.
+func expectClose(kind websocket.MessageType, frame []byte, code websocket.StatusCode) func(*testing.T, string) error {
+	return session(func(ctx context.Context, c *websocket.Conn) error {
 		_ = c.Write(ctx, kind, frame) // the server may close before reading it all
 		for {
 			_, data, err := c.Read(ctx)
@@ -83,20 +91,13 @@ func expectClose(kind websocket.MessageType, frame []byte, code websocket.Status
 				continue
 			}
 		}
-	}
+	})
 }
 
 // expectErrorFrame sends a frame and expects an error frame, with the
 // connection still usable afterwards.
 func expectErrorFrame(frame string) func(*testing.T, string) error {
-	return func(t *testing.T, addr string) error {
-		c, err := wsDial(addr, nil)
-		if err != nil {
-			return err
-		}
-		defer c.CloseNow()
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
+	return session(func(ctx context.Context, c *websocket.Conn) error {
 		if err := c.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
 			return err
 		}
@@ -121,7 +122,7 @@ func expectErrorFrame(frame string) func(*testing.T, string) error {
 				return nil
 			}
 		}
-	}
+	})
 }
 
 // readWhoami reads until the answer to a whoami; attackers are members of
@@ -154,28 +155,14 @@ var attacks = []attack{
 	{"unknown type", expectErrorFrame(`{"type":"rm -rf"}`)},
 	{"forbidden group", expectErrorFrame(`{"type":"subscribe","group":"admin"}`)},
 	{"bad group name", expectErrorFrame(`{"type":"subscribe","group":"no spaces allowed"}`)},
-	{"huge number", func(t *testing.T, addr string) error {
+	{"huge number", session(func(ctx context.Context, c *websocket.Conn) error {
 		// Numbers are carried, not interpreted: the frame is served.
-		c, err := wsDial(addr, nil)
-		if err != nil {
-			return err
-		}
-		defer c.CloseNow()
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
 		if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"whoami","n":1e999999999}`)); err != nil {
 			return err
 		}
 		return readWhoami(ctx, c)
-	}},
-	{"fragmented frame", func(t *testing.T, addr string) error {
-		c, err := wsDial(addr, nil)
-		if err != nil {
-			return err
-		}
-		defer c.CloseNow()
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
+	})},
+	{"fragmented frame", session(func(ctx context.Context, c *websocket.Conn) error {
 		w, err := c.Writer(ctx, websocket.MessageText)
 		if err != nil {
 			return err
@@ -189,15 +176,8 @@ var attacks = []attack{
 			return err
 		}
 		return readWhoami(ctx, c)
-	}},
-	{"flood", func(t *testing.T, addr string) error {
-		c, err := wsDial(addr, nil)
-		if err != nil {
-			return err
-		}
-		defer c.CloseNow()
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
+	})},
+	{"flood", session(func(ctx context.Context, c *websocket.Conn) error {
 		go func() {
 			for i := 0; i < 500; i++ {
 				if c.Write(ctx, websocket.MessageText, []byte(`{"type":"whoami"}`)) != nil {
@@ -213,7 +193,7 @@ var attacks = []attack{
 				return nil
 			}
 		}
-	}},
+	})},
 	{"foreign origin", func(t *testing.T, addr string) error {
 		_, err := wsDial(addr, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
 		if err == nil || !strings.Contains(err.Error(), "403") {
