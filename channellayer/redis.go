@@ -25,6 +25,11 @@ type RedisConfig struct {
 	// a subscription connection failed. Default 1s, which keeps the time
 	// from Redis returning to every group flowing again under 2s.
 	MaxBackoff time.Duration
+	// HealthInterval is how long a subscription connection may stay
+	// silent before the layer pings it; no answer within another interval
+	// means the path to Redis died without a word (no reset, no close),
+	// and the layer reconnects. Default 15s.
+	HealthInterval time.Duration
 }
 
 // Redis is a Layer on Redis pub/sub, shared by every instance that uses

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +58,7 @@ type redisCore struct {
 	closed  atomic.Bool
 	closing chan struct{} // closed by Close, releases every waiting call
 
+	health          time.Duration // see RedisConfig.HealthInterval
 	reconnects      atomic.Int64
 	publishErrors   atomic.Int64
 	subscribeErrors atomic.Int64
@@ -75,7 +77,11 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = time.Second
 	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 15 * time.Second
+	}
 	return &redisCore{
+		health:     cfg.HealthInterval,
 		log:        cfg.Logger,
 		maxBackoff: max(cfg.MaxBackoff, minBackoff),
 		groupTopic: cfg.Prefix + ":group:",
@@ -506,9 +512,26 @@ func (s *subscriber) read(ctx context.Context) {
 
 // receive reads ps until its connection fails. replied reports whether
 // Redis answered at all.
+//
+// A connection whose path to Redis dies silently would block Receive
+// until TCP gives up, minutes later, while the instance misses its
+// groups' traffic. So a connection silent for the health interval is
+// pinged, and one that stays silent for another interval is given up.
 func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub) (replied bool, err error) {
+	pinged := false
 	for {
-		v, err := ps.Receive(ctx)
+		v, err := ps.ReceiveTimeout(ctx, s.c.health)
+		if err != nil && isTimeout(err) && ctx.Err() == nil {
+			if pinged {
+				return replied, fmt.Errorf("no answer to a ping within %v", s.c.health)
+			}
+			if err := ps.Ping(ctx); err != nil {
+				return replied, err
+			}
+			pinged = true
+			continue
+		}
+		pinged = false
 		if err != nil {
 			if ctx.Err() == nil && isErrorReply(err) {
 				replied = true
@@ -615,6 +638,11 @@ func (s *subscriber) resyncLocked() {
 
 // isErrorReply reports an error Redis answered with, as opposed to a
 // broken connection.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func isErrorReply(err error) bool {
 	var re redis.Error
 	return errors.As(err, &re) && !errors.Is(err, redis.ErrClosed)

@@ -101,6 +101,16 @@ func (in *Inbox) Next(t testing.TB) Delivery {
 	}
 }
 
+// Poll returns the next message if one arrives within d.
+func (in *Inbox) Poll(d time.Duration) (Delivery, bool) {
+	select {
+	case m := <-in.ch:
+		return m, true
+	case <-time.After(d):
+		return Delivery{}, false
+	}
+}
+
 // Empty fails the test if a message is waiting or arrives shortly.
 func (in *Inbox) Empty(t testing.TB) {
 	t.Helper()
