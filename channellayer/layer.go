@@ -21,6 +21,9 @@ var (
 	// ErrUnavailable reports that the layer's backing service cannot be
 	// reached. The operation may succeed if retried later.
 	ErrUnavailable = errors.New("channellayer: unavailable")
+	// ErrFull reports a send refused because its receivers cannot take
+	// more messages now (a layer with bounded inboxes). Retry later.
+	ErrFull = errors.New("channellayer: receivers full")
 	// ErrClosed is returned by every method after Close.
 	ErrClosed = errors.New("channellayer: closed")
 )

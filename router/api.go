@@ -141,6 +141,9 @@ func (a *API) layerError(w http.ResponseWriter, err error) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, channellayer.ErrNoReceivers):
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: err.Error(), Code: "no_receivers"})
+	case errors.Is(err, channellayer.ErrFull):
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusTooManyRequests, ErrorBody{Error: err.Error(), Code: "full"})
 	default:
 		a.logger().Warn("router: layer send failed", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: err.Error(), Code: "unavailable"})

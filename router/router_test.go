@@ -16,6 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/channellayer/channelsredis"
+	"github.com/heraldhq/herald/channellayer/layertest"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/notifier"
 	"github.com/heraldhq/herald/router"
@@ -331,5 +333,30 @@ func TestMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(body)
+	}
+}
+
+// TestFullIs429 sends to a channels_redis inbox that nobody reads until
+// it is at capacity: the API must say "full, retry", not "down".
+func TestFullIs429(t *testing.T) {
+	opt, _ := redis.ParseURL(layertest.RedisURL())
+	client := redis.NewClient(opt)
+	t.Cleanup(func() { _ = client.Close() })
+	if err := client.Ping(context.Background()).Err(); err != nil {
+		layertest.Unavailable(t, "Redis", err)
+	}
+	layer, err := channelsredis.NewCore(client, channelsredis.CoreConfig{Prefix: layertest.Prefix(t), Capacity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, layer, "")
+	// A process that never reads its inbox.
+	path := "/api/channels/specific." + strings.Repeat("0", 32) + "!a/send"
+	if status, body, _ := e.do("POST", path, `{"type":"x"}`); status != http.StatusAccepted {
+		t.Fatalf("first send: %d %s", status, body)
+	}
+	status, body, h := e.do("POST", path, `{"type":"x"}`)
+	if status != http.StatusTooManyRequests || !strings.Contains(body, `"full"`) || h.Get("Retry-After") == "" {
+		t.Fatalf("send to a full inbox: %d %s, want 429", status, body)
 	}
 }

@@ -25,7 +25,7 @@ import (
 // holds its capacity of unread messages: the receiver is too slow, or
 // gone and its messages not yet expired. channels_redis raises
 // ChannelFull in the same case.
-var ErrFull = errors.New("channelsredis: channel full")
+var ErrFull = fmt.Errorf("channelsredis: channel full (%w)", channellayer.ErrFull)
 
 // Capacity sets the capacity of the channels whose names match Pattern,
 // as an entry of channels_redis's channel_capacity.
