@@ -20,14 +20,14 @@ func ExampleLayer_groupSend() {
 		ch, _ := layer.NewChannel(groups.MemberFunc(func(msgType string, data []byte) {
 			fmt.Printf("%s got %s %s\n", who, msgType, data)
 		}))
-		_ = layer.GroupAdd(ctx, "gossip", ch)
+		_ = layer.GroupAdd(ctx, "team.7", ch)
 	}
 
 	msg, err := channellayer.NewMessage(map[string]any{"type": "name.gossip", "message": "hello"})
 	if err != nil {
 		panic(err)
 	}
-	if err := layer.GroupSend(ctx, "gossip", msg); err != nil {
+	if err := layer.GroupSend(ctx, "team.7", msg); err != nil {
 		panic(err)
 	}
 	// Nobody is in "empty": the send says so rather than pretending.
@@ -37,4 +37,30 @@ func ExampleLayer_groupSend() {
 	// ana got name.gossip {"message":"hello","type":"name.gossip"}
 	// ben got name.gossip {"message":"hello","type":"name.gossip"}
 	// true
+}
+
+// A group with history gives each message an id, delivered as one extra
+// field, and can replay what followed an id to a member that missed it.
+func ExampleHistorian() {
+	ctx := context.Background()
+	layer, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{
+		History: []channellayer.HistoryPolicy{{Pattern: "orders.*", Size: 100}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer layer.Close()
+	var ids []string
+	ch, _ := layer.NewChannel(groups.MemberFunc(func(string, []byte) {}))
+	_ = layer.GroupAdd(ctx, "orders.7", ch)
+	for i := range 3 {
+		msg, _ := channellayer.NewMessage(map[string]any{"type": "order.update", "n": i})
+		_ = layer.GroupSend(ctx, "orders.7", msg)
+		all, _ := layer.History(ctx, "orders.7", "0-0", 100)
+		ids = append(ids, all[len(all)-1].ID())
+	}
+	missed, err := layer.History(ctx, "orders.7", ids[0], 100)
+	fmt.Println(len(missed), err, missed[1].ID() == ids[2])
+	// Output:
+	// 2 <nil> true
 }

@@ -22,17 +22,22 @@ type Memory struct {
 
 	mu     sync.RWMutex
 	closed bool
+
+	policies []HistoryPolicy
+	histMu   sync.Mutex
+	rings    map[string]*ring
 }
 
 var (
 	_ Layer       = (*Memory)(nil)
 	_ LocalSender = (*Memory)(nil)
 	_ Checker     = (*Memory)(nil)
+	_ Historian   = (*Memory)(nil)
 )
 
-// NewMemory returns an empty in-memory layer.
+// NewMemory returns an empty in-memory layer that keeps DefaultHistory.
 func NewMemory() *Memory {
-	return &Memory{prefix: "memory." + randomID() + "!"}
+	return &Memory{prefix: "memory." + randomID() + "!", policies: DefaultHistory}
 }
 
 // NewChannel implements Layer.
@@ -82,7 +87,8 @@ func (l *Memory) GroupDiscard(_ context.Context, group, channel string) error {
 	return nil
 }
 
-// GroupSend implements Layer.
+// GroupSend implements Layer. A message to a group with history is kept,
+// with its id, even when the group has no member now.
 func (l *Memory) GroupSend(ctx context.Context, group string, msg Message) error {
 	return l.GroupSendLocal(ctx, group, msg)
 }
@@ -92,7 +98,13 @@ func (l *Memory) GroupSendLocal(_ context.Context, group string, msg Message) er
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
-	if l.reg.SendGroup(group, msg.typ, msg.data) == 0 {
+	var n int
+	if r := l.ring(group); r != nil {
+		n = l.sendHistory(r, group, msg)
+	} else {
+		n = l.reg.SendGroup(group, msg.typ, msg.data)
+	}
+	if n == 0 {
 		return fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
 	}
 	return nil

@@ -12,5 +12,11 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestMemory(t *testing.T) {
-	layertest.Run(t, func(t *testing.T) channellayer.Layer { return channellayer.NewMemory() })
+	layertest.Run(t, func(t *testing.T) channellayer.Layer {
+		l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: layertest.History})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	})
 }

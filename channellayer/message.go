@@ -14,6 +14,7 @@ import (
 // Message is invalid.
 type Message struct {
 	typ  string
+	id   string // history id, for messages delivered from a group with history
 	data []byte
 }
 
@@ -101,6 +102,10 @@ func readType(data []byte) (string, error) {
 // Type returns the message's "type".
 func (m Message) Type() string { return m.typ }
 
+// ID returns the message's history id, or "" when it did not come from
+// a group's history. Bytes then end with the IDField that carries it.
+func (m Message) ID() string { return m.id }
+
 // Bytes returns the encoded JSON object. It is shared: do not modify it.
 func (m Message) Bytes() []byte { return m.data }
 
@@ -134,4 +139,10 @@ func (m Message) String() string { return string(m.data) }
 // per recipient.
 func MessageFrom(msgType string, data []byte) Message {
 	return Message{typ: msgType, data: data}
+}
+
+// MessageFromID is MessageFrom for a message that carries the history
+// id id.
+func MessageFromID(msgType, id string, data []byte) Message {
+	return Message{typ: msgType, id: id, data: data}
 }

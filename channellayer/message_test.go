@@ -83,3 +83,22 @@ func FuzzValidGroupName(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseID: a history id from a client (?since=, Last-Event-ID, a
+// resume frame) either fails or is one that prints back to itself.
+func FuzzParseID(f *testing.F) {
+	for _, s := range []string{"0-0", "1795650088435-1", "-", "1-", "-1", "18446744073709551615-18446744073709551615",
+		"18446744073709551616-0", "01-1", "1-1-1", "+1-1", " 1-1", "", "abc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := channellayer.ParseID(s)
+		if err != nil {
+			return
+		}
+		again, err := channellayer.ParseID(id.String())
+		if err != nil || again != id {
+			t.Fatalf("%q parsed to %v, which prints as %q and parses to %v (%v)", s, id, id.String(), again, err)
+		}
+	})
+}

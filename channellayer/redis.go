@@ -30,6 +30,11 @@ type RedisConfig struct {
 	// means the path to Redis died without a word (no reset, no close),
 	// and the layer reconnects. Default 15s.
 	HealthInterval time.Duration
+	// History lists which groups keep a history (a Redis Stream per group,
+	// trimmed by size and age) and how much. Nil means DefaultHistory; an
+	// empty, non-nil list keeps none. RedisCluster keeps no history yet
+	// and ignores it.
+	History []HistoryPolicy
 }
 
 // Redis is a Layer on Redis pub/sub, shared by every instance that uses
@@ -48,14 +53,17 @@ type RedisConfig struct {
 // as soon as Redis answers again (within MaxBackoff).
 type Redis struct {
 	*redisCore
-	client *redis.Client
-	sub    *subscriber
+	client     *redis.Client
+	sub        *subscriber
+	policies   []HistoryPolicy
+	histPrefix string
 }
 
 var (
 	_ Layer       = (*Redis)(nil)
 	_ LocalSender = (*Redis)(nil)
 	_ Checker     = (*Redis)(nil)
+	_ Historian   = (*Redis)(nil)
 )
 
 // NewRedis returns a layer on client, which it does not close. The
@@ -67,7 +75,18 @@ func NewRedis(client *redis.Client, cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Redis{redisCore: core, client: client}
+	policies, err := checkPolicies(cfg.History)
+	if err != nil {
+		return nil, err
+	}
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = "herald"
+	}
+	l := &Redis{redisCore: core, client: client, policies: policies, histPrefix: prefix + ":history:"}
+	if len(policies) > 0 {
+		core.history = l.History
+	}
 	l.sub = newSubscriber(core, client.Options().Addr, client, false)
 	core.mu.Lock()
 	l.sub.subLocked(core.instTopic + core.instance)
@@ -171,6 +190,9 @@ func (l *redisCore) awaitUnsub(ctx context.Context, done ...chan struct{}) error
 func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
+	}
+	if p, ok := historyFor(l.policies, group); ok {
+		return l.groupSendHistory(ctx, group, msg, p)
 	}
 	n, err := l.client.Publish(ctx, l.groupTopic+group, msg.data).Result()
 	return l.published(n, err, fmt.Sprintf("group %q has no member", group))

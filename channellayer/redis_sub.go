@@ -32,6 +32,12 @@ type RedisStats struct {
 	// subscription: lost connections, failed dials and failed
 	// SUBSCRIBE or UNSUBSCRIBE writes.
 	SubscribeErrors int64
+	// Recovered counts messages delivered from a group's history after
+	// the subscription connection came back.
+	Recovered int64
+	// Resyncs counts groups whose members were told to resync because
+	// the history could not cover an outage.
+	Resyncs int64
 }
 
 // minBackoff is the first wait before the layer tries Redis again.
@@ -62,6 +68,15 @@ type redisCore struct {
 	reconnects      atomic.Int64
 	publishErrors   atomic.Int64
 	subscribeErrors atomic.Int64
+	recovered       atomic.Int64
+	resyncs         atomic.Int64
+
+	// History: the last id delivered per group, and the reader of the
+	// group's history for recovery after a lost connection (nil for
+	// layers that keep none).
+	seenMu  sync.Mutex
+	seen    map[string]ID
+	history func(ctx context.Context, group, since string, limit int) ([]Message, error)
 }
 
 func newRedisCore(cfg RedisConfig) (*redisCore, error) {
@@ -98,6 +113,8 @@ func (c *redisCore) Stats() RedisStats {
 		Reconnects:      c.reconnects.Load(),
 		PublishErrors:   c.publishErrors.Load(),
 		SubscribeErrors: c.subscribeErrors.Load(),
+		Recovered:       c.recovered.Load(),
+		Resyncs:         c.resyncs.Load(),
 	}
 }
 
@@ -109,6 +126,8 @@ func (c *redisCore) LayerStats() map[string]int64 {
 		"reconnects":       s.Reconnects,
 		"publish_errors":   s.PublishErrors,
 		"subscribe_errors": s.SubscribeErrors,
+		"recovered":        s.Recovered,
+		"resyncs":          s.Resyncs,
 	}
 }
 
@@ -162,12 +181,7 @@ func (c *redisCore) published(n int64, err error, what string) error {
 func (c *redisCore) dispatch(topic, payload string) {
 	switch {
 	case strings.HasPrefix(topic, c.groupTopic):
-		msg, err := ParseMessage([]byte(payload))
-		if err != nil {
-			c.log.Warn("channellayer: dropped a malformed group message from Redis", "topic", topic, "err", err)
-			return
-		}
-		c.reg.SendGroup(topic[len(c.groupTopic):], msg.typ, msg.data)
+		c.dispatchGroup(topic, payload)
 	case strings.HasPrefix(topic, c.instTopic):
 		channel, body, ok := strings.Cut(payload, " ")
 		if !ok {
@@ -282,7 +296,8 @@ type subscriber struct {
 	pending map[string]int             // UNSUBSCRIBEs awaiting confirmation
 	unwait  map[string][]chan struct{} // GroupDiscards awaiting an UNSUBSCRIBE
 	queue   []subOp
-	ps      *redis.PubSub // of the current connection
+	stale   map[string]struct{} // group topics to recover once subscribed again
+	ps      *redis.PubSub       // of the current connection
 	stopped bool
 	down    bool          // an attempt failed since the last confirmation
 	fail    chan struct{} // closed and replaced at each failure
@@ -353,6 +368,7 @@ func (s *subscriber) subLocked(topic string) {
 func (s *subscriber) unsubLocked(topic string) chan struct{} {
 	delete(s.want, topic)
 	delete(s.live, topic)
+	s.forgetHistoryLocked(topic)
 	done := make(chan struct{})
 	if s.down {
 		// The server holds no subscription of ours; the write only makes
@@ -373,6 +389,7 @@ func (s *subscriber) unsubLocked(topic string) chan struct{} {
 func (s *subscriber) forgetLocked(topic string) {
 	delete(s.want, topic)
 	delete(s.live, topic)
+	s.forgetHistoryLocked(topic)
 	s.queue = append(s.queue, subOp{topic: topic, forget: true})
 	s.poke()
 }
@@ -564,6 +581,18 @@ func (s *subscriber) failed(err error) {
 		s.fail = make(chan struct{})
 	}
 	clear(s.live)
+	if s.c.history != nil {
+		// Whatever these groups missed meanwhile is recovered from their
+		// history once they are subscribed again.
+		for topic := range s.want {
+			if strings.HasPrefix(topic, s.c.groupTopic) {
+				if s.stale == nil {
+					s.stale = make(map[string]struct{})
+				}
+				s.stale[topic] = struct{}{}
+			}
+		}
+	}
 	// The server dropped every subscription of the lost connection.
 	for topic := range s.pending {
 		for range s.pending[topic] {
@@ -580,7 +609,7 @@ func (s *subscriber) failed(err error) {
 }
 
 func (s *subscriber) subscription(v *redis.Subscription) {
-	var lost, restored, established bool
+	var lost, restored, established, recover bool
 	s.c.mu.Lock()
 	switch v.Kind {
 	case "subscribe", "ssubscribe":
@@ -596,6 +625,10 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 		if _, wanted := s.want[v.Channel]; wanted && s.pending[v.Channel] == 0 {
 			s.live[v.Channel] = struct{}{}
 			s.c.releaseWaitersLocked(v.Channel)
+			if _, ok := s.stale[v.Channel]; ok {
+				delete(s.stale, v.Channel)
+				recover = true
+			}
 		}
 	case "unsubscribe", "sunsubscribe":
 		if s.pending[v.Channel] > 0 {
@@ -616,6 +649,20 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 	}
 	if lost && s.onLost != nil {
 		s.onLost(s, v.Channel)
+	}
+	if recover {
+		// On the reader, before any later message of the group.
+		s.c.recoverGroup(v.Channel[len(s.c.groupTopic):])
+	}
+}
+
+// forgetHistoryLocked drops what the layer knows of a group topic's
+// history position: once this instance has no member left, a later
+// member starts from the live stream, not from what others missed.
+func (s *subscriber) forgetHistoryLocked(topic string) {
+	delete(s.stale, topic)
+	if strings.HasPrefix(topic, s.c.groupTopic) {
+		s.c.forgetSeen(topic[len(s.c.groupTopic):])
 	}
 }
 

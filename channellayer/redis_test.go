@@ -38,7 +38,7 @@ func TestRedis(t *testing.T) {
 			prefixes[t] = p
 		}
 		mu.Unlock()
-		l, err := channellayer.NewRedis(redisClient(t), channellayer.RedisConfig{Prefix: p})
+		l, err := channellayer.NewRedis(redisClient(t), channellayer.RedisConfig{Prefix: p, History: layertest.History})
 		if err != nil {
 			t.Fatal(err)
 		}

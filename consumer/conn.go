@@ -35,6 +35,7 @@ type Conn struct {
 	active   atomic.Bool // the client sent something since the last ping tick
 	groups   []string    // joined through Join, guarded by mu
 
+	t      transport // the WebSocket or the event stream
 	ws     *websocket.Conn
 	ctx    context.Context // ends when the connection is over
 	cancel context.CancelFunc
@@ -49,10 +50,20 @@ type Conn struct {
 	closeCode websocket.StatusCode
 	closeWhy  string
 	byUs      bool // we started the close
+
+	// Resuming: live messages of a group being resumed wait in held until
+	// the replay is queued; replayed counts queued items that the queue
+	// bound does not count; flowed holds, per group, the first history id
+	// the writer took.
+	held     map[string][]item
+	replayed int
+	flowed   map[string]string
 }
 
 type item struct {
 	msgType string // non-empty for a layer message to dispatch
+	group   string // the group a layer message was sent to, if known
+	id      string // its history id, or the id of a frame to write
 	data    []byte
 }
 
@@ -160,6 +171,18 @@ func (c *Conn) Deliver(msgType string, data []byte) {
 	c.push(item{msgType: msgType, data: data})
 }
 
+// DeliverFrom implements groups.HistoryMember: Deliver, knowing the group
+// and the history id.
+func (c *Conn) DeliverFrom(group, id, msgType string, data []byte) {
+	c.push(item{msgType: msgType, group: group, id: id, data: data})
+}
+
+// sendID queues a frame that carries the history id id, which the event
+// stream writes as the event's id.
+func (c *Conn) sendID(id string, data []byte) bool {
+	return c.push(item{id: id, data: data})
+}
+
 // Send queues one text frame for the client. data is written as it is and
 // must not be modified afterwards; it may be shared with other
 // connections. Send never blocks.
@@ -195,6 +218,7 @@ func (c *Conn) closeLocked(code websocket.StatusCode, reason string) {
 		c.srv.droppedSlow.Add(int64(len(c.queue)))
 	}
 	c.queue = nil
+	c.held = nil
 	c.signal()
 }
 
@@ -205,12 +229,22 @@ func (c *Conn) push(it item) bool {
 		c.srv.droppedGone.Add(1)
 		return false
 	}
-	if len(c.queue) >= c.srv.queueSize() {
+	queued := len(c.queue) - c.replayed
+	for _, h := range c.held {
+		queued += len(h)
+	}
+	if queued >= c.srv.queueSize() {
 		c.srv.slow.Add(1)
 		c.srv.droppedSlow.Add(1) // this one; closeLocked counts the queue
-		c.log.Warn("consumer: client too slow, closing", "queued", len(c.queue))
+		c.log.Warn("consumer: client too slow, closing", "queued", queued)
 		c.closeLocked(StatusTooSlow, "too slow: outbound queue full")
 		return false
+	}
+	if it.group != "" && it.msgType != "" {
+		if h, ok := c.held[it.group]; ok {
+			c.held[it.group] = append(h, it)
+			return true
+		}
 	}
 	c.queue = append(c.queue, it)
 	if len(c.queue) == 1 {
@@ -234,6 +268,17 @@ func (c *Conn) take(spare []item) (batch []item, closing bool) {
 		return nil, true
 	}
 	batch = c.queue
+	c.replayed = 0
+	for _, it := range batch {
+		if it.id != "" && it.group != "" {
+			if c.flowed == nil {
+				c.flowed = make(map[string]string)
+			}
+			if _, ok := c.flowed[it.group]; !ok {
+				c.flowed[it.group] = it.id
+			}
+		}
+	}
 	// Hand back the previous batch's storage if it is small, so a steady
 	// trickle does not allocate, and drop it if a burst made it large.
 	if cap(spare) <= 64 {

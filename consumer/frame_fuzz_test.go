@@ -10,7 +10,7 @@ import (
 // request or an error, never panic.
 func FuzzClientFrame(f *testing.F) {
 	for _, s := range []string{
-		`{"type":"whoami"}`, `{"type":"subscribe","group":"gossip"}`, `{"type":"unsubscribe","group":1}`,
+		`{"type":"whoami"}`, `{"type":"subscribe","group":"gossip"}`, `{"type":"resume","since":"1-0"}`, `{"type":"resume"}`, `{"type":"unsubscribe","group":1}`,
 		`{"type":"subscribe"}`, `{"type":null}`, `[]`, `null`, `"x"`, `{"type":"x","type":"whoami"}`,
 		`{"a":` + "[[[[[[[[[[[[[[[[[[[[" + `}`, `{"n":1e999999}`, `{"type":"subscribe","group":"\u0000"}`,
 	} {
@@ -29,7 +29,7 @@ func FuzzClientFrame(f *testing.F) {
 			return
 		}
 		switch r.Type {
-		case "whoami":
+		case "whoami", "resume":
 		case "subscribe", "unsubscribe":
 			if r.Group == "" {
 				t.Fatalf("%s accepted without a group: %q", r.Type, data)

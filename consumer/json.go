@@ -43,7 +43,7 @@ func (r *Routes) Handler(msgType string) HandlerFunc {
 // unchanged, field for field, as Channels' send_json(event) does. The
 // encoded bytes are shared with every other recipient.
 func ForwardToClient(_ context.Context, c *Conn, msg channellayer.Message) error {
-	_ = c.Send(msg.Bytes())
+	_ = c.sendID(msg.ID(), msg.Bytes())
 	return nil
 }
 

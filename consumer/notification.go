@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/coder/websocket"
@@ -23,6 +24,11 @@ const NotificationType = "name.gossip"
 // Notification is the consumer behind /notifications/: it accepts every
 // connection, joins its group, forwards every "name.gossip" message to the
 // browser unchanged, and leaves the group on disconnect.
+//
+// A client that saw messages before may resume the group: with the
+// history id of the last one it saw in the "since" query parameter, in
+// the Last-Event-ID header (event streams), or in a first frame
+// {"type":"resume","since":"<id>"}. See Conn.JoinFrom.
 type Notification struct {
 	// Group to join; NotificationGroup if empty.
 	Group string
@@ -38,6 +44,9 @@ func NewNotification(group string) Constructor {
 	}
 	routes := &Routes{}
 	routes.HandleFunc(NotificationType, ForwardToClient)
+	routes.HandleFunc(channellayer.ResyncType, func(_ context.Context, c *Conn, _ channellayer.Message) error {
+		return c.SendJSON(Resync{Type: "resync"})
+	})
 	j := &JSON{Routes: routes, OnConnect: n.connect, OnReceive: n.receive, OnDisconnect: n.disconnect}
 	return func(*http.Request) Consumer { return j }
 }
@@ -48,7 +57,12 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 		// subscribe to the groups it does cover.
 		return nil
 	}
-	err := c.Join(ctx, n.Group)
+	var err error
+	if since := resumeFrom(c.Request()); since != "" {
+		err = c.JoinFrom(ctx, n.Group, since)
+	} else {
+		err = c.Join(ctx, n.Group)
+	}
 	if errors.Is(err, channellayer.ErrUnavailable) {
 		// The membership stands and takes effect when the layer returns;
 		// the browser stays connected rather than reconnecting in a loop.
@@ -56,6 +70,15 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 		return nil
 	}
 	return err
+}
+
+// resumeFrom returns the id a client resumes from: the Last-Event-ID an
+// EventSource sends when it reconnects, or the "since" query parameter.
+func resumeFrom(r *http.Request) string {
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		return id
+	}
+	return r.URL.Query().Get("since")
 }
 
 // Subscription is a client's request to join or leave a group,
@@ -86,8 +109,9 @@ type WhoAmI struct {
 
 // request is a client frame the notification consumer understands.
 type request struct {
-	Type  string // "whoami", "subscribe" or "unsubscribe"
-	Group string // for subscribe and unsubscribe
+	Type  string // "whoami", "subscribe", "unsubscribe" or "resume"
+	Group string // for subscribe and unsubscribe; resume: default group if empty
+	Since string // for resume, and optionally subscribe: a history id
 }
 
 // decodeRequest reads a request from a decoded client frame.
@@ -102,8 +126,27 @@ func decodeRequest(obj map[string]json.RawMessage) (request, error) {
 		if err := json.Unmarshal(obj["group"], &r.Group); err != nil || r.Group == "" {
 			return r, fmt.Errorf(`%s needs a string "group"`, r.Type)
 		}
+		if raw, ok := obj["since"]; ok && r.Type == "subscribe" {
+			if err := json.Unmarshal(raw, &r.Since); err != nil || r.Since == "" {
+				return r, errors.New(`"since" must be a history id string`)
+			}
+		}
+	case "resume":
+		if err := json.Unmarshal(obj["since"], &r.Since); err != nil || r.Since == "" {
+			return r, errors.New(`resume needs a string "since"`)
+		}
+		if raw, ok := obj["group"]; ok {
+			if err := json.Unmarshal(raw, &r.Group); err != nil || r.Group == "" {
+				return r, errors.New(`"group" must be a string`)
+			}
+		}
 	default:
-		return r, fmt.Errorf("unknown frame type %q (want whoami, subscribe or unsubscribe)", r.Type)
+		return r, fmt.Errorf("unknown frame type %q (want whoami, subscribe, unsubscribe or resume)", r.Type)
+	}
+	if r.Since != "" {
+		if _, err := channellayer.ParseID(r.Since); err != nil {
+			return r, fmt.Errorf(`"since" is not a history id: %v`, err)
+		}
 	}
 	return r, nil
 }
@@ -116,7 +159,21 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 	switch r.Type {
 	case "whoami":
 		return c.SendJSON(WhoAmI{Type: "whoami", Channel: c.Channel()})
+	case "resume":
+		group := r.Group
+		if group == "" {
+			group = n.Group
+		}
+		if !slices.Contains(c.Groups(), group) {
+			return c.SendJSON(SubscriptionError{Type: "error", Error: "resume: not a member of the group; subscribe with \"since\" instead", Group: group})
+		}
+		c.Resume(ctx, group, r.Since)
+		return nil
 	case "subscribe":
+		if r.Since != "" {
+			err = c.JoinFrom(ctx, r.Group, r.Since)
+			break
+		}
 		err = c.Join(ctx, r.Group)
 	default:
 		err = c.Leave(ctx, r.Group)

@@ -66,6 +66,13 @@ type Server struct {
 	// PingInterval turns pings off.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// History reads the groups' histories for clients that resume
+	// (Conn.JoinFrom). Default: Layer, if it implements
+	// channellayer.Historian.
+	History channellayer.Historian
+	// MaxReplay caps the messages replayed to one resuming client; a
+	// client that missed more gets a Resync frame. Default 10000.
+	MaxReplay int
 
 	admitted    int // connections from admission to end, under mu
 	refused     atomic.Int64
@@ -155,6 +162,8 @@ func (s *Server) route(pattern string) *routeStats {
 	return r
 }
 
+func (s *Server) maxReplay() int { return orDefault(s.MaxReplay, 10000) }
+
 func (s *Server) queueSize() int {
 	if s.QueueSize > 0 {
 		return s.QueueSize
@@ -174,7 +183,10 @@ var ErrDraining = errors.New("consumer: server is shutting down")
 
 // Serve runs one connection: it builds the consumer, registers its
 // channel, calls Connect, upgrades and then serves the connection until it
-// ends. It returns when the connection is over.
+// ends. It returns when the connection is over. A request for an event
+// stream (IsEventStream) is served as one: the same consumer, queue,
+// limits and counters, with frames written as server-sent events and no
+// frames from the client.
 func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	if s.Layer == nil {
 		s.logger().Error("consumer: Server.Layer is nil")
@@ -267,21 +279,45 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		return
 	}
 
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		OriginPatterns:  s.OriginPatterns,
-		CompressionMode: websocket.CompressionDisabled,
-	})
-	if err != nil {
-		// Accept has written the HTTP error (403 for a foreign origin).
-		c.log.Info("consumer: upgrade refused", "err", err)
-		return
+	var readLoop func() error
+	if IsEventStream(r) {
+		if !originAllowed(r, s.OriginPatterns) {
+			c.log.Info("consumer: event stream from a foreign origin refused")
+			http.Error(w, "origin not allowed", http.StatusForbidden)
+			return
+		}
+		st, err := newSSE(w, s.writeTimeout(), cancel)
+		if err != nil {
+			c.log.Debug("consumer: event stream failed at start", "err", err)
+			return
+		}
+		c.t = st
+		readLoop = func() error {
+			select {
+			case <-r.Context().Done():
+				return r.Context().Err()
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	} else {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+			OriginPatterns:  s.OriginPatterns,
+			CompressionMode: websocket.CompressionDisabled,
+		})
+		if err != nil {
+			// Accept has written the HTTP error (403 for a foreign origin).
+			c.log.Info("consumer: upgrade refused", "err", err)
+			return
+		}
+		c.ws, c.t = ws, wsTransport{ws}
+		limit := s.ReadLimit
+		if limit <= 0 {
+			limit = 64 << 10
+		}
+		ws.SetReadLimit(limit)
+		readLoop = func() error { return s.read(c, cons) }
 	}
-	c.ws = ws
-	limit := s.ReadLimit
-	if limit <= 0 {
-		limit = 64 << 10
-	}
-	ws.SetReadLimit(limit)
 
 	s.track(c, true)
 	defer s.track(c, false)
@@ -300,12 +336,14 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		defer close(writerDone)
 		s.write(c, cons)
 	}()
-	readErr := s.read(c, cons)
+	readErr := readLoop()
 	// The reader is done: the peer closed, the connection broke, or our
 	// own close handshake finished. Stop the writer and release the socket.
 	cancel()
 	<-writerDone
-	ws.CloseNow()
+	if c.ws != nil {
+		c.ws.CloseNow()
+	}
 
 	c.mu.Lock()
 	byUs, code := c.byUs, c.closeCode
@@ -313,6 +351,8 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	switch {
 	case byUs:
 		status = code
+	case c.ws == nil:
+		status = websocket.StatusGoingAway // the event stream's client left
 	case readErr != nil && strings.Contains(readErr.Error(), "read limited at"):
 		// coder/websocket closes an oversized frame with 1009 itself and
 		// reports it only in the error's text.
@@ -377,11 +417,10 @@ func (s *Server) read(c *Conn, cons Consumer) error {
 // write is the connection's only writer. It dispatches layer messages to
 // the consumer and writes frames, in queue order, and performs the close
 // handshake when the connection is closed from our side.
+func (s *Server) writeTimeout() time.Duration { return orDefault(s.WriteTimeout, 10*time.Second) }
+
 func (s *Server) write(c *Conn, cons Consumer) {
-	timeout := s.WriteTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
+	timeout := s.writeTimeout()
 	var spare []item
 	var ping <-chan time.Time
 	if s.PingInterval >= 0 {
@@ -393,7 +432,13 @@ func (s *Server) write(c *Conn, cons Consumer) {
 		select {
 		case <-c.wake:
 		case <-ping:
-			if !c.active.Swap(false) {
+			if st, ok := c.t.(*sseTransport); ok {
+				if err := st.ping(); err != nil {
+					c.log.Debug("consumer: event stream keep-alive failed", "err", err)
+					c.cancel()
+					return
+				}
+			} else if !c.active.Swap(false) {
 				s.ping(c)
 			}
 			continue
@@ -405,23 +450,20 @@ func (s *Server) write(c *Conn, cons Consumer) {
 			c.mu.Lock()
 			code, why := c.closeCode, c.closeWhy
 			c.mu.Unlock()
-			// Close writes the close frame and waits for the client's
-			// answer, which the reader receives; then Read fails and the
-			// reader ends the connection.
-			_ = c.ws.Close(code, why)
+			_ = c.t.close(code, why)
 			return
 		}
 		for i, it := range batch {
 			if it.msgType != "" {
 				c.stats.dispatched.Add(1)
-				err := cons.Dispatch(c.ctx, c, channellayer.MessageFrom(it.msgType, it.data))
+				err := cons.Dispatch(c.ctx, c, channellayer.MessageFromID(it.msgType, it.id, it.data))
 				if err != nil {
 					s.fail(c, "dispatch", err)
 				}
 				continue
 			}
 			wctx, wcancel := context.WithTimeout(c.ctx, timeout)
-			err := c.ws.Write(wctx, websocket.MessageText, it.data)
+			err := c.t.write(wctx, it.id, it.data)
 			wcancel()
 			if err != nil {
 				c.log.Debug("consumer: write failed", "err", err)

@@ -18,6 +18,16 @@ type Member interface {
 	Deliver(msgType string, data []byte)
 }
 
+// HistoryMember is a Member that also learns which group a message was
+// sent to and its history id, for groups that keep a history. Members
+// that implement it receive group messages through DeliverFrom only.
+type HistoryMember interface {
+	Member
+	// DeliverFrom queues one message sent to group. id is its history
+	// id, or "" if the group keeps none. Like Deliver, it must not block.
+	DeliverFrom(group, id, msgType string, data []byte)
+}
+
 // MemberFunc adapts a function to the Member interface.
 type MemberFunc func(msgType string, data []byte)
 
@@ -152,6 +162,12 @@ func (r *Registry) leaveLocked(name, channelName string) bool {
 // SendGroup delivers the message to every local member of group and
 // returns how many there were.
 func (r *Registry) SendGroup(group, msgType string, data []byte) int {
+	return r.SendGroupFrom(group, "", msgType, data)
+}
+
+// SendGroupFrom is SendGroup for a message with the history id id ("" for
+// none): members that implement HistoryMember get the group and the id.
+func (r *Registry) SendGroupFrom(group, id, msgType string, data []byte) int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	g := r.groups[group]
@@ -159,7 +175,11 @@ func (r *Registry) SendGroup(group, msgType string, data []byte) int {
 		return 0
 	}
 	for _, m := range g.members {
-		m.Deliver(msgType, data)
+		if hm, ok := m.(HistoryMember); ok {
+			hm.DeliverFrom(group, id, msgType, data)
+		} else {
+			m.Deliver(msgType, data)
+		}
 	}
 	return len(g.members)
 }

@@ -70,9 +70,13 @@ func (rt *Router) WebSocket(pattern string, newConsumer consumer.Constructor) {
 // HTTP returns the table of plain HTTP routes, for adding handlers.
 func (rt *Router) HTTP() chi.Router { return rt.http }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. A request for an event stream
+// (consumer.IsEventStream) at the path of a WebSocket route is served by
+// that route's consumer as server-sent events, with the same tokens and
+// limits.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if IsWebSocketUpgrade(r) {
+	if IsWebSocketUpgrade(r) ||
+		(consumer.IsEventStream(r) && rt.ws.Match(chi.NewRouteContext(), http.MethodGet, r.URL.Path)) {
 		rt.ws.ServeHTTP(w, r)
 		return
 	}

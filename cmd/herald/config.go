@@ -33,6 +33,8 @@ type config struct {
 	APIToken        string
 	AllowedOrigins  []string
 	QueueSize       int
+	History         []channellayer.HistoryPolicy
+	MaxReplay       int
 	MaxFrame        int64
 	ShutdownTimeout time.Duration
 	LogFormat       string
@@ -127,6 +129,22 @@ var settings = []setting{
 			}
 			c.AllowedOrigins = append(c.AllowedOrigins, p)
 		}
+		return nil
+	}},
+	{"history", "HERALD_HISTORY", "gossip:1000:1h", "groups that keep a history for clients that resume: pattern:size[:age], comma-separated (empty: none)", func(c *config, v string) error {
+		h, err := channellayer.ParseHistory(v)
+		if err != nil {
+			return err
+		}
+		c.History = h
+		return nil
+	}},
+	{"max-replay", "HERALD_MAX_REPLAY", "10000", "most messages replayed to one resuming client; one that missed more is told to resync", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a whole number above 0", v)
+		}
+		c.MaxReplay = n
 		return nil
 	}},
 	{"queue-size", "HERALD_QUEUE_SIZE", "256", "messages that may wait for one client before it is closed as too slow (4008)", func(c *config, v string) error {

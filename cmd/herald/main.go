@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	} else if cfg.redisOpts != nil {
 		client := redis.NewClient(cfg.redisOpts)
 		defer client.Close()
-		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log})
+		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log, History: cfg.History})
 		if err != nil {
 			return fmt.Errorf("setting HERALD_REDIS_PREFIX: %w", err)
 		}
@@ -89,7 +89,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		}
 		layer, layerName = l, fmt.Sprintf("redis cluster %v", cfg.redisCluster.Addrs)
 	} else {
-		layer = channellayer.NewMemory()
+		l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: cfg.History})
+		if err != nil {
+			return fmt.Errorf("setting HERALD_HISTORY: %w", err)
+		}
+		layer = l
 	}
 	defer layer.Close()
 
@@ -110,6 +114,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		PublicGroups:          cfg.PublicGroups,
 		PingInterval:          cfg.PingInterval,
 		PingTimeout:           cfg.PingTimeout,
+		MaxReplay:             cfg.MaxReplay,
+	}
+	if h, ok := layer.(channellayer.Historian); ok {
+		conns.History = h // the instrumented wrapper below hides it
 	}
 	metrics := router.NewMetrics(conns, layer)
 	plainLayer := layer // for readiness: the wrapper hides Checker
@@ -192,9 +200,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	defer scancel()
 	// Stop accepting first, then close the WebSockets, which
 	// http.Server.Shutdown does not track once hijacked.
+	// Close the consumers' connections first: event streams are plain
+	// requests, which http.Server.Shutdown would wait for.
 	_ = ln.Close()
-	herr := srv.Shutdown(sctx)
 	cerr := conns.Shutdown(sctx)
+	herr := srv.Shutdown(sctx)
 	if err := errors.Join(herr, cerr); err != nil {
 		log.Warn("herald: shutdown deadline passed with work left", "err", err)
 	}

@@ -83,7 +83,8 @@ func (m *monitor) count(substr string) int {
 	defer m.mu.Unlock()
 	n := 0
 	for _, l := range m.lines {
-		if strings.Contains(l, substr) {
+		// Commands a Lua script runs show as the script spelled them.
+		if strings.Contains(strings.ToLower(l), strings.ToLower(substr)) {
 			n++
 		}
 	}

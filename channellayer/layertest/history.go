@@ -1,0 +1,225 @@
+package layertest
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/channellayer"
+)
+
+// History is the history policy the suite expects a layer implementing
+// channellayer.Historian to be configured with: "hist.*" groups keep
+// 1000 messages, "small.*" groups 10, and nothing else keeps any.
+var History = []channellayer.HistoryPolicy{
+	{Pattern: "hist.*", Size: 1000, Age: time.Hour},
+	{Pattern: "small.*", Size: 10},
+}
+
+var historyCases = []struct {
+	name string
+	fn   func(*testing.T, NewLayer)
+}{
+	{"HistoryIDs", testHistoryIDs},
+	{"HistoryReplay", testHistoryReplay},
+	{"HistoryGap", testHistoryGap},
+	{"HistoryAcrossInstances", testHistoryAcrossInstances},
+}
+
+// HistoryInbox is an Inbox that also records group messages' ids.
+type HistoryInbox struct {
+	ch chan HistoryDelivery
+}
+
+// HistoryDelivery is one message a HistoryInbox received.
+type HistoryDelivery struct {
+	Group, ID, Type string
+	Data            []byte
+}
+
+// NewHistoryInbox returns an inbox that buffers up to n messages.
+func NewHistoryInbox(n int) *HistoryInbox { return &HistoryInbox{ch: make(chan HistoryDelivery, n)} }
+
+// Deliver implements groups.Member.
+func (in *HistoryInbox) Deliver(msgType string, data []byte) { in.DeliverFrom("", "", msgType, data) }
+
+// DeliverFrom implements groups.HistoryMember.
+func (in *HistoryInbox) DeliverFrom(group, id, msgType string, data []byte) {
+	select {
+	case in.ch <- HistoryDelivery{group, id, msgType, data}:
+	default:
+		panic("layertest: inbox full")
+	}
+}
+
+// Next waits for the next message.
+func (in *HistoryInbox) Next(t testing.TB) HistoryDelivery {
+	t.Helper()
+	select {
+	case d := <-in.ch:
+		return d
+	case <-time.After(Timeout):
+		t.Fatalf("no message within %v", Timeout)
+		return HistoryDelivery{}
+	}
+}
+
+func historian(t *testing.T, l channellayer.Layer) channellayer.Historian {
+	h, ok := l.(channellayer.Historian)
+	if !ok {
+		t.Skipf("%T keeps no history", l)
+	}
+	return h
+}
+
+func testHistoryIDs(t *testing.T, newLayer NewLayer) {
+	l := newLayer(t)
+	h := historian(t, l)
+	if !h.HasHistory("hist.a") || h.HasHistory("nohist") {
+		t.Fatalf("HasHistory: hist.a %v, nohist %v; want true, false", h.HasHistory("hist.a"), h.HasHistory("nohist"))
+	}
+	in := NewHistoryInbox(16)
+	name, err := l.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{"hist.a", "nohist"} {
+		if err := l.GroupAdd(ctx(t), g, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last channellayer.ID
+	for i := range 5 {
+		if err := l.GroupSend(ctx(t), "hist.a", Msg(t, "t.x", i)); err != nil {
+			t.Fatal(err)
+		}
+		d := in.Next(t)
+		id, err := channellayer.ParseID(d.ID)
+		if err != nil || d.Group != "hist.a" {
+			t.Fatalf("delivery %d: group %q id %q: %v", i, d.Group, d.ID, err)
+		}
+		if id.Compare(last) <= 0 {
+			t.Fatalf("id %v does not follow %v", id, last)
+		}
+		last = id
+		want := fmt.Sprintf(`{"n":%d,"type":"t.x","herald_id":"%s"}`, i, d.ID)
+		if string(d.Data) != want {
+			t.Fatalf("frame %s, want %s", d.Data, want)
+		}
+	}
+	if err := l.GroupSend(ctx(t), "nohist", Msg(t, "t.x", 9)); err != nil {
+		t.Fatal(err)
+	}
+	if d := in.Next(t); d.ID != "" || string(d.Data) != `{"n":9,"type":"t.x"}` {
+		t.Fatalf("a group without history delivered id %q, frame %s", d.ID, d.Data)
+	}
+}
+
+func testHistoryReplay(t *testing.T, newLayer NewLayer) {
+	l := newLayer(t)
+	h := historian(t, l)
+	in := NewHistoryInbox(64)
+	name, err := l.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupAdd(ctx(t), "hist.r", name); err != nil {
+		t.Fatal(err)
+	}
+	var got []HistoryDelivery
+	for i := range 10 {
+		if err := l.GroupSend(ctx(t), "hist.r", Msg(t, "t.r", i)); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, in.Next(t))
+	}
+	// Sent with no member: still kept.
+	if err := l.GroupDiscard(ctx(t), "hist.r", name); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupSend(ctx(t), "hist.r", Msg(t, "t.r", 10)); !errors.Is(err, channellayer.ErrNoReceivers) {
+		t.Fatalf("send to a group with no member: %v, want ErrNoReceivers", err)
+	}
+	msgs, err := h.History(ctx(t), "hist.r", got[2].ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 8 {
+		t.Fatalf("history after the 3rd message has %d messages, want 8", len(msgs))
+	}
+	for i, m := range msgs[:7] {
+		if m.ID() != got[3+i].ID || string(m.Bytes()) != string(got[3+i].Data) || m.Type() != "t.r" {
+			t.Fatalf("history[%d] = %s %s, want %s %s", i, m.ID(), m.Bytes(), got[3+i].ID, got[3+i].Data)
+		}
+	}
+	if want := `{"n":10,"type":"t.r","herald_id":"` + msgs[7].ID() + `"}`; string(msgs[7].Bytes()) != want {
+		t.Fatalf("last = %s, want %s", msgs[7].Bytes(), want)
+	}
+	if msgs, err := h.History(ctx(t), "hist.r", msgs[7].ID(), 100); err != nil || len(msgs) != 0 {
+		t.Fatalf("history after the last id: %d messages, %v; want none", len(msgs), err)
+	}
+	if _, err := h.History(ctx(t), "hist.r", got[0].ID, 5); !errors.Is(err, channellayer.ErrHistoryGap) {
+		t.Fatalf("history of 10 with limit 5: %v, want ErrHistoryGap", err)
+	}
+}
+
+func testHistoryGap(t *testing.T, newLayer NewLayer) {
+	l := newLayer(t)
+	h := historian(t, l)
+	in := NewHistoryInbox(1)
+	name, err := l.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupAdd(ctx(t), "small.g", name); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupSend(ctx(t), "small.g", Msg(t, "t.g", 0)); err != nil {
+		t.Fatal(err)
+	}
+	first := in.Next(t).ID
+	if err := l.GroupDiscard(ctx(t), "small.g", name); err != nil {
+		t.Fatal(err)
+	}
+	// Enough to trim even a history that trims approximately.
+	for i := range 300 {
+		_ = l.GroupSend(ctx(t), "small.g", Msg(t, "t.g", i+1))
+	}
+	for _, since := range []string{first, "1-0", "99999999999999-0", "x", ""} {
+		if _, err := h.History(ctx(t), "small.g", since, 1000); !errors.Is(err, channellayer.ErrHistoryGap) {
+			t.Errorf("history after %q: %v, want ErrHistoryGap", since, err)
+		}
+	}
+	if _, err := h.History(ctx(t), "nohist", first, 10); !errors.Is(err, channellayer.ErrHistoryGap) {
+		t.Errorf("history of a group without one: %v, want ErrHistoryGap", err)
+	}
+}
+
+func testHistoryAcrossInstances(t *testing.T, newLayer NewLayer) {
+	l1, l2 := newLayer(t), newLayer(t)
+	if !sharesState(t, l1, l2) {
+		t.Skip("instances of this layer do not share state")
+	}
+	h2 := historian(t, l2)
+	in := NewHistoryInbox(4)
+	name, err := l2.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.GroupAdd(ctx(t), "hist.x", name); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := l1.GroupSend(ctx(t), "hist.x", Msg(t, "t.x", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d0 := in.Next(t)
+	in.Next(t)
+	d2 := in.Next(t)
+	msgs, err := h2.History(ctx(t), "hist.x", d0.ID, 10)
+	if err != nil || len(msgs) != 2 || msgs[1].ID() != d2.ID || string(msgs[1].Bytes()) != string(d2.Data) {
+		t.Fatalf("history read on another instance: %v, %v", msgs, err)
+	}
+}

@@ -1,0 +1,197 @@
+package channellayer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// publishScript keeps a message in its group's stream and publishes it
+// with the stream id, in one step: ids are assigned once, where the
+// message is published, and subscribers receive them in id order. Each
+// entry also holds the id before it ("p"), so that a reader can tell
+// whether anything between an id it knows and the oldest kept entry was
+// trimmed away.
+//
+// KEYS[1] stream; ARGV[1] pub/sub channel, ARGV[2] message, ARGV[3] size,
+// ARGV[4] age in ms (0: none). Returns {id, receivers}.
+var publishScript = redis.NewScript(`
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if #last > 0 then prev = last[1][1] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', prev, 'm', ARGV[2])
+local age = tonumber(ARGV[4])
+if age > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(now - age))
+  redis.call('PEXPIRE', KEYS[1], age)
+end
+local n = redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
+return {id, n}
+`)
+
+// recoverTimeout bounds the history read that recovers a group after the
+// subscription connection came back.
+const recoverTimeout = 5 * time.Second
+
+func (l *Redis) historyKey(group string) string { return l.histPrefix + group }
+
+// groupSendHistory is GroupSend for a group that keeps history.
+func (l *Redis) groupSendHistory(ctx context.Context, group string, msg Message, p HistoryPolicy) error {
+	res, err := publishScript.Run(ctx, l.client, []string{l.historyKey(group)},
+		l.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice()
+	var n int64
+	if err == nil {
+		if len(res) != 2 {
+			err = errors.New("unexpected script reply")
+		} else {
+			n, _ = res[1].(int64)
+		}
+	}
+	return l.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
+}
+
+// HasHistory implements Historian.
+func (l *Redis) HasHistory(group string) bool {
+	_, ok := historyFor(l.policies, group)
+	return ok
+}
+
+// History implements Historian, reading the group's Redis Stream.
+func (l *Redis) History(ctx context.Context, group, since string, limit int) ([]Message, error) {
+	if err := ValidGroupName(group); err != nil {
+		return nil, err
+	}
+	if _, err := ParseID(since); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrHistoryGap, err)
+	}
+	if !l.HasHistory(group) {
+		return nil, fmt.Errorf("%w: group %q keeps no history", ErrHistoryGap, group)
+	}
+	key := l.historyKey(group)
+	pipe := l.client.Pipeline()
+	after := pipe.XRangeN(ctx, key, "("+since, "+", int64(limit)+1)
+	last := pipe.XRevRangeN(ctx, key, "+", "-", 1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable(err)
+	}
+	entries := after.Val()
+	if len(entries) == 0 {
+		if l := last.Val(); len(l) == 1 && l[0].ID == since {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: %s is not the last id of group %q", ErrHistoryGap, since, group)
+	}
+	if p, _ := entries[0].Values["p"].(string); p != since {
+		return nil, fmt.Errorf("%w: messages after %s of group %q are no longer kept", ErrHistoryGap, since, group)
+	}
+	if len(entries) > limit {
+		return nil, fmt.Errorf("%w: more than %d messages to replay", ErrHistoryGap, limit)
+	}
+	out := make([]Message, 0, len(entries))
+	for _, e := range entries {
+		raw, _ := e.Values["m"].(string)
+		msg, err := ParseMessage([]byte(raw))
+		if err != nil {
+			return nil, fmt.Errorf("channellayer: history of group %q holds a malformed message %s: %w", group, e.ID, err)
+		}
+		out = append(out, MessageFromID(msg.typ, e.ID, FrameWithID(msg.data, e.ID)))
+	}
+	return out, nil
+}
+
+// dispatchGroup hands a group message from Redis to the local members.
+// A payload that starts with a history id ("<id> <json>") is delivered
+// with it, once: ids at or before the last one delivered for the group
+// were already delivered, by recovery or by an earlier copy.
+func (c *redisCore) dispatchGroup(topic, payload string) {
+	group := topic[len(c.groupTopic):]
+	id, body := "", payload
+	if len(payload) > 0 && payload[0] != '{' {
+		var ok bool
+		id, body, ok = strings.Cut(payload, " ")
+		if !ok {
+			c.log.Warn("channellayer: dropped a malformed group message from Redis", "topic", topic)
+			return
+		}
+	}
+	msg, err := ParseMessage([]byte(body))
+	if err != nil {
+		c.log.Warn("channellayer: dropped a malformed group message from Redis", "topic", topic, "err", err)
+		return
+	}
+	if id == "" {
+		c.reg.SendGroup(group, msg.typ, msg.data)
+		return
+	}
+	pid, err := ParseID(id)
+	if err != nil {
+		c.log.Warn("channellayer: dropped a group message with a malformed id from Redis", "topic", topic, "err", err)
+		return
+	}
+	if !c.advance(group, pid) {
+		return
+	}
+	c.reg.SendGroupFrom(group, id, msg.typ, FrameWithID(msg.data, id))
+}
+
+// advance records id as the last delivered for group, and reports false
+// if it was not after the last one.
+func (c *redisCore) advance(group string, id ID) bool {
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	if last, ok := c.seen[group]; ok && id.Compare(last) <= 0 {
+		return false
+	}
+	if c.seen == nil {
+		c.seen = make(map[string]ID)
+	}
+	c.seen[group] = id
+	return true
+}
+
+func (c *redisCore) forgetSeen(group string) {
+	c.seenMu.Lock()
+	delete(c.seen, group)
+	c.seenMu.Unlock()
+}
+
+// recoverGroup delivers to the local members of group what was published
+// while the subscription connection was down, from the history. It runs
+// on the subscription's reader before any later message of the group, so
+// members get every message once and in order. When the history cannot
+// cover the outage, members are told to resync.
+func (c *redisCore) recoverGroup(group string) {
+	c.seenMu.Lock()
+	since, ok := c.seen[group]
+	c.seenMu.Unlock()
+	if !ok || c.history == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), recoverTimeout)
+	defer cancel()
+	msgs, err := c.history(ctx, group, since.String(), MaxHistorySize)
+	if err != nil {
+		c.log.Warn("channellayer: could not recover a group's messages after reconnecting; members must resync", "group", group, "err", err)
+		c.resyncs.Add(1)
+		c.reg.SendGroup(group, ResyncType, resyncFrame)
+		return
+	}
+	n := 0
+	for _, m := range msgs {
+		pid, _ := ParseID(m.id)
+		if c.advance(group, pid) {
+			c.reg.SendGroupFrom(group, m.id, m.typ, m.data)
+			n++
+		}
+	}
+	c.recovered.Add(int64(n))
+	if n > 0 {
+		c.log.Info("channellayer: recovered messages missed while Redis was unreachable", "group", group, "messages", n)
+	}
+}

@@ -1,0 +1,161 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/heraldhq/herald/channellayer"
+)
+
+// Resync is the frame a client receives when it asked to resume a group
+// and what it missed can no longer be replayed: older than the group's
+// history, more than Server.MaxReplay messages, unknown to the history, or
+// lost while the instance's link to the layer was down. The live stream
+// follows; the client should reload its state. Group is empty when the
+// layer itself lost track.
+type Resync struct {
+	Type  string `json:"type"` // "resync"
+	Group string `json:"group,omitempty"`
+}
+
+func resyncFrame(group string) []byte {
+	b, _ := json.Marshal(Resync{Type: "resync", Group: group})
+	return b
+}
+
+// JoinFrom joins group and resumes it from since, the history id of the
+// last message of the group the client saw: the client receives every
+// message published after it, in order, then the live stream, with no
+// gap and no duplicate between the two. When that is impossible it
+// receives a Resync frame before the live stream instead. Join's rules
+// and errors apply.
+func (c *Conn) JoinFrom(ctx context.Context, group, since string) error {
+	if err := channellayer.ValidGroupName(group); err != nil {
+		return err
+	}
+	if !c.MayJoin(group) {
+		return fmt.Errorf("%w: %q", ErrForbiddenGroup, group)
+	}
+	c.hold(group)
+	err := c.Join(ctx, group)
+	if err != nil && !errors.Is(err, channellayer.ErrUnavailable) {
+		c.release(group, since, nil, err)
+		return err
+	}
+	c.Resume(ctx, group, since)
+	return err
+}
+
+// Resume replays to the client the messages of group, which it has
+// joined, published after since, as JoinFrom does. If messages of the
+// group were already written to the client on this connection, only a
+// replay that needs nothing older than them is possible; otherwise the
+// client gets a Resync frame.
+func (c *Conn) Resume(ctx context.Context, group, since string) {
+	c.hold(group)
+	var msgs []channellayer.Message
+	var err error
+	h := c.historian()
+	if h == nil || !h.HasHistory(group) {
+		err = fmt.Errorf("%w: group %q keeps no history", channellayer.ErrHistoryGap, group)
+	} else {
+		msgs, err = h.History(ctx, group, since, c.srv.maxReplay())
+	}
+	if err != nil {
+		c.log.Debug("consumer: cannot resume; client must resync", "group", group, "err", err)
+	}
+	c.release(group, since, msgs, err)
+}
+
+func (c *Conn) historian() channellayer.Historian {
+	if c.srv.History != nil {
+		return c.srv.History
+	}
+	h, _ := c.layer.(channellayer.Historian)
+	return h
+}
+
+// hold makes live messages of group wait aside, with those already
+// queued, until release.
+func (c *Conn) hold(group string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if _, ok := c.held[group]; ok {
+		return
+	}
+	if c.held == nil {
+		c.held = make(map[string][]item, 1)
+	}
+	h := make([]item, 0, 4)
+	kept := c.queue[:0:0]
+	for _, it := range c.queue {
+		if it.group == group && it.msgType != "" {
+			h = append(h, it)
+		} else {
+			kept = append(kept, it)
+		}
+	}
+	if len(h) > 0 {
+		c.queue = kept
+	}
+	c.held[group] = h
+}
+
+// release queues the replay (or a Resync frame when err is not nil),
+// then the held live messages that the replay did not already cover.
+func (c *Conn) release(group, since string, replay []channellayer.Message, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	held := c.held[group]
+	delete(c.held, group)
+	if c.closing {
+		return
+	}
+	resync := err != nil
+	last, perr := channellayer.ParseID(since)
+	if perr != nil && !resync {
+		resync = true
+	}
+	if first, ok := c.flowed[group]; ok && !resync {
+		// Live messages of the group already reached the client: anything
+		// older cannot be put before them.
+		fid, _ := channellayer.ParseID(first)
+		for _, m := range replay {
+			if id, _ := channellayer.ParseID(m.ID()); id.Compare(fid) < 0 {
+				resync = true
+				break
+			}
+		}
+		replay = nil
+	}
+	n := 0
+	if resync {
+		c.queue = append(c.queue, item{data: resyncFrame(group)})
+		n++
+	} else {
+		for _, m := range replay {
+			c.queue = append(c.queue, item{msgType: m.Type(), group: group, id: m.ID(), data: m.Bytes()})
+			if id, err := channellayer.ParseID(m.ID()); err == nil {
+				last = id
+			}
+		}
+		n += len(replay)
+	}
+	c.replayed += n
+	for _, it := range held {
+		if !resync && it.id != "" {
+			if id, err := channellayer.ParseID(it.id); err == nil && id.Compare(last) <= 0 {
+				continue // replayed already
+			}
+		}
+		c.queue = append(c.queue, it)
+	}
+	if len(c.queue) > 0 {
+		c.signal()
+	}
+}
