@@ -1,7 +1,6 @@
 package channellayer_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 
@@ -11,21 +10,7 @@ import (
 	"github.com/heraldhq/herald/channellayer/layertest"
 )
 
-// redisClient returns a client for REDIS_URL, skipping the test when
-// Redis is unreachable.
-func redisClient(t *testing.T) *redis.Client {
-	t.Helper()
-	opt, err := redis.ParseURL(layertest.RedisURL())
-	if err != nil {
-		t.Fatalf("REDIS_URL: %v", err)
-	}
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { _ = c.Close() })
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		layertest.Unavailable(t, "Redis", err)
-	}
-	return c
-}
+func redisClient(t *testing.T) *redis.Client { return layertest.RedisClient(t) }
 
 func TestRedis(t *testing.T) {
 	var mu sync.Mutex

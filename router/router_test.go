@@ -340,13 +340,7 @@ func TestMetrics(t *testing.T) {
 // TestFullIs429 sends to a channels_redis inbox that nobody reads until
 // it is at capacity: the API must say "full, retry", not "down".
 func TestFullIs429(t *testing.T) {
-	opt, _ := redis.ParseURL(layertest.RedisURL())
-	client := redis.NewClient(opt)
-	t.Cleanup(func() { _ = client.Close() })
-	if err := client.Ping(context.Background()).Err(); err != nil {
-		layertest.Unavailable(t, "Redis", err)
-	}
-	layer, err := channelsredis.NewCore(client, channelsredis.CoreConfig{Prefix: layertest.Prefix(t), Capacity: 1})
+	layer, err := channelsredis.NewCore(layertest.RedisClient(t), channelsredis.CoreConfig{Prefix: layertest.Prefix(t), Capacity: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

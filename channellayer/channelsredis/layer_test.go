@@ -1,7 +1,6 @@
 package channelsredis_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 
@@ -15,21 +14,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// redisClient returns a client for REDIS_URL, skipping the test when
-// Redis is unreachable.
-func redisClient(t *testing.T) *redis.Client {
-	t.Helper()
-	opt, err := redis.ParseURL(layertest.RedisURL())
-	if err != nil {
-		t.Fatalf("REDIS_URL: %v", err)
-	}
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { _ = c.Close() })
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		layertest.Unavailable(t, "Redis", err)
-	}
-	return c
-}
+func redisClient(t *testing.T) *redis.Client { return layertest.RedisClient(t) }
 
 // perTest returns the same value for every call made for one test, so
 // that layers made for one test share a prefix and behave as one

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/heraldhq/herald/channellayer"
 )
 
@@ -484,4 +486,20 @@ func Prefix(t testing.TB) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "herald-test-" + hex.EncodeToString(b[:])
+}
+
+// RedisClient returns a client for RedisURL, closed when t ends, or
+// skips t (see Unavailable) when Redis is unreachable.
+func RedisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		t.Fatalf("REDIS_URL: %v", err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		Unavailable(t, "Redis", err)
+	}
+	return c
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/channellayer/layertest"
 	"github.com/heraldhq/herald/notifier/pgtest"
@@ -189,19 +188,11 @@ func (c *client) next() map[string]any {
 	return m
 }
 
+// redisURL returns REDIS_URL once Redis answers, or skips t.
 func redisURL(t *testing.T) string {
 	t.Helper()
-	u := layertest.RedisURL()
-	opt, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opt)
-	defer c.Close()
-	if err := c.Ping(context.Background()).Err(); err != nil {
-		layertest.Unavailable(t, "Redis", err)
-	}
-	return u
+	layertest.RedisClient(t)
+	return layertest.RedisURL()
 }
 
 // joined waits until an API group send to gossip through in reaches
