@@ -64,6 +64,37 @@ type LocalSender interface {
 	GroupSendLocal(ctx context.Context, group string, msg Message) error
 }
 
+// OnceSender is implemented by layers that can take the same message
+// from every instance and send it to the group once. It suits a source
+// that every instance reads on its own and in the same order, such as the
+// Postgres notifier's log: each instance offers every row, the first
+// offer of each row is sent like GroupSend (with a history id where the
+// group keeps history, so clients can resume it on any instance), and
+// the later offers are dropped. Unlike GroupSendLocal, the message then
+// reaches the members of instances that did not read it themselves, such
+// as the clients of an instance that died, once they reconnect elsewhere.
+type OnceSender interface {
+	// GroupSendOnce sends msg to every member of group, on every
+	// instance, unless a message of source with seq or a higher seq was
+	// sent already; then it does nothing and reports sent == false. The
+	// seq of a source must increase with each message. Like GroupSend, it
+	// returns an error wrapping ErrNoReceivers when a sent message reached
+	// no member.
+	GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (sent bool, err error)
+}
+
+// checkSource reports an error for arguments of GroupSendOnce that no
+// source can have.
+func checkSource(source string, seq int64) error {
+	if source == "" {
+		return fmt.Errorf("%w: empty source", ErrInvalidName)
+	}
+	if seq < 0 {
+		return fmt.Errorf("%w: negative seq %d of source %q", ErrInvalidMessage, seq, truncate(source))
+	}
+	return nil
+}
+
 // Checker is implemented by layers whose backing service can be probed.
 type Checker interface {
 	// Check reports whether the layer can currently send.

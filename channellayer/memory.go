@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -26,11 +27,15 @@ type Memory struct {
 	policies []HistoryPolicy
 	histMu   sync.Mutex
 	rings    map[string]*ring
+
+	onceMu sync.Mutex
+	once   map[string]int64 // last seq sent, by source
 }
 
 var (
 	_ Layer       = (*Memory)(nil)
 	_ LocalSender = (*Memory)(nil)
+	_ OnceSender  = (*Memory)(nil)
 	_ Checker     = (*Memory)(nil)
 	_ Historian   = (*Memory)(nil)
 )
@@ -108,6 +113,28 @@ func (l *Memory) GroupSendLocal(_ context.Context, group string, msg Message) er
 		return fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
 	}
 	return nil
+}
+
+// GroupSendOnce implements OnceSender. The lock is held through the send,
+// so that offers racing each other are sent in seq order.
+func (l *Memory) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
+	if err := checkSource(source, seq); err != nil {
+		return false, err
+	}
+	l.onceMu.Lock()
+	defer l.onceMu.Unlock()
+	if last, ok := l.once[source]; ok && seq <= last {
+		return false, nil
+	}
+	err := l.GroupSendLocal(ctx, group, msg)
+	sent := err == nil || errors.Is(err, ErrNoReceivers)
+	if sent {
+		if l.once == nil {
+			l.once = make(map[string]int64)
+		}
+		l.once[source] = seq
+	}
+	return sent, err
 }
 
 // Check implements Checker: a memory layer is always reachable until

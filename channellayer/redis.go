@@ -47,21 +47,23 @@ type RedisConfig struct {
 // are; fan-out to local members happens in the instance, from the one
 // goroutine that reads the subscription, which never waits on a member.
 //
-// Delivery is at most once: messages published while an instance's
-// subscription connection is down do not reach that instance. The
-// subscription is restored, with every group that has local members,
-// as soon as Redis answers again (within MaxBackoff).
+// The subscription is restored, with every group that has local members,
+// as soon as Redis answers again (within MaxBackoff). Members of a group
+// with history then get what was published meanwhile, from the history;
+// for other groups delivery is at most once, and messages published
+// while an instance's subscription connection was down do not reach it.
 type Redis struct {
 	*redisCore
-	client     *redis.Client
-	sub        *subscriber
-	policies   []HistoryPolicy
-	histPrefix string
+	client    *redis.Client
+	sub       *subscriber
+	policies  []HistoryPolicy
+	keyPrefix string // of the keys the layer keeps: "<Prefix>:"
 }
 
 var (
 	_ Layer       = (*Redis)(nil)
 	_ LocalSender = (*Redis)(nil)
+	_ OnceSender  = (*Redis)(nil)
 	_ Checker     = (*Redis)(nil)
 	_ Historian   = (*Redis)(nil)
 )
@@ -83,7 +85,7 @@ func NewRedis(client *redis.Client, cfg RedisConfig) (*Redis, error) {
 	if prefix == "" {
 		prefix = "herald"
 	}
-	l := &Redis{redisCore: core, client: client, policies: policies, histPrefix: prefix + ":history:"}
+	l := &Redis{redisCore: core, client: client, policies: policies, keyPrefix: prefix + ":"}
 	if len(policies) > 0 {
 		core.history = l.History
 	}

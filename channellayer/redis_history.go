@@ -10,16 +10,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// publishScript keeps a message in its group's stream and publishes it
-// with the stream id, in one step: ids are assigned once, where the
-// message is published, and subscribers receive them in id order. Each
-// entry also holds the id before it ("p"), so that a reader can tell
-// whether anything between an id it knows and the oldest kept entry was
-// trimmed away.
+// publishBody keeps a message in its group's stream and publishes it with
+// the stream id, in one step: ids are assigned once, where the message is
+// published, and subscribers receive them in id order. Each entry also
+// holds the id before it ("p"), so that a reader can tell whether
+// anything between an id it knows and the oldest kept entry was trimmed
+// away.
 //
 // KEYS[1] stream; ARGV[1] pub/sub channel, ARGV[2] message, ARGV[3] size,
 // ARGV[4] age in ms (0: none). Returns {id, receivers}.
-var publishScript = redis.NewScript(`
+const publishBody = `
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = '0-0'
 if #last > 0 then prev = last[1][1] end
@@ -33,27 +33,94 @@ if age > 0 then
 end
 local n = redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
 return {id, n}
+`
+
+// onceGuard, run before a publishing body, stops the script for an offer
+// already made (GroupSendOnce). The last key is the source's mark, the
+// last seq sent; the last two arguments are the offer's seq and how long
+// the mark lives after it was last set, in ms. An offer already made
+// returns {"", -1}.
+const onceGuard = `
+local mark = KEYS[#KEYS]
+local seq = tonumber(ARGV[#ARGV - 1])
+local done = tonumber(redis.call('GET', mark) or '-1')
+if seq <= done then return {'', -1} end
+redis.call('SET', mark, ARGV[#ARGV - 1], 'PX', ARGV[#ARGV])
+`
+
+var (
+	publishScript     = redis.NewScript(publishBody)
+	oncePublishScript = redis.NewScript(onceGuard + publishBody)
+	// KEYS[1] mark; ARGV[1] channel, ARGV[2] message, then the guard's.
+	onceScript = redis.NewScript(onceGuard + `
+return {'', redis.call('PUBLISH', ARGV[1], ARGV[2])}
 `)
+)
+
+// onceTTL is how long a source's mark outlives its last send. Instances
+// read a source within moments of each other, so a day is plenty; it only
+// keeps marks of sources no longer used from staying for ever.
+const onceTTL = 24 * time.Hour
 
 // recoverTimeout bounds the history read that recovers a group after the
 // subscription connection came back.
 const recoverTimeout = 5 * time.Second
 
-func (l *Redis) historyKey(group string) string { return l.histPrefix + group }
+func (l *Redis) historyKey(group string) string { return l.keyPrefix + "history:" + group }
+
+func (l *Redis) onceKey(source string) string { return l.keyPrefix + "once:" + source }
 
 // groupSendHistory is GroupSend for a group that keeps history.
 func (l *Redis) groupSendHistory(ctx context.Context, group string, msg Message, p HistoryPolicy) error {
-	res, err := publishScript.Run(ctx, l.client, []string{l.historyKey(group)},
-		l.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice()
-	var n int64
-	if err == nil {
-		if len(res) != 2 {
-			err = errors.New("unexpected script reply")
-		} else {
-			n, _ = res[1].(int64)
-		}
-	}
+	n, err := receivers(publishScript.Run(ctx, l.client, []string{l.historyKey(group)},
+		l.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
 	return l.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
+}
+
+// GroupSendOnce implements OnceSender. The source's mark is checked and
+// set in the same script that publishes, so of several instances offering
+// the same seq exactly one sends it, and sends reach Redis in seq order.
+func (l *Redis) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
+	if err := l.check(ValidGroupName(group), msg); err != nil {
+		return false, err
+	}
+	if err := checkSource(source, seq); err != nil {
+		return false, err
+	}
+	mark := l.onceKey(source)
+	var (
+		n   int64
+		err error
+		why = fmt.Sprintf("group %q has no member", group)
+	)
+	if p, ok := historyFor(l.policies, group); ok {
+		n, err = receivers(oncePublishScript.Run(ctx, l.client, []string{l.historyKey(group), mark},
+			l.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
+		why += " (the message is kept in its history)"
+	} else {
+		n, err = receivers(onceScript.Run(ctx, l.client, []string{mark},
+			l.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
+	}
+	if err == nil && n < 0 {
+		return false, nil
+	}
+	err = l.published(n, err, why)
+	return err == nil || errors.Is(err, ErrNoReceivers), err
+}
+
+// receivers reads the {id, receivers} reply of the publishing scripts.
+func receivers(res []any, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("unexpected script reply %v", res)
+	}
+	n, ok := res[1].(int64)
+	if !ok {
+		return 0, fmt.Errorf("unexpected script reply %v", res)
+	}
+	return n, nil
 }
 
 // HasHistory implements Historian.

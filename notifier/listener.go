@@ -76,7 +76,9 @@ type Config struct {
 // Create it with New and call Run.
 type Listener struct {
 	connConfig *pgx.ConnConfig
-	bridges    map[string]Bridge // by Table
+	bridges    map[string]Bridge        // by Table
+	once       channellayer.OnceSender  // nil if the layer is not one
+	local      channellayer.LocalSender // nil if the layer is not one
 	send       func(context.Context, string, channellayer.Message) error
 	log        *slog.Logger
 	minBackoff time.Duration
@@ -89,6 +91,7 @@ type Listener struct {
 
 	// Owned by the goroutine in Run.
 	started   bool      // last has been set from the log
+	epoch     string    // the log's epoch, read with last
 	last      int64     // highest seq delivered (or skipped)
 	lastPrune time.Time // when this Listener last pruned the log
 }
@@ -144,10 +147,13 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 	if _, ok := l.connConfig.RuntimeParams["application_name"]; !ok {
 		l.connConfig.RuntimeParams["application_name"] = applicationName
 	}
-	if ls, ok := layer.(channellayer.LocalSender); ok {
-		l.send = ls.GroupSendLocal
-	} else {
-		l.log.Warn("notifier: layer cannot send locally; with several instances, each client gets one copy of a row per instance")
+	l.once, _ = layer.(channellayer.OnceSender)
+	l.local, _ = layer.(channellayer.LocalSender)
+	switch {
+	case l.local != nil:
+		l.send = l.local.GroupSendLocal
+	case l.once == nil:
+		l.log.Warn("notifier: layer can neither send once nor send locally; with several instances, each client gets one copy of a row per instance")
 	}
 	return l, nil
 }
@@ -246,8 +252,8 @@ func (l *Listener) session(ctx context.Context) (wasReady bool, err error) {
 // longer holds the rows after it.
 func (l *Listener) resume(ctx context.Context, conn *pgx.Conn) error {
 	var end, pruned int64
-	err := conn.QueryRow(ctx, `SELECT greatest((SELECT max(seq) FROM herald_log), pruned_through), pruned_through
-		FROM herald_log_state`).Scan(&end, &pruned)
+	err := conn.QueryRow(ctx, `SELECT greatest((SELECT max(seq) FROM herald_log), pruned_through), pruned_through, epoch
+		FROM herald_log_state`).Scan(&end, &pruned, &l.epoch)
 	if err != nil {
 		return fmt.Errorf("read the log: %w", err)
 	}
@@ -316,10 +322,19 @@ func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// deliver sends one logged row to this instance's members of its
-// bridge's group. A row that cannot be encoded, and a failed send, are
-// logged and not retried: the row is not lost for good, as it stays in
-// its table.
+// deliver sends one logged row to its bridge's group.
+//
+// On a layer that can send once (OnceSender), every instance offers every
+// row, and the first offer sends it to the members of every instance,
+// with a history id where the group keeps history: a client that loses
+// its instance resumes the rows it missed on another. When the layer
+// cannot be reached, the row goes to this instance's members directly, so
+// that a layer outage does not stop rows from reaching clients. On other
+// layers each instance delivers every row to its own members only
+// (LocalSender).
+//
+// A row that cannot be encoded, and a failed send, are logged and not
+// retried: the row is not lost for good, as it stays in its table.
 func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []byte) {
 	l.last = seq
 	b, ok := l.bridges[source]
@@ -332,10 +347,24 @@ func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []
 		l.log.Warn("notifier: skipping a row", "err", err, "table", source, "seq", seq, "row", truncate(string(row)))
 		return
 	}
-	err = l.send(ctx, b.Group, msg)
+	if l.once != nil {
+		_, err = l.once.GroupSendOnce(ctx, l.sourceName(b), seq, b.Group, msg)
+		if errors.Is(err, channellayer.ErrUnavailable) && l.local != nil {
+			l.log.Warn("notifier: the layer is unreachable; delivering the row to this instance's clients only",
+				"err", err, "table", source, "seq", seq, "group", b.Group)
+			err = l.local.GroupSendLocal(ctx, b.Group, msg)
+		}
+	} else {
+		err = l.send(ctx, b.Group, msg)
+	}
 	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) && ctx.Err() == nil {
 		l.log.Warn("notifier: delivery failed", "err", err, "table", source, "seq", seq, "group", b.Group)
 	}
+}
+
+// sourceName names the rows of bridge b in this log for OnceSender.
+func (l *Listener) sourceName(b Bridge) string {
+	return "herald_log." + l.epoch + "." + b.Table + "." + b.Group
 }
 
 // prune deletes log rows older than the retention that this Listener has

@@ -16,9 +16,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// localOnly is a memory layer whose GroupSend fails, to prove that the
-// Listener delivers with GroupSendLocal when it can.
-type localOnly struct{ *channellayer.Memory }
+// localOnly is a layer that can send locally but not once, and whose
+// GroupSend fails, to prove that the Listener delivers with
+// GroupSendLocal on such layers.
+type localOnly struct {
+	channellayer.Layer
+	channellayer.LocalSender
+}
 
 func (localOnly) GroupSend(context.Context, string, channellayer.Message) error {
 	return errors.New("GroupSend called; the Listener must send locally")
@@ -27,7 +31,8 @@ func (localOnly) GroupSend(context.Context, string, channellayer.Message) error 
 func TestListenerDeliversInsert(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, true)
-	layer := localOnly{channellayer.NewMemory()}
+	mem := channellayer.NewMemory()
+	layer := localOnly{mem, mem}
 	in := join(t, layer)
 	l := startListener(t, pool, layer, notifier.Config{})
 

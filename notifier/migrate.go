@@ -51,11 +51,15 @@ CREATE TABLE IF NOT EXISTS herald_log (
 CREATE INDEX IF NOT EXISTS herald_log_at ON herald_log (at);
 
 -- pruned_through is the highest seq pruned, so that a Listener that was
--- away longer than the retention can tell what it missed.
+-- away longer than the retention can tell what it missed. epoch names
+-- this log among every log that ever shared the channel layer: the
+-- instances offer each row to the layer under it, and a log made anew
+-- (its seqs starting again from 1) must not pass for one already sent.
 CREATE TABLE IF NOT EXISTS herald_log_state (
 	singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
 	pruned_through bigint NOT NULL DEFAULT 0
 );
+ALTER TABLE herald_log_state ADD COLUMN IF NOT EXISTS epoch text NOT NULL DEFAULT gen_random_uuid()::text;
 INSERT INTO herald_log_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 
 -- Runs as a deferred constraint trigger, so at commit. The advisory lock

@@ -76,10 +76,16 @@ func (m *Metrics) observe(op string, start time.Time, err error) {
 }
 
 // Instrument returns l with its sends timed and its errors counted. The
-// result implements channellayer.LocalSender exactly when l does.
+// result implements channellayer.LocalSender and channellayer.OnceSender
+// exactly when l does.
 func (m *Metrics) Instrument(l channellayer.Layer) channellayer.Layer {
 	il := &instrumented{Layer: l, m: m}
-	if ls, ok := l.(channellayer.LocalSender); ok {
+	ls, local := l.(channellayer.LocalSender)
+	os, once := l.(channellayer.OnceSender)
+	switch {
+	case local && once:
+		return &instrumentedOnce{instrumentedLocal: &instrumentedLocal{instrumented: il, local: ls}, once: os}
+	case local:
 		return &instrumentedLocal{instrumented: il, local: ls}
 	}
 	return il
@@ -122,6 +128,18 @@ func (l *instrumentedLocal) GroupSendLocal(ctx context.Context, group string, ms
 	err := l.local.GroupSendLocal(ctx, group, msg)
 	l.m.observe("group_send_local", start, err)
 	return err
+}
+
+type instrumentedOnce struct {
+	*instrumentedLocal
+	once channellayer.OnceSender
+}
+
+func (l *instrumentedOnce) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (bool, error) {
+	start := time.Now()
+	sent, err := l.once.GroupSendOnce(ctx, source, seq, group, msg)
+	l.m.observe("group_send_once", start, err)
+	return sent, err
 }
 
 // collector reads the parts' counters at scrape time.

@@ -38,7 +38,8 @@ type NewLayer func(t *testing.T) channellayer.Layer
 // implement channellayer.Historian must be configured with History; the
 // history cases are skipped for the others.
 func Run(t *testing.T, newLayer NewLayer) {
-	for _, tc := range append(cases[:len(cases):len(cases)], historyCases...) {
+	all := append(append(cases[:len(cases):len(cases)], historyCases...), onceCases...)
+	for _, tc := range all {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.fn(t, func(t *testing.T) channellayer.Layer {

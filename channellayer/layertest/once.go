@@ -1,0 +1,124 @@
+package layertest
+
+import (
+	"encoding/json"
+	"sync"
+	"testing"
+
+	"github.com/heraldhq/herald/channellayer"
+)
+
+var onceCases = []struct {
+	name string
+	fn   func(*testing.T, NewLayer)
+}{
+	{"SendOnce", func(t *testing.T, nl NewLayer) { testSendOnce(t, nl, "once") }},
+	{"SendOnceWithHistory", func(t *testing.T, nl NewLayer) { testSendOnce(t, nl, "hist.once") }},
+	{"SendOnceSources", testSendOnceSources},
+}
+
+// onceSenders returns two instances of a layer that implements
+// channellayer.OnceSender, or skips the test. For a layer whose instances
+// share nothing (the memory layer), both are the same instance.
+func onceSenders(t *testing.T, newLayer NewLayer) (l1, l2 channellayer.Layer) {
+	l1, l2 = newLayer(t), newLayer(t)
+	if _, ok := l1.(channellayer.OnceSender); !ok {
+		t.Skip("the layer does not implement channellayer.OnceSender")
+	}
+	if !sharesState(t, l1, l2) {
+		l2 = l1
+	}
+	return l1, l2
+}
+
+// testSendOnce has two instances offer the same stream of messages at
+// the same time, as every instance's notifier does. Each message is sent
+// by exactly one of them, and members of both instances get every
+// message once, in order.
+func testSendOnce(t *testing.T, newLayer NewLayer, group string) {
+	l1, l2 := onceSenders(t, newLayer)
+	const n = 300
+	a, b := NewInbox(n+1), NewInbox(n+1)
+	join(t, l1, group, a)
+	join(t, l2, group, b)
+
+	senders := make([][]bool, 2) // which seqs each instance sent
+	var wg sync.WaitGroup
+	for i, l := range []channellayer.Layer{l1, l2} {
+		senders[i] = make([]bool, n)
+		wg.Go(func() {
+			for seq := range n {
+				sent, err := l.(channellayer.OnceSender).GroupSendOnce(ctx(t), "src", int64(seq), group, Msg(t, "seq", seq))
+				if err != nil {
+					t.Errorf("offer %d: %v", seq, err)
+					return
+				}
+				senders[i][seq] = sent
+			}
+		})
+	}
+	wg.Wait()
+	for seq := range n {
+		if senders[0][seq] == senders[1][seq] {
+			t.Fatalf("seq %d: sent by instance 1: %v, by instance 2: %v; want exactly one", seq, senders[0][seq], senders[1][seq])
+		}
+	}
+	// A late offer of a sent seq, and of an older one, does nothing.
+	for _, seq := range []int64{n - 1, 0} {
+		sent, err := l2.(channellayer.OnceSender).GroupSendOnce(ctx(t), "src", seq, group, Msg(t, "seq", int(seq)))
+		if err != nil || sent {
+			t.Fatalf("offer of seq %d again: sent %v, err %v; want nothing sent", seq, sent, err)
+		}
+	}
+	if err := l1.GroupSend(ctx(t), group, Msg(t, "end", 0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []*Inbox{a, b} {
+		for seq := range n {
+			expectN(t, in, "seq", seq)
+		}
+		expectN(t, in, "end", 0)
+	}
+}
+
+// testSendOnceSources checks that sources are independent, and that
+// arguments no source can have are refused.
+func testSendOnceSources(t *testing.T, newLayer NewLayer) {
+	l, _ := onceSenders(t, newLayer)
+	in := NewInbox(4)
+	join(t, l, "sources", in)
+	ol := l.(channellayer.OnceSender)
+	for i, o := range []struct {
+		source string
+		seq    int64
+	}{{"a", 5}, {"b", 1}} {
+		if sent, err := ol.GroupSendOnce(ctx(t), o.source, o.seq, "sources", Msg(t, "x", i)); err != nil || !sent {
+			t.Fatalf("offer %s/%d: sent %v, err %v", o.source, o.seq, sent, err)
+		}
+		expect(t, in, "x", i)
+	}
+	if _, err := ol.GroupSendOnce(ctx(t), "", 1, "sources", Msg(t, "x", 0)); err == nil {
+		t.Error("an empty source was accepted")
+	}
+	if _, err := ol.GroupSendOnce(ctx(t), "a", -1, "sources", Msg(t, "x", 0)); err == nil {
+		t.Error("a negative seq was accepted")
+	}
+	if _, err := ol.GroupSendOnce(ctx(t), "a", 6, "bad group", Msg(t, "x", 0)); err == nil {
+		t.Error("an invalid group was accepted")
+	}
+	in.Empty(t)
+}
+
+// expectN is expect for frames that may carry more fields than the
+// message sent (a history id): it checks the type and the "n" field.
+func expectN(t *testing.T, in *Inbox, typ string, n int) {
+	t.Helper()
+	d := in.Next(t)
+	var got struct {
+		Type string
+		N    int
+	}
+	if err := json.Unmarshal(d.Data, &got); err != nil || d.Type != typ || got.Type != typ || got.N != n {
+		t.Fatalf("got %s %s, want type %s with n %d", d.Type, d.Data, typ, n)
+	}
+}

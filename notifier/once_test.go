@@ -1,0 +1,94 @@
+package notifier_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/channellayer/layertest"
+	"github.com/heraldhq/herald/notifier"
+	"github.com/jackc/pgx/v5"
+)
+
+// TestListenersSendOnce runs the Listeners of two instances sharing a
+// Redis layer, and a third instance with no Listener, like one whose
+// Listener is down or whose clients moved there from an instance that
+// died. During a burst of inserts, members of all three get every post
+// once, in commit order, with a history id: each post is sent once
+// through the layer, by whichever Listener offers it first.
+func TestListenersSendOnce(t *testing.T) {
+	t.Parallel()
+	client := layertest.RedisClient(t)
+	prefix := layertest.Prefix(t)
+	newLayer := func() channellayer.Layer {
+		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: prefix, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l
+	}
+	pool := newPool(t, true)
+	layers := []channellayer.Layer{newLayer(), newLayer(), newLayer()}
+	var inboxes []inbox
+	var raw []chan []byte
+	for _, l := range layers {
+		inboxes = append(inboxes, join(t, l))
+		raw = append(raw, joinRaw(t, l, notifier.DefaultGroup))
+	}
+	for _, l := range layers[:2] {
+		startListener(t, pool, l, notifier.Config{})
+	}
+
+	const n = 300
+	var wg sync.WaitGroup
+	for w := range 3 { // concurrent writers, so that commits interleave
+		wg.Go(func() {
+			for i := w; i < n; i += 3 {
+				if _, err := pool.Exec(t.Context(), "INSERT INTO posts (author, message) VALUES ('burst', $1)", fmt.Sprint(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Commit order, which is the log's order.
+	rows, _ := pool.Query(t.Context(), `SELECT (data->>'id')::bigint, data->>'author', data->>'message'
+		FROM herald_log ORDER BY seq`)
+	want, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p notifier.Post, err error) {
+		err = r.Scan(&p.ID, &p.Author, &p.Message)
+		return p, err
+	})
+	if err != nil || len(want) != n {
+		t.Fatalf("%d posts in the log (err %v), want %d", len(want), err, n)
+	}
+	// Then a sentinel: anything twice or out of place comes before it.
+	want = append(want, insert(t, pool, "sentinel", "sentinel"))
+	for i, in := range inboxes {
+		for k, p := range want {
+			if got := in.next(t); got.ID != p.ID || got.Message != p.Message || got.Sender != p.Author {
+				t.Fatalf("instance %d, post %d: got %s, want post %d", i, k, brief(got), p.ID)
+			}
+		}
+	}
+	for i, ch := range raw {
+		var last channellayer.ID
+		for k := range n + 1 { // the posts and expectAll's sentinel
+			var f struct {
+				HeraldID string `json:"herald_id"`
+			}
+			_ = json.Unmarshal(<-ch, &f)
+			id, err := channellayer.ParseID(f.HeraldID)
+			if err != nil || id.Compare(last) <= 0 {
+				t.Fatalf("instance %d, post %d: id %q (err %v) does not follow %v", i, k, f.HeraldID, err, last)
+			}
+			last = id
+		}
+	}
+}
