@@ -104,13 +104,7 @@ func (l *Redis) NewChannel(m groups.Member) (string, error) { return l.newChanne
 // CloseChannel implements Layer. It waits for the UNSUBSCRIBEs of the
 // groups the channel was the last local member of.
 func (l *Redis) CloseChannel(ctx context.Context, channel string) error {
-	l.mu.Lock()
-	var done []chan struct{}
-	for _, g := range l.reg.RemoveChannel(channel) {
-		done = append(done, l.sub.unsubLocked(l.groupTopic+g))
-	}
-	l.mu.Unlock()
-	return l.awaitUnsub(ctx, done...)
+	return l.closeChannel(ctx, l, channel)
 }
 
 // Send implements Layer. A send to a channel of this instance does not
@@ -129,47 +123,98 @@ func (l *Redis) Send(ctx context.Context, channel string, msg Message) error {
 // reached the membership still stands, takes effect when Redis returns,
 // and GroupAdd returns an error wrapping ErrUnavailable at once.
 func (l *Redis) GroupAdd(ctx context.Context, group, channel string) error {
-	if err := checkNames(group, channel); err != nil {
-		return err
-	}
-	if l.closed.Load() {
-		return ErrClosed
-	}
-	topic := l.groupTopic + group
-	l.mu.Lock()
-	first, err := l.reg.Join(group, channel)
-	if err != nil {
-		l.mu.Unlock()
-		return err
-	}
-	if first {
-		l.sub.subLocked(topic)
-	}
-	if l.sub.liveLocked(topic) {
-		l.mu.Unlock()
-		return nil
-	}
-	ready := l.addWaiterLocked(topic)
-	fail, down := l.sub.fail, l.sub.down
-	l.mu.Unlock()
-	return l.await(ctx, topic, ready, fail, down)
+	return l.groupAdd(ctx, l, group, channel)
 }
 
 // GroupDiscard implements Layer. When the channel was the group's last
 // local member, it waits for the UNSUBSCRIBE, so that a later GroupSend
 // no longer counts this instance.
 func (l *Redis) GroupDiscard(ctx context.Context, group, channel string) error {
+	return l.groupDiscard(ctx, l, group, channel)
+}
+
+// subscribeLocked implements topics: one connection for every topic.
+func (l *Redis) subscribeLocked(topic string) { l.sub.subLocked(topic) }
+
+func (l *Redis) unsubscribeLocked(topic string) chan struct{} { return l.sub.unsubLocked(topic) }
+
+func (l *Redis) waitLocked(topic string) (live bool, fail chan struct{}, down bool) {
+	return l.sub.liveLocked(topic), l.sub.fail, l.sub.down
+}
+
+// topics is how a Redis layer finds the subscription connection of a
+// group's topic: Redis has one connection, RedisCluster one per master.
+// Its methods are called with redisCore.mu held.
+type topics interface {
+	// subscribeLocked subscribes topic, which got its first local member.
+	subscribeLocked(topic string)
+	// unsubscribeLocked unsubscribes topic, which lost its last local
+	// member, and returns a channel closed once Redis confirms, or nil
+	// when there is nothing to wait for.
+	unsubscribeLocked(topic string) chan struct{}
+	// waitLocked reports whether topic's subscription is confirmed, and
+	// if not, what a GroupAdd waits on: fail closes when the connection
+	// fails, and down tells that it is down now.
+	waitLocked(topic string) (live bool, fail chan struct{}, down bool)
+}
+
+// closeChannel is CloseChannel for both Redis layers.
+func (c *redisCore) closeChannel(ctx context.Context, t topics, channel string) error {
+	c.mu.Lock()
+	var done []chan struct{}
+	for _, g := range c.reg.RemoveChannel(channel) {
+		if d := t.unsubscribeLocked(c.groupTopic + g); d != nil {
+			done = append(done, d)
+		}
+	}
+	c.mu.Unlock()
+	return c.awaitUnsub(ctx, done...)
+}
+
+// groupAdd is GroupAdd for both Redis layers.
+func (c *redisCore) groupAdd(ctx context.Context, t topics, group, channel string) error {
 	if err := checkNames(group, channel); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	if !l.reg.Leave(group, channel) {
-		l.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	topic := c.groupTopic + group
+	c.mu.Lock()
+	first, err := c.reg.Join(group, channel)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if first {
+		t.subscribeLocked(topic)
+	}
+	live, fail, down := t.waitLocked(topic)
+	if live {
+		c.mu.Unlock()
 		return nil
 	}
-	done := l.sub.unsubLocked(l.groupTopic + group)
-	l.mu.Unlock()
-	return l.awaitUnsub(ctx, done)
+	ready := c.addWaiterLocked(topic)
+	c.mu.Unlock()
+	return c.await(ctx, topic, ready, fail, down)
+}
+
+// groupDiscard is GroupDiscard for both Redis layers.
+func (c *redisCore) groupDiscard(ctx context.Context, t topics, group, channel string) error {
+	if err := checkNames(group, channel); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if !c.reg.Leave(group, channel) {
+		c.mu.Unlock()
+		return nil
+	}
+	done := t.unsubscribeLocked(c.groupTopic + group)
+	c.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	return c.awaitUnsub(ctx, done)
 }
 
 // awaitUnsub waits for UNSUBSCRIBEs. Failing to wait is no error: the

@@ -278,15 +278,7 @@ func (l *RedisCluster) NewChannel(m groups.Member) (string, error) { return l.ne
 
 // CloseChannel implements Layer.
 func (l *RedisCluster) CloseChannel(ctx context.Context, channel string) error {
-	l.mu.Lock()
-	var done []chan struct{}
-	for _, g := range l.reg.RemoveChannel(channel) {
-		if d := l.unhomeLocked(l.groupTopic + g); d != nil {
-			done = append(done, d)
-		}
-	}
-	l.mu.Unlock()
-	return l.awaitUnsub(ctx, done...)
+	return l.closeChannel(ctx, l, channel)
 }
 
 // Send implements Layer: one SPUBLISH to the shard of the instance
@@ -303,57 +295,27 @@ func (l *RedisCluster) Send(ctx context.Context, channel string, msg Message) er
 
 // GroupAdd implements Layer, as Redis.GroupAdd does.
 func (l *RedisCluster) GroupAdd(ctx context.Context, group, channel string) error {
-	if err := checkNames(group, channel); err != nil {
-		return err
-	}
-	if l.closed.Load() {
-		return ErrClosed
-	}
-	topic := l.groupTopic + group
-	l.mu.Lock()
-	first, err := l.reg.Join(group, channel)
-	if err != nil {
-		l.mu.Unlock()
-		return err
-	}
-	if first {
-		l.homeLocked(topic)
-	}
-	s := l.home[topic]
-	if s != nil && s.liveLocked(topic) {
-		l.mu.Unlock()
-		return nil
-	}
-	ready := l.addWaiterLocked(topic)
-	var fail chan struct{}
-	var down bool
-	if s != nil {
-		fail, down = s.fail, s.down
-	} else {
-		// No slot map yet, or the slot is unserved: wait for a read.
-		fail, down = l.mapFail, l.mapDown
-		l.pokeRefresh()
-	}
-	l.mu.Unlock()
-	return l.await(ctx, topic, ready, fail, down)
+	return l.groupAdd(ctx, l, group, channel)
 }
 
 // GroupDiscard implements Layer, as Redis.GroupDiscard does.
 func (l *RedisCluster) GroupDiscard(ctx context.Context, group, channel string) error {
-	if err := checkNames(group, channel); err != nil {
-		return err
+	return l.groupDiscard(ctx, l, group, channel)
+}
+
+// subscribeLocked implements topics: a topic lives on the connection to
+// the master serving its slot.
+func (l *RedisCluster) subscribeLocked(topic string) { l.homeLocked(topic) }
+
+func (l *RedisCluster) unsubscribeLocked(topic string) chan struct{} { return l.unhomeLocked(topic) }
+
+func (l *RedisCluster) waitLocked(topic string) (live bool, fail chan struct{}, down bool) {
+	if s := l.home[topic]; s != nil {
+		return s.liveLocked(topic), s.fail, s.down
 	}
-	l.mu.Lock()
-	if !l.reg.Leave(group, channel) {
-		l.mu.Unlock()
-		return nil
-	}
-	done := l.unhomeLocked(l.groupTopic + group)
-	l.mu.Unlock()
-	if done == nil {
-		return nil
-	}
-	return l.awaitUnsub(ctx, done)
+	// No slot map yet, or the slot is unserved: wait for a read.
+	l.pokeRefresh()
+	return false, l.mapFail, l.mapDown
 }
 
 // GroupSend implements Layer: one SPUBLISH to the group's shard,
