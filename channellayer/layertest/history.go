@@ -27,44 +27,6 @@ var historyCases = []struct {
 	{"HistoryAcrossInstances", testHistoryAcrossInstances},
 }
 
-// HistoryInbox is an Inbox that also records group messages' ids.
-type HistoryInbox struct {
-	ch chan HistoryDelivery
-}
-
-// HistoryDelivery is one message a HistoryInbox received.
-type HistoryDelivery struct {
-	Group, ID, Type string
-	Data            []byte
-}
-
-// NewHistoryInbox returns an inbox that buffers up to n messages.
-func NewHistoryInbox(n int) *HistoryInbox { return &HistoryInbox{ch: make(chan HistoryDelivery, n)} }
-
-// Deliver implements groups.Member.
-func (in *HistoryInbox) Deliver(msgType string, data []byte) { in.DeliverFrom("", "", msgType, data) }
-
-// DeliverFrom implements groups.HistoryMember.
-func (in *HistoryInbox) DeliverFrom(group, id, msgType string, data []byte) {
-	select {
-	case in.ch <- HistoryDelivery{group, id, msgType, data}:
-	default:
-		panic("layertest: inbox full")
-	}
-}
-
-// Next waits for the next message.
-func (in *HistoryInbox) Next(t testing.TB) HistoryDelivery {
-	t.Helper()
-	select {
-	case d := <-in.ch:
-		return d
-	case <-time.After(Timeout):
-		t.Fatalf("no message within %v", Timeout)
-		return HistoryDelivery{}
-	}
-}
-
 func historian(t *testing.T, l channellayer.Layer) channellayer.Historian {
 	h, ok := l.(channellayer.Historian)
 	if !ok {
@@ -79,7 +41,7 @@ func testHistoryIDs(t *testing.T, newLayer NewLayer) {
 	if !h.HasHistory("hist.a") || h.HasHistory("nohist") {
 		t.Fatalf("HasHistory: hist.a %v, nohist %v; want true, false", h.HasHistory("hist.a"), h.HasHistory("nohist"))
 	}
-	in := NewHistoryInbox(16)
+	in := NewInbox(16)
 	name, err := l.NewChannel(in)
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +81,7 @@ func testHistoryIDs(t *testing.T, newLayer NewLayer) {
 func testHistoryReplay(t *testing.T, newLayer NewLayer) {
 	l := newLayer(t)
 	h := historian(t, l)
-	in := NewHistoryInbox(64)
+	in := NewInbox(64)
 	name, err := l.NewChannel(in)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +89,7 @@ func testHistoryReplay(t *testing.T, newLayer NewLayer) {
 	if err := l.GroupAdd(ctx(t), "hist.r", name); err != nil {
 		t.Fatal(err)
 	}
-	var got []HistoryDelivery
+	var got []Delivery
 	for i := range 10 {
 		if err := l.GroupSend(ctx(t), "hist.r", Msg(t, "t.r", i)); err != nil {
 			t.Fatal(err)
@@ -167,7 +129,7 @@ func testHistoryReplay(t *testing.T, newLayer NewLayer) {
 func testHistoryGap(t *testing.T, newLayer NewLayer) {
 	l := newLayer(t)
 	h := historian(t, l)
-	in := NewHistoryInbox(1)
+	in := NewInbox(1)
 	name, err := l.NewChannel(in)
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +164,7 @@ func testHistoryAcrossInstances(t *testing.T, newLayer NewLayer) {
 		t.Skip("instances of this layer do not share state")
 	}
 	h2 := historian(t, l2)
-	in := NewHistoryInbox(4)
+	in := NewInbox(4)
 	name, err := l2.NewChannel(in)
 	if err != nil {
 		t.Fatal(err)

@@ -70,15 +70,18 @@ var cases = []struct {
 	{"EncodedOnce", testEncodedOnce},
 }
 
-// Inbox is a groups.Member that records what it receives.
+// Inbox is a groups.Member that records what it receives, with the
+// group and history id of group messages that carry one
+// (groups.HistoryMember).
 type Inbox struct {
 	ch chan Delivery
 }
 
-// Delivery is one message an Inbox received.
+// Delivery is one message an Inbox received. Group and ID are set for a
+// group message with a history id.
 type Delivery struct {
-	Type string
-	Data []byte
+	Group, ID, Type string
+	Data            []byte
 }
 
 // NewInbox returns an inbox that buffers up to n messages; more fail the
@@ -86,9 +89,12 @@ type Delivery struct {
 func NewInbox(n int) *Inbox { return &Inbox{ch: make(chan Delivery, n)} }
 
 // Deliver implements groups.Member.
-func (in *Inbox) Deliver(msgType string, data []byte) {
+func (in *Inbox) Deliver(msgType string, data []byte) { in.DeliverFrom("", "", msgType, data) }
+
+// DeliverFrom implements groups.HistoryMember.
+func (in *Inbox) DeliverFrom(group, id, msgType string, data []byte) {
 	select {
-	case in.ch <- Delivery{msgType, data}:
+	case in.ch <- Delivery{group, id, msgType, data}:
 	default:
 		panic("layertest: inbox full")
 	}
