@@ -83,6 +83,34 @@ type OnceSender interface {
 	GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (sent bool, err error)
 }
 
+// CheckSend returns the error a send must report, in this order: nameErr
+// (from ValidGroupName or ValidChannelName), ErrInvalidMessage for a zero
+// Message, ErrClosed when the layer is closed; or nil.
+func CheckSend(nameErr error, msg Message, closed bool) error {
+	if nameErr != nil {
+		return nameErr
+	}
+	if !msg.Valid() {
+		return fmt.Errorf("%w: zero Message", ErrInvalidMessage)
+	}
+	if closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// SendLocal is GroupSendLocal for a layer whose local members are in reg:
+// it checks the send, and delivers msg to reg's members of group.
+func SendLocal(reg *groups.Registry, group string, msg Message, closed bool) error {
+	if err := CheckSend(ValidGroupName(group), msg, closed); err != nil {
+		return err
+	}
+	if reg.SendGroup(group, msg.typ, msg.data) == 0 {
+		return fmt.Errorf("%w: group %q has no local member", ErrNoReceivers, group)
+	}
+	return nil
+}
+
 // checkSource reports an error for arguments of GroupSendOnce that no
 // source can have.
 func checkSource(source string, seq int64) error {

@@ -167,13 +167,7 @@ func (l *Memory) checkNames(group, channel string) error {
 }
 
 func (l *Memory) check(nameErr error, msg Message) error {
-	if nameErr != nil {
-		return nameErr
-	}
-	if !msg.Valid() {
-		return fmt.Errorf("%w: zero Message", ErrInvalidMessage)
-	}
-	return l.Check(context.Background())
+	return CheckSend(nameErr, msg, l.Check(context.Background()) != nil)
 }
 
 // randomID returns 12 random hex characters.

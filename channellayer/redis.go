@@ -247,17 +247,7 @@ func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 
 // GroupSendLocal implements LocalSender without touching Redis.
 func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) error {
-	return l.groupSendLocal(group, msg)
-}
-
-func (c *redisCore) groupSendLocal(group string, msg Message) error {
-	if err := c.check(ValidGroupName(group), msg); err != nil {
-		return err
-	}
-	if c.reg.SendGroup(group, msg.typ, msg.data) == 0 {
-		return fmt.Errorf("%w: group %q has no local member", ErrNoReceivers, group)
-	}
-	return nil
+	return SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
 // Check implements Checker: Redis answers a PING and the subscription

@@ -330,7 +330,7 @@ func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message)
 
 // GroupSendLocal implements LocalSender without touching Redis.
 func (l *RedisCluster) GroupSendLocal(_ context.Context, group string, msg Message) error {
-	return l.groupSendLocal(group, msg)
+	return SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
 // LocalStats returns this instance's channels, groups and members.

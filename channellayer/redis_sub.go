@@ -253,16 +253,7 @@ func (c *redisCore) await(ctx context.Context, topic string, ready, fail chan st
 }
 
 func (c *redisCore) check(nameErr error, msg Message) error {
-	if nameErr != nil {
-		return nameErr
-	}
-	if !msg.Valid() {
-		return fmt.Errorf("%w: zero Message", ErrInvalidMessage)
-	}
-	if c.closed.Load() {
-		return ErrClosed
-	}
-	return nil
+	return CheckSend(nameErr, msg, c.closed.Load())
 }
 
 // subOp is one queued SUBSCRIBE or UNSUBSCRIBE of one topic.

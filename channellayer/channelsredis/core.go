@@ -579,13 +579,7 @@ func (l *Core) GroupSend(ctx context.Context, group string, msg channellayer.Mes
 // GroupSendLocal implements channellayer.LocalSender without touching
 // Redis.
 func (l *Core) GroupSendLocal(_ context.Context, group string, msg channellayer.Message) error {
-	if err := l.check(channellayer.ValidGroupName(group), msg); err != nil {
-		return err
-	}
-	if l.reg.SendGroup(group, msg.Type(), msg.Bytes()) == 0 {
-		return fmt.Errorf("%w: group %q has no local member", channellayer.ErrNoReceivers, group)
-	}
-	return nil
+	return channellayer.SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
 // Check implements channellayer.Checker.
@@ -628,16 +622,7 @@ func (l *Core) Close() error {
 }
 
 func (l *Core) check(nameErr error, msg channellayer.Message) error {
-	if nameErr != nil {
-		return nameErr
-	}
-	if !msg.Valid() {
-		return fmt.Errorf("%w: zero Message", channellayer.ErrInvalidMessage)
-	}
-	if l.closed.Load() {
-		return channellayer.ErrClosed
-	}
-	return nil
+	return channellayer.CheckSend(nameErr, msg, l.closed.Load())
 }
 
 func checkNames(group, channel string) error {

@@ -326,13 +326,7 @@ func (l *PubSub) GroupSend(ctx context.Context, group string, msg channellayer.M
 // GroupSendLocal implements channellayer.LocalSender without touching
 // Redis.
 func (l *PubSub) GroupSendLocal(_ context.Context, group string, msg channellayer.Message) error {
-	if err := l.check(channellayer.ValidGroupName(group), msg); err != nil {
-		return err
-	}
-	if l.reg.SendGroup(group, msg.Type(), msg.Bytes()) == 0 {
-		return fmt.Errorf("%w: group %q has no local member", channellayer.ErrNoReceivers, group)
-	}
-	return nil
+	return channellayer.SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
 // Check implements channellayer.Checker: Redis answers a PING and the
@@ -363,14 +357,5 @@ func (l *PubSub) Close() error {
 }
 
 func (l *PubSub) check(nameErr error, msg channellayer.Message) error {
-	if nameErr != nil {
-		return nameErr
-	}
-	if !msg.Valid() {
-		return fmt.Errorf("%w: zero Message", channellayer.ErrInvalidMessage)
-	}
-	if l.closed.Load() {
-		return channellayer.ErrClosed
-	}
-	return nil
+	return channellayer.CheckSend(nameErr, msg, l.closed.Load())
 }
