@@ -81,6 +81,12 @@ type OnceSender interface {
 	// returns an error wrapping ErrNoReceivers when a sent message reached
 	// no member.
 	GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (sent bool, err error)
+	// LastSent returns the highest seq of source sent so far, and false
+	// if the layer knows of none (nothing sent yet, or the record is
+	// gone: the memory layer forgets with its process, Redis after a day
+	// without sends). A reader starting afresh goes on from there, so
+	// that what was committed while no instance ran is sent too.
+	LastSent(ctx context.Context, source string) (seq int64, ok bool, err error)
 }
 
 // CheckSend returns the error a send must report, in this order: nameErr

@@ -137,6 +137,17 @@ func (l *Memory) GroupSendOnce(ctx context.Context, source string, seq int64, gr
 	return sent, err
 }
 
+// LastSent implements OnceSender.
+func (l *Memory) LastSent(_ context.Context, source string) (int64, bool, error) {
+	if err := checkSource(source, 0); err != nil {
+		return 0, false, err
+	}
+	l.onceMu.Lock()
+	defer l.onceMu.Unlock()
+	seq, ok := l.once[source]
+	return seq, ok, nil
+}
+
 // Check implements Checker: a memory layer is always reachable until
 // closed.
 func (l *Memory) Check(context.Context) error {

@@ -108,6 +108,21 @@ func (l *Redis) GroupSendOnce(ctx context.Context, source string, seq int64, gro
 	return err == nil || errors.Is(err, ErrNoReceivers), err
 }
 
+// LastSent implements OnceSender, reading the source's mark.
+func (l *Redis) LastSent(ctx context.Context, source string) (int64, bool, error) {
+	if err := checkSource(source, 0); err != nil {
+		return 0, false, err
+	}
+	seq, err := l.client.Get(ctx, l.onceKey(source)).Int64()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, unavailable(err)
+	}
+	return seq, true, nil
+}
+
 // receivers reads the {id, receivers} reply of the publishing scripts.
 func receivers(res []any, err error) (int64, error) {
 	if err != nil {

@@ -36,7 +36,7 @@ func ExampleListener() {
 
 	// The HTTP API writes through the store; the trigger and every
 	// instance's Listener deliver.
-	store := notifier.NewPostgresStore(pool)
+	store := notifier.NewPostgresStore(pool, nil)
 	if _, err := store.Create(ctx, "ann", "hello"); err != nil {
 		log.Print(err)
 	}

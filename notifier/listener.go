@@ -88,6 +88,7 @@ type Listener struct {
 
 	running atomic.Bool
 	ready   atomic.Bool
+	begun   chan struct{} // closed once the Listener knows where it starts
 
 	// Owned by the goroutine in Run.
 	started   bool      // last has been set from the log
@@ -140,6 +141,7 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 		maxBackoff: cfg.MaxBackoff,
 		poll:       cfg.PollInterval,
 		retention:  cfg.Retention,
+		begun:      make(chan struct{}),
 	}
 	for _, b := range bridges {
 		l.bridges[b.Table] = b
@@ -246,10 +248,13 @@ func (l *Listener) session(ctx context.Context) (wasReady bool, err error) {
 	}
 }
 
-// resume sets where delivery starts. A fresh Listener owes its clients
-// nothing older than now and starts at the end of the log; one that
-// reconnects goes on from the last row it delivered, unless the log no
-// longer holds the rows after it.
+// resume sets where delivery starts. A Listener that reconnects goes on
+// from the last row it delivered, unless the log no longer holds the rows
+// after it. A fresh one starts where the layer says the rows were last
+// sent (OnceSender.LastSent), so that rows committed while no instance
+// ran reach the group's history and the clients that resume from it; on
+// other layers, and when the layer knows nothing, it owes its clients
+// nothing older than now and starts at the end of the log.
 func (l *Listener) resume(ctx context.Context, conn *pgx.Conn) error {
 	var end, pruned int64
 	err := conn.QueryRow(ctx, `SELECT greatest((SELECT max(seq) FROM herald_log), pruned_through), pruned_through, epoch
@@ -257,9 +262,14 @@ func (l *Listener) resume(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return fmt.Errorf("read the log: %w", err)
 	}
+	if !l.started {
+		l.last, l.started = l.lastSent(ctx, end), true
+		if l.last < end {
+			l.log.Info("notifier: sending the rows committed since the last one sent", "from_seq", l.last, "log_end", end)
+		}
+		close(l.begun)
+	}
 	switch {
-	case !l.started:
-		l.last, l.started = end, true
 	case pruned > l.last:
 		l.log.Error("notifier: away longer than the log's retention; rows committed meanwhile were pruned and are not delivered",
 			"last_seq", l.last, "pruned_through", pruned, "retention", l.retention)
@@ -270,6 +280,27 @@ func (l *Listener) resume(ctx context.Context, conn *pgx.Conn) error {
 		l.last = end
 	}
 	return nil
+}
+
+// lastSent returns the lowest of the bridges' last sent seqs the layer
+// knows, or end if it knows none. Rows after it that some bridge already
+// sent are offered again and dropped by the layer.
+func (l *Listener) lastSent(ctx context.Context, end int64) int64 {
+	if l.once == nil {
+		return end
+	}
+	from := end
+	for _, b := range l.bridges {
+		seq, ok, err := l.once.LastSent(ctx, l.sourceName(b))
+		if err != nil {
+			l.log.Warn("notifier: cannot ask the layer where rows were last sent; starting at the end of the log", "err", err)
+			return end
+		}
+		if ok {
+			from = min(from, seq)
+		}
+	}
+	return from
 }
 
 // wait returns when a notification arrives or the poll interval passes,

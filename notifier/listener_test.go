@@ -285,7 +285,7 @@ func TestPostgresStore(t *testing.T) {
 	layer := channellayer.NewMemory()
 	in := join(t, layer)
 	startListener(t, pool, layer, notifier.Config{})
-	store := notifier.NewPostgresStore(pool)
+	store := notifier.NewPostgresStore(pool, nil)
 
 	if _, err := store.Create(t.Context(), " ", "hi"); !errors.Is(err, notifier.ErrInvalidPost) {
 		t.Errorf("Create with blank author: %v, want ErrInvalidPost", err)
@@ -340,5 +340,36 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := notifier.New(pool, layer, notifier.Config{}); err != nil {
 		t.Errorf("New with zero Config: %v", err)
+	}
+}
+
+// TestRecentWaitsForListener checks that recent posts are read only once
+// the Listener knows where it starts: a page that loads them after
+// joining the group then misses no post committed around an instance's
+// start.
+func TestRecentWaitsForListener(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	l, err := notifier.New(pool, layer, notifier.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := notifier.NewPostgresStore(pool, l)
+	p := insert(t, pool, "ana", "before the start")
+
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if posts, err := store.Recent(ctx, 10); err == nil {
+		t.Fatalf("Recent before the Listener started: %v, want an error", posts)
+	}
+
+	runCtx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	posts, err := store.Recent(t.Context(), 10)
+	if err != nil || len(posts) != 1 || posts[0].ID != p.ID {
+		t.Fatalf("Recent once started: %v, %v; want the one post", posts, err)
 	}
 }

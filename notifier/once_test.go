@@ -1,6 +1,7 @@
 package notifier_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -20,16 +21,7 @@ import (
 // through the layer, by whichever Listener offers it first.
 func TestListenersSendOnce(t *testing.T) {
 	t.Parallel()
-	client := layertest.RedisClient(t)
-	prefix := layertest.Prefix(t)
-	newLayer := func() channellayer.Layer {
-		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: prefix, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = l.Close() })
-		return l
-	}
+	newLayer := redisLayers(t)
 	pool := newPool(t, true)
 	layers := []channellayer.Layer{newLayer(), newLayer(), newLayer()}
 	var inboxes []inbox
@@ -91,4 +83,50 @@ func TestListenersSendOnce(t *testing.T) {
 			last = id
 		}
 	}
+}
+
+// redisLayers returns a function that makes Redis layers of one
+// deployment: instances sharing Redis and a key prefix.
+func redisLayers(t *testing.T) func() channellayer.Layer {
+	client := layertest.RedisClient(t)
+	prefix := layertest.Prefix(t)
+	return func() channellayer.Layer {
+		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: prefix, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l
+	}
+}
+
+// TestFreshListenerSendsWhatNoneSent stops the only Listener, commits
+// posts while none runs, and starts a fresh one on another instance: it
+// sends the posts committed meanwhile, once, where the layer says the
+// last one sent was, rather than starting at the end of the log. A client
+// resuming from the group's history then finds them there.
+func TestFreshListenerSendsWhatNoneSent(t *testing.T) {
+	t.Parallel()
+	newLayer := redisLayers(t)
+	pool := newPool(t, true)
+	in := join(t, newLayer()) // an instance with no Listener
+
+	l, err := notifier.New(pool, newLayer(), notifier.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	waitReady(t, l, true)
+	in.expect(t, insert(t, pool, "before", "sent live"))
+	cancel()
+	<-done
+
+	var missed []notifier.Post
+	for i := range 3 {
+		missed = append(missed, insert(t, pool, "meanwhile", fmt.Sprint(i)))
+	}
+	startListener(t, pool, newLayer(), notifier.Config{})
+	in.expectAll(t, pool, missed)
 }

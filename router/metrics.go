@@ -142,6 +142,10 @@ func (l *instrumentedOnce) GroupSendOnce(ctx context.Context, source string, seq
 	return sent, err
 }
 
+func (l *instrumentedOnce) LastSent(ctx context.Context, source string) (int64, bool, error) {
+	return l.once.LastSent(ctx, source)
+}
+
 // collector reads the parts' counters at scrape time.
 type collector struct {
 	conns *consumer.Server

@@ -97,6 +97,15 @@ func testSendOnceSources(t *testing.T, newLayer NewLayer) {
 		}
 		expect(t, in, "x", i)
 	}
+	for _, want := range []struct {
+		source string
+		seq    int64
+		ok     bool
+	}{{"a", 5, true}, {"b", 1, true}, {"never", 0, false}} {
+		if seq, ok, err := ol.LastSent(ctx(t), want.source); err != nil || seq != want.seq || ok != want.ok {
+			t.Errorf("LastSent(%q) = %d, %v, %v; want %d, %v", want.source, seq, ok, err, want.seq, want.ok)
+		}
+	}
 	if _, err := ol.GroupSendOnce(ctx(t), "", 1, "sources", Msg(t, "x", 0)); err == nil {
 		t.Error("an empty source was accepted")
 	}

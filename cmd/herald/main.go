@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		if err != nil {
 			return err
 		}
-		posts = notifier.NewPostgresStore(pool)
+		posts = notifier.NewPostgresStore(pool, listener)
 		dbName = fmt.Sprintf("postgres %s:%d/%s", cfg.pgConfig.ConnConfig.Host, cfg.pgConfig.ConnConfig.Port, cfg.pgConfig.ConnConfig.Database)
 		bg.Add(1)
 		go func() {
