@@ -1,5 +1,5 @@
 // Package web serves Herald's browser page: one HTML document with its
-// stylesheet, script and icon, embedded in the binary so that a deploy is a
+// stylesheet, scripts and icon, embedded in the binary so that a deploy is a
 // single file and the page always matches the server it came with.
 //
 // The page is plain HTML, CSS and JavaScript: no build step, no framework,
@@ -30,31 +30,35 @@
 //
 // # What the page expects of the server
 //
-//   - A WebSocket at /notifications/ on the same host, sending text frames
-//     {"type":"name.gossip","event":"New Post","sender":..,"message":..,"id":N}.
-//     Frames of other types are ignored.
-//   - GET /posts?limit=50 answering {"posts":[{"id","author","message","created_at"}]},
-//     read at load and after every reconnect so posts sent while the socket
-//     was down still appear; a failed read is retried every 10 s.
+//   - /notifications/ on the same host, reached through static/herald.js
+//     (a WebSocket, or an event stream where WebSockets are blocked),
+//     delivering {"type":"name.gossip","event":"New Post","sender":..,"message":..,"id":N}
+//     with a "herald_id" when the group keeps history, and {"type":"resync"}
+//     when a resumed connection cannot be replayed. Other types are ignored.
+//   - GET /posts?limit=N answering {"posts":[{"id","author","message","created_at"}]},
+//     read at load (50), and again (200, the feed's size) at a reconnection
+//     that could not resume and on every resync, so that posts sent while
+//     the page was away still appear; a failed read is retried every 10 s.
 //   - POST /posts taking {"author","message"}, answering 201 with the post,
 //     or 4xx/5xx with {"error":"..."}, which the page shows under the form.
 //
-// Posts are keyed by id: one that arrives both by GET and by WebSocket is
+// Posts are keyed by id: one that arrives both by GET and by the stream is
 // shown once, and the feed is ordered by id, newest on top.
 //
 // # Reconnecting
 //
-// After a close the page waits, then reconnects:
-//
-//   - 1012 (service restart): 0.1–1 s, random, so the pages of a restarted
-//     instance do not return in one burst.
-//   - 4008 (client too slow): exponential backoff starting at 1–2 s.
-//   - anything else: exponential backoff from 0.25–0.5 s, doubling, with
-//     jitter over the upper half of each step, capped at 10 s.
-//
-// The backoff resets once a connection has stayed open for 5 s, so a server
-// that accepts and drops at once is not hammered. While the browser reports
-// being offline the page waits for it to come back instead.
+// static/herald.js is a small client any page can use (README.md documents
+// it). After a lost connection it waits a random time between zero and a
+// ceiling that starts at 0.5 s and doubles per failed attempt up to 10 s
+// (full jitter), then reconnects with ?since=<last herald_id>. A connection
+// closed for the client's own fault (1003, 1007, 1008, 1009, 4008) waits at
+// least as for the third attempt. The backoff resets once a connection has
+// stayed open for 5 s, so a server that accepts and drops at once is not
+// hammered. While the browser reports being offline it waits for the
+// network instead. When WebSockets fail three times without ever opening,
+// or do not exist, it uses an event stream (EventSource) instead, which it
+// also reopens itself with the same backoff and ?since=. It never passes on
+// a message whose herald_id is not after the last one it passed on.
 //
 // # Hooks for browser tests
 //

@@ -85,19 +85,45 @@ func TestIndex(t *testing.T) {
 }
 
 // TestScriptHooks checks that the script builds posts the way browser tests
-// find them: data-post-id on each post, .author and .message inside.
+// find them: data-post-id on each post, .author and .message inside; and that
+// it connects through herald.js, which knows the endpoint.
 func TestScriptHooks(t *testing.T) {
 	js := get(t, http.MethodGet, "/static/app.js", nil).Body.String()
 	for _, want := range []string{
 		"dataset.postId", "'author'", "'message'", "dataset.state",
-		"'/notifications/'", "'/posts?limit='", "'name.gossip'", "localStorage",
+		"new Herald(", "'resync'", "'/posts?limit='", "'name.gossip'", "localStorage",
 	} {
 		if !strings.Contains(js, want) {
 			t.Errorf("app.js does not contain %s", want)
 		}
 	}
-	if strings.Contains(js, "innerHTML") || strings.Contains(js, "insertAdjacentHTML") {
-		t.Error("app.js uses innerHTML; user text must go through textContent")
+	if strings.Contains(js, "new WebSocket") || strings.Contains(js, "new EventSource") {
+		t.Error("app.js opens its own connection; it must use herald.js")
+	}
+	client := get(t, http.MethodGet, "/static/herald.js", nil).Body.String()
+	if !strings.Contains(client, "'/notifications/'") {
+		t.Error("herald.js does not default to '/notifications/'")
+	}
+	for name, src := range map[string]string{"app.js": js, "herald.js": client} {
+		if strings.Contains(src, "innerHTML") || strings.Contains(src, "insertAdjacentHTML") {
+			t.Errorf("%s uses innerHTML; user text must go through textContent", name)
+		}
+	}
+}
+
+// TestPageLoadsClient checks that the page loads herald.js, and before
+// app.js, which uses it: deferred scripts run in document order.
+func TestPageLoadsClient(t *testing.T) {
+	page := get(t, http.MethodGet, "/", nil).Body.String()
+	client := strings.Index(page, `<script src="static/herald.js" defer></script>`)
+	app := strings.Index(page, `<script src="static/app.js" defer></script>`)
+	switch {
+	case client < 0:
+		t.Fatal(`page has no <script src="static/herald.js" defer>`)
+	case app < 0:
+		t.Fatal(`page has no <script src="static/app.js" defer>`)
+	case client > app:
+		t.Error("page loads app.js before herald.js")
 	}
 }
 
@@ -150,6 +176,7 @@ func TestAssets(t *testing.T) {
 		path, ctype string
 	}{
 		{"/static/app.js", "text/javascript; charset=utf-8"},
+		{"/static/herald.js", "text/javascript; charset=utf-8"},
 		{"/static/style.css", "text/css; charset=utf-8"},
 		{"/static/icon.svg", "image/svg+xml"},
 	}
@@ -268,7 +295,7 @@ func TestScriptSyntax(t *testing.T) {
 
 // nodeHarness loads app.js in a context without a document, where it exposes
 // its pure functions as heraldInternals, runs the cases read from stdin and
-// prints the results as JSON.
+// prints the results as JSON. Frames are parsed as herald.js parses them.
 const nodeHarness = `
 const fs = require('node:fs');
 const vm = require('node:vm');
@@ -279,10 +306,11 @@ const cases = JSON.parse(fs.readFileSync(0, 'utf8'));
 const now = new Date(cases.now);
 process.stdout.write(JSON.stringify({
   frames: cases.frames.map((f) => {
-    const p = h.parseFrame(f);
+    let msg;
+    try { msg = JSON.parse(f); } catch (_) { return null; }
+    const p = h.postFromMessage(msg);
     return p && { id: p.id, author: p.author, message: p.message };
   }),
-  delays: cases.delays.map((d) => h.reconnectDelay(d.code, d.attempt, d.rand)),
   times: cases.times.map((s) => h.relativeTime(new Date(s), now)),
 }));
 `
@@ -301,12 +329,6 @@ func TestScriptLogic(t *testing.T) {
 		Author  string `json:"author"`
 		Message string `json:"message"`
 	}
-	type delay struct {
-		Code     int     `json:"code"`
-		Attempt  int     `json:"attempt"`
-		Rand     float64 `json:"rand"`
-		min, max int
-	}
 	frames := []struct {
 		frame string
 		want  *post
@@ -321,18 +343,6 @@ func TestScriptLogic(t *testing.T) {
 		{`null`, nil},
 		{`[1,2]`, nil},
 	}
-	delays := []delay{
-		{Code: 1012, Attempt: 0, Rand: 0, min: 100, max: 100},
-		{Code: 1012, Attempt: 0, Rand: 0.999, min: 990, max: 1000},
-		{Code: 1012, Attempt: 3, Rand: 0, min: 2000, max: 2000}, // restarts that never settle back off
-		{Code: 1006, Attempt: 0, Rand: 0, min: 250, max: 250},
-		{Code: 1006, Attempt: 0, Rand: 0.999, min: 499, max: 500},
-		{Code: 1006, Attempt: 3, Rand: 0.5, min: 3000, max: 3000},
-		{Code: 1006, Attempt: 30, Rand: 0.999, min: 9990, max: 10000}, // capped
-		{Code: 1011, Attempt: 30, Rand: 0, min: 5000, max: 5000},
-		{Code: 4008, Attempt: 0, Rand: 0, min: 1000, max: 1000}, // too slow: not at once
-		{Code: 4008, Attempt: 4, Rand: 0, min: 4000, max: 4000},
-	}
 	times := []struct{ at, want string }{
 		{"2026-01-02T12:00:00Z", "just now"},
 		{"2026-01-02T12:00:30Z", "just now"}, // a server clock slightly ahead
@@ -344,14 +354,12 @@ func TestScriptLogic(t *testing.T) {
 	var in struct {
 		Now    string   `json:"now"`
 		Frames []string `json:"frames"`
-		Delays []delay  `json:"delays"`
 		Times  []string `json:"times"`
 	}
 	in.Now = "2026-01-02T12:00:00Z"
 	for _, f := range frames {
 		in.Frames = append(in.Frames, f.frame)
 	}
-	in.Delays = delays
 	for _, tm := range times {
 		in.Times = append(in.Times, tm.at)
 	}
@@ -371,7 +379,6 @@ func TestScriptLogic(t *testing.T) {
 	}
 	var got struct {
 		Frames []*post  `json:"frames"`
-		Delays []int    `json:"delays"`
 		Times  []string `json:"times"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
@@ -385,12 +392,6 @@ func TestScriptLogic(t *testing.T) {
 			t.Errorf("parseFrame(%s) = %+v, want ignored", f.frame, *g)
 		case f.want != nil && (g == nil || *g != *f.want):
 			t.Errorf("parseFrame(%s) = %+v, want %+v", f.frame, g, *f.want)
-		}
-	}
-	for i, d := range delays {
-		if g := got.Delays[i]; g < d.min || g > d.max {
-			t.Errorf("reconnectDelay(%d, attempt %d, rand %v) = %dms, want %d..%d",
-				d.Code, d.Attempt, d.Rand, g, d.min, d.max)
 		}
 	}
 	for i, tm := range times {

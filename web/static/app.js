@@ -1,22 +1,17 @@
 // Herald's page script. Plain browser JavaScript, no build step and no
-// dependencies. It keeps one WebSocket to /notifications/ open, fills the feed
-// from GET /posts at load and after every reconnect, and publishes with
-// POST /posts. All user text reaches the DOM through textContent only.
+// dependencies but herald.js, loaded before it, which keeps the connection to
+// /notifications/. The feed is filled from GET /posts at load and whenever
+// the connection could not account for what it missed, and posts are
+// published with POST /posts. All user text reaches the DOM through
+// textContent only.
 (function () {
   'use strict';
 
-  const RECENT_LIMIT = 50;     // posts asked of GET /posts
-  const FEED_LIMIT = 200;      // posts kept on the page; the oldest go first
-  const STABLE_MS = 5000;      // a connection open this long resets the backoff
-  const BASE_DELAY_MS = 500;   // first backoff ceiling, doubled per failed attempt
-  const MAX_DELAY_MS = 10000;  // backoff ceiling
+  const RECENT_LIMIT = 50;     // posts asked of GET /posts at load
+  const FEED_LIMIT = 200;      // posts kept on the page, and asked for after a gap
   const REQUEST_TIMEOUT_MS = 15000;
   const RECENT_RETRY_MS = 10000; // retry a failed GET /posts this often
   const AUTHOR_KEY = 'herald.author';
-
-  // Close codes the server documents.
-  const CLOSE_SERVICE_RESTART = 1012; // server restarting: come back at once
-  const CLOSE_TOO_SLOW = 4008;        // we fell behind: come back, but slowly
 
   // normalizePost turns a post from the API or a frame into
   // {id, author, message, createdAt}, or null when it has no usable id.
@@ -38,17 +33,10 @@
     };
   }
 
-  // parseFrame reads one WebSocket text frame. It returns a post for a
+  // postFromMessage reads one message from herald.js. It returns a post for a
   // "name.gossip" notification and null for anything else, so new frame types
   // on the server never break an old page.
-  function parseFrame(data) {
-    if (typeof data !== 'string') return null;
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch (_) {
-      return null;
-    }
+  function postFromMessage(msg) {
     if (!msg || typeof msg !== 'object' || msg.type !== 'name.gossip') return null;
     return normalizePost({
       id: msg.id,
@@ -56,22 +44,6 @@
       message: msg.message,
       created_at: msg.created_at,
     });
-  }
-
-  // reconnectDelay says how many milliseconds to wait before reconnecting after
-  // a close with code, given attempt failed tries since the last stable
-  // connection and rand in [0, 1). A restarting server (1012) is retried within
-  // a second, spread so a fleet of pages does not arrive together; everything
-  // else backs off exponentially with jitter up to MAX_DELAY_MS, and a client
-  // closed for being too slow (4008) starts from a couple of seconds.
-  function reconnectDelay(code, attempt, rand) {
-    if (code === CLOSE_SERVICE_RESTART && attempt === 0) {
-      return 100 + Math.floor(rand * 900);
-    }
-    let n = attempt;
-    if (code === CLOSE_TOO_SLOW) n = Math.max(n, 2);
-    const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * Math.pow(2, Math.min(n, 16)));
-    return Math.round(ceiling / 2 + (rand * ceiling) / 2);
   }
 
   const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
@@ -97,7 +69,7 @@
 
   // Without a document (node, in web_test.go) expose the pure parts and stop.
   if (typeof document === 'undefined') {
-    globalThis.heraldInternals = { normalizePost, parseFrame, reconnectDelay, relativeTime, hue };
+    globalThis.heraldInternals = { normalizePost, postFromMessage, relativeTime, hue };
     return;
   }
 
@@ -222,19 +194,25 @@
   }
 
   let recentRequest = null;
+  let recentLimit = 0; // the limit of recentRequest
   let recentRetry = 0;
 
-  // loadRecent merges the newest posts into the feed. A newer call supersedes
-  // one still in flight, since its answer is a superset. A failed load is
-  // retried every RECENT_RETRY_MS until one succeeds.
-  async function loadRecent() {
+  // loadRecent merges the newest limit posts into the feed. A newer call
+  // supersedes one still in flight, asking for at least as many, so that its
+  // answer is a superset. A failed load is retried every RECENT_RETRY_MS until
+  // one succeeds.
+  async function loadRecent(limit) {
     clearTimeout(recentRetry);
-    if (recentRequest) recentRequest.abort();
+    if (recentRequest) {
+      recentRequest.abort();
+      limit = Math.max(limit, recentLimit);
+    }
     const ctl = new AbortController();
     recentRequest = ctl;
+    recentLimit = limit;
     const timer = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);
     try {
-      const res = await fetch('/posts?limit=' + RECENT_LIMIT, {
+      const res = await fetch('/posts?limit=' + limit, {
         headers: { Accept: 'application/json' },
         cache: 'no-store',
         signal: ctl.signal,
@@ -253,7 +231,7 @@
       if (recentRequest !== ctl) return; // superseded by a newer load
       const why = (ctl.signal.aborted ? 'the server took too long' : String(err.message)).replace(/[.\s]+$/, '');
       setNotice('Couldn’t load recent posts: ' + why + '. Retrying…');
-      recentRetry = setTimeout(loadRecent, RECENT_RETRY_MS);
+      recentRetry = setTimeout(() => loadRecent(limit), RECENT_RETRY_MS);
     } finally {
       clearTimeout(timer);
       if (recentRequest === ctl) {
@@ -266,11 +244,13 @@
 
   // ---- Connection ---------------------------------------------------------
 
-  let socket = null;
+  // herald.js reconnects, resumes from the last message id it saw and drops
+  // repeats; the page only has to reload the feed when that cannot cover a
+  // gap: at a connection that did not resume (the first, or one after
+  // messages that carried no id), and on resync. Posts are keyed by id, so
+  // what both the reload and the stream bring is shown once.
+  const herald = new Herald();
   let everOpened = false;
-  let openedAt = 0;
-  let attempt = 0;
-  let retryTimer = 0;
   let tickTimer = 0;
   let retryAt = 0;
 
@@ -279,68 +259,7 @@
     ui.status.classList.toggle('is-offline', label === 'Offline');
     ui.statusLabel.textContent = label;
     ui.statusDetail.textContent = detail || '';
-    ui.retry.hidden = !(retryTimer || label === 'Offline');
-  }
-
-  function wsURL() {
-    return (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + '/notifications/';
-  }
-
-  function clearRetry() {
-    clearTimeout(retryTimer);
-    clearInterval(tickTimer);
-    retryTimer = 0;
-    tickTimer = 0;
-  }
-
-  function connect() {
-    clearRetry();
-    if (socket) return;
-    if (navigator.onLine === false) {
-      setStatus('reconnecting', 'Offline', 'waiting for network');
-      return;
-    }
-    setStatus(everOpened ? 'reconnecting' : 'connecting', everOpened ? 'Reconnecting…' : 'Connecting…');
-
-    let ws;
-    try {
-      ws = new WebSocket(wsURL());
-    } catch (_) {
-      closed(1006);
-      return;
-    }
-    socket = ws;
-    ws.addEventListener('open', () => {
-      if (socket !== ws) return;
-      everOpened = true;
-      openedAt = Date.now();
-      setStatus('open', 'Connected');
-      loadRecent();
-    });
-    ws.addEventListener('message', (ev) => {
-      if (socket !== ws) return;
-      addPost(parseFrame(ev.data), true);
-    });
-    ws.addEventListener('close', (ev) => {
-      if (socket !== ws) return;
-      socket = null;
-      closed(ev.code);
-    });
-  }
-
-  function closed(code) {
-    if (openedAt && Date.now() - openedAt >= STABLE_MS) attempt = 0;
-    openedAt = 0;
-    const delay = reconnectDelay(code, attempt, Math.random());
-    attempt++;
-    if (navigator.onLine === false) {
-      setStatus('reconnecting', 'Offline', 'waiting for network');
-      return;
-    }
-    retryAt = Date.now() + delay;
-    retryTimer = setTimeout(connect, delay);
-    tickTimer = setInterval(showCountdown, 250);
-    showCountdown();
+    ui.retry.hidden = !(herald.state === 'waiting' || herald.state === 'offline');
   }
 
   function showCountdown() {
@@ -348,9 +267,30 @@
     setStatus('reconnecting', 'Reconnecting', 'in ' + secs + 's');
   }
 
-  // reconnectNow skips the wait, for when the user or the network says so.
-  function reconnectNow() {
-    if (!socket) connect();
+  function onState(s) {
+    clearInterval(tickTimer);
+    tickTimer = 0;
+    switch (s.state) {
+      case 'connecting':
+        if (!everOpened && s.attempt === 0) setStatus('connecting', 'Connecting…');
+        else setStatus('reconnecting', 'Reconnecting…');
+        break;
+      case 'open':
+        setStatus('open', 'Connected', s.transport === 'eventsource' ? 'receive only' : '');
+        if (!s.resumed) loadRecent(everOpened ? FEED_LIMIT : RECENT_LIMIT);
+        everOpened = true;
+        break;
+      case 'waiting':
+        retryAt = Date.now() + s.delay;
+        tickTimer = setInterval(showCountdown, 250);
+        showCountdown();
+        break;
+      case 'offline':
+        setStatus('reconnecting', 'Offline', 'waiting for network');
+        break;
+      default:
+        setStatus('closed', 'Disconnected');
+    }
   }
 
   // ---- Form ---------------------------------------------------------------
@@ -478,22 +418,21 @@
       document.querySelector('#send-hint .hint-mod').textContent = '⌘';
     }
 
-    ui.retry.addEventListener('click', reconnectNow);
-    window.addEventListener('online', reconnectNow);
-    window.addEventListener('offline', () => {
-      if (!socket) {
-        clearRetry();
-        setStatus('reconnecting', 'Offline', 'waiting for network');
-      }
-    });
+    // herald.js itself waits for the network while the browser is offline.
+    ui.retry.addEventListener('click', () => herald.reconnect());
     document.addEventListener('visibilitychange', () => {
-      if (document.visibilityState === 'visible' && retryTimer && retryAt - Date.now() > 1000) reconnectNow();
+      if (document.visibilityState === 'visible' && herald.state === 'waiting' && retryAt - Date.now() > 1000) {
+        herald.reconnect();
+      }
     });
     setInterval(refreshTimes, 30000);
 
+    herald.on('state', onState);
+    herald.on('message', (msg) => addPost(postFromMessage(msg), true));
+    herald.on('resync', () => loadRecent(FEED_LIMIT));
     updateEmpty();
-    connect();
-    loadRecent();
+    herald.connect();
+    loadRecent(RECENT_LIMIT);
   }
 
   start();

@@ -1,0 +1,248 @@
+// herald.js: the browser client of Herald's /notifications/ endpoint. Plain
+// JavaScript with no build step and no dependencies; it defines one global,
+// Herald.
+//
+//   <script src="/static/herald.js"></script>
+//   const herald = new Herald({ token: jwt });     // every option is optional
+//   herald.on('message', (msg) => show(msg));      // each frame, parsed
+//   herald.on('resync', () => reloadEverything()); // what was missed is gone
+//   herald.on('state', (s) => render(s.state));    // connecting, open, waiting, offline, closed
+//   herald.connect();
+//   herald.send({ type: 'subscribe', group: 'team.7' }); // WebSocket only
+//
+// It reconnects with capped exponential backoff and full jitter, resumes
+// from the last "herald_id" it saw (?since=), falls back to an event stream
+// (EventSource) where WebSockets are unavailable or blocked, and never
+// hands the page an id it has already handed it. README.md describes the
+// options and events.
+(function (global) {
+  'use strict';
+
+  const DEFAULTS = {
+    url: '/notifications/', // endpoint, resolved against the page; ws: or wss: follows http: or https:
+    token: null,            // string, or function returning one, sent as ?token= on every connect
+    since: '',              // herald_id to resume from on the first connect
+    transport: 'auto',      // 'auto', 'websocket' or 'eventsource'
+    fallbackAfter: 3,       // failed WebSocket attempts, none of them ever open, before 'auto' uses SSE
+    minDelay: 500,          // ms: backoff ceiling of the first retry, doubled per failed attempt
+    maxDelay: 10000,        // ms: most a retry waits
+    stableAfter: 5000,      // ms: a connection up this long resets the backoff
+  };
+
+  // Close codes by which the server objects to the client itself (bad or too
+  // many frames, reading too slowly): retrying at once would only repeat it.
+  const NOT_AT_ONCE = [1003, 1007, 1008, 1009, 4008];
+
+  // parseId splits an id "<ms>-<seq>" into its two digit strings, without
+  // leading zeros, or returns null. Both parts may exceed 2^53, so they are
+  // compared as strings: first by length, then by digit.
+  function parseId(id) {
+    const m = typeof id === 'string' ? /^(\d{1,20})-(\d{1,20})$/.exec(id) : null;
+    return m ? [m[1].replace(/^0+(?=\d)/, ''), m[2].replace(/^0+(?=\d)/, '')] : null;
+  }
+
+  function compareDigits(a, b) {
+    if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  // compareIds orders two valid ids numerically: -1, 0 or 1.
+  function compareIds(a, b) {
+    const x = parseId(a), y = parseId(b);
+    return compareDigits(x[0], y[0]) || compareDigits(x[1], y[1]);
+  }
+
+  // backoff returns the wait before retry number attempt (0 first): a random
+  // share rand in [0, 1) of a ceiling that doubles from min up to max.
+  function backoff(attempt, min, max, rand) {
+    return Math.floor(rand * Math.min(max, min * Math.pow(2, Math.min(attempt, 30))));
+  }
+
+  function Herald(options) {
+    if (!(this instanceof Herald)) return new Herald(options);
+    this.options = Object.assign({}, DEFAULTS, options);
+    this.lastId = parseId(this.options.since) ? this.options.since : '';
+    this.state = 'closed';
+    this.transport = '';
+    this._handlers = {};
+    this._conn = null;       // the WebSocket or EventSource in use
+    this._timer = 0;         // the pending retry
+    this._stopped = true;    // close() was called, or connect() never was
+    this._attempt = 0;       // failed attempts since the last stable connection
+    this._openedAt = 0;      // when the current connection opened
+    this._wsWorked = false;  // a WebSocket has opened at least once
+    this._wsFailures = 0;    // WebSocket attempts that failed before ever opening
+    if (typeof global.addEventListener === 'function') {
+      global.addEventListener('online', () => this.reconnect());
+      global.addEventListener('offline', () => {
+        if (!this._stopped && !this._conn) this._wait(0, 0);
+      });
+    }
+  }
+
+  Herald.compareIds = compareIds;
+  Herald.backoff = backoff;
+
+  // on calls fn with every event of type ('message', 'resync' or 'state')
+  // and returns a function that stops it.
+  Herald.prototype.on = function (type, fn) {
+    (this._handlers[type] = this._handlers[type] || []).push(fn);
+    return () => {
+      this._handlers[type] = this._handlers[type].filter((f) => f !== fn);
+    };
+  };
+
+  Herald.prototype._emit = function (type, value) {
+    for (const fn of this._handlers[type] || []) {
+      try {
+        fn(value);
+      } catch (err) {
+        // A failing handler must not stop the others or the connection.
+        setTimeout(() => { throw err; });
+      }
+    }
+  };
+
+  Herald.prototype._setState = function (state, extra) {
+    this.state = state;
+    this._emit('state', Object.assign({ state: state, transport: this.transport, attempt: this._attempt }, extra));
+  };
+
+  // connect starts connecting, and keeps the client connected until close().
+  Herald.prototype.connect = function () {
+    this._stopped = false;
+    if (!this._conn && !this._timer) this._open();
+    return this;
+  };
+
+  // reconnect skips the wait before the next attempt, for a "Retry now"
+  // button or the network coming back. It does nothing while connected.
+  Herald.prototype.reconnect = function () {
+    if (!this._stopped && !this._conn) this._open();
+  };
+
+  // close disconnects for good (until connect() is called again).
+  Herald.prototype.close = function () {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    this._timer = 0;
+    const conn = this._conn;
+    this._conn = null;
+    if (conn) conn.close(1000);
+    this._setState('closed');
+  };
+
+  // send writes frame, an object, as JSON on the WebSocket. It returns false,
+  // sending nothing, unless a WebSocket is open: event streams are one-way.
+  Herald.prototype.send = function (frame) {
+    const ws = this._conn;
+    if (this.transport !== 'websocket' || !ws || ws.readyState !== 1) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  };
+
+  // _url builds the endpoint URL for the scheme family ('ws' or 'http').
+  Herald.prototype._url = function (family) {
+    const u = new URL(this.options.url, global.location.href);
+    const secure = u.protocol === 'https:' || u.protocol === 'wss:';
+    u.protocol = family + (secure ? 's:' : ':');
+    if (this.lastId) u.searchParams.set('since', this.lastId);
+    const token = typeof this.options.token === 'function' ? this.options.token() : this.options.token;
+    if (token) u.searchParams.set('token', token);
+    return u.href;
+  };
+
+  Herald.prototype._open = function () {
+    clearTimeout(this._timer);
+    this._timer = 0;
+    if (global.navigator && global.navigator.onLine === false) return this._wait(0, 0);
+    const t = this.options.transport;
+    const useWS = t === 'websocket' || (t === 'auto' && typeof global.WebSocket === 'function' &&
+      (this._wsWorked || this._wsFailures < this.options.fallbackAfter));
+    this.transport = useWS ? 'websocket' : 'eventsource';
+    const resumed = this.lastId !== '';
+    this._setState('connecting');
+    let conn;
+    try {
+      conn = useWS ? new global.WebSocket(this._url('ws')) : new global.EventSource(this._url('http'));
+    } catch (_) {
+      return this._lost(1006);
+    }
+    this._conn = conn;
+    const mine = (fn) => (ev) => { if (this._conn === conn) fn(ev); };
+    conn.addEventListener('open', mine(() => {
+      this._openedAt = Date.now();
+      if (useWS) {
+        this._wsWorked = true;
+        this._wsFailures = 0;
+      }
+      this._setState('open', { resumed: resumed });
+    }));
+    conn.addEventListener('message', mine((ev) => this._frame(ev.data)));
+    if (useWS) {
+      conn.addEventListener('close', mine((ev) => this._lost(ev.code)));
+      return;
+    }
+    // An event stream is closed and reopened here, not by EventSource's own
+    // fixed-delay retry, so that both transports back off alike.
+    conn.addEventListener('close', mine((ev) => {
+      let code = 1006;
+      try { code = JSON.parse(ev.data).code || code; } catch (_) { /* keep 1006 */ }
+      this._lost(code);
+    }));
+    conn.addEventListener('error', mine(() => this._lost(1006)));
+  };
+
+  // _frame handles one received frame: a resync frame, or a message that is
+  // passed on unless its herald_id is not after the last one seen.
+  Herald.prototype._frame = function (data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch (_) {
+      return;
+    }
+    if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return;
+    if (msg.type === 'resync') {
+      // The old position means nothing now; new ids may even be smaller.
+      this.lastId = '';
+      this._emit('resync', msg);
+      return;
+    }
+    if (parseId(msg.herald_id)) {
+      if (this.lastId && compareIds(msg.herald_id, this.lastId) <= 0) return;
+      this.lastId = msg.herald_id;
+    }
+    this._emit('message', msg);
+  };
+
+  // _lost schedules the next attempt after the connection ended with code.
+  Herald.prototype._lost = function (code) {
+    const conn = this._conn;
+    this._conn = null;
+    if (conn && conn.readyState !== 2 && conn.readyState !== 3) conn.close();
+    if (this._openedAt && Date.now() - this._openedAt >= this.options.stableAfter) this._attempt = 0;
+    if (this.transport === 'websocket' && !this._openedAt && !this._wsWorked) this._wsFailures++;
+    this._openedAt = 0;
+    if (this._stopped) return;
+    let n = this._attempt++;
+    if (NOT_AT_ONCE.indexOf(code) >= 0) n = Math.max(n, 2);
+    const o = this.options;
+    this._wait(backoff(n, o.minDelay, o.maxDelay, Math.random()), code);
+  };
+
+  // _wait retries after delay ms, or once the network is back if the
+  // browser says it is offline.
+  Herald.prototype._wait = function (delay, code) {
+    clearTimeout(this._timer);
+    this._timer = 0;
+    if (global.navigator && global.navigator.onLine === false) {
+      this._setState('offline', { code: code });
+      return;
+    }
+    this._timer = setTimeout(() => this._open(), delay);
+    this._setState('waiting', { code: code, delay: delay });
+  };
+
+  global.Herald = Herald;
+})(globalThis);
