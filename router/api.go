@@ -39,7 +39,7 @@ type API struct {
 
 // Mount adds the API's routes to r:
 //
-//	POST /api/groups/{group}/send     send a message to a group
+//	POST /api/groups/{group}/send     send a message to a group (or keep it in its history)
 //	POST /api/channels/{channel}/send send a message to one channel
 //	POST /posts                       create a post
 //	GET  /posts                       recent posts, newest first
@@ -102,21 +102,40 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return body, true
 }
 
+// The status of a send's 202 answer.
+const (
+	statusSent = "sent" // a receiver got the message
+	statusKept = "kept" // nobody did, but the group's history keeps it
+)
+
+// groupSend answers 202 "sent" when the message reached a member, and 202
+// "kept" when the group has no member anywhere but keeps a history: the
+// message was stored and a client that resumes receives it, so for the
+// publisher it is accepted, not lost. A group without history that
+// reached nobody is a 404.
 func (a *API) groupSend(w http.ResponseWriter, r *http.Request) {
 	group := chi.URLParam(r, "group")
-	a.send(w, r, func(ctx context.Context, msg channellayer.Message) error {
-		return a.Layer.GroupSend(ctx, group, msg)
+	a.send(w, r, func(ctx context.Context, msg channellayer.Message) (string, error) {
+		err := a.Layer.GroupSend(ctx, group, msg)
+		if errors.Is(err, channellayer.ErrNoReceivers) {
+			if h := a.historian(); h != nil && h.HasHistory(group) {
+				return statusKept, nil
+			}
+		}
+		return statusSent, err
 	})
 }
 
 func (a *API) channelSend(w http.ResponseWriter, r *http.Request) {
 	channel := chi.URLParam(r, "channel")
-	a.send(w, r, func(ctx context.Context, msg channellayer.Message) error {
-		return a.Layer.Send(ctx, channel, msg)
+	a.send(w, r, func(ctx context.Context, msg channellayer.Message) (string, error) {
+		return statusSent, a.Layer.Send(ctx, channel, msg)
 	})
 }
 
-func (a *API) send(w http.ResponseWriter, r *http.Request, send func(context.Context, channellayer.Message) error) {
+// send parses the request's message and hands it to send, which returns
+// the status of the 202 answer.
+func (a *API) send(w http.ResponseWriter, r *http.Request, send func(context.Context, channellayer.Message) (string, error)) {
 	body, ok := a.readBody(w, r)
 	if !ok {
 		return
@@ -126,15 +145,37 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, send func(context.Con
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := send(r.Context(), msg); err != nil {
+	status, err := send(r.Context(), msg)
+	if err != nil {
 		a.layerError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent"})
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": status})
+}
+
+// historian returns the channellayer.Historian behind a.Layer, or nil if
+// the layer keeps no history. Wrappers such as the metrics' instrumented
+// layer hide the optional interfaces of the layer they wrap, so it looks
+// through any that has an Unwrap method, as http.ResponseController
+// looks through ResponseWriters.
+func (a *API) historian() channellayer.Historian {
+	l := a.Layer
+	for l != nil {
+		if h, ok := l.(channellayer.Historian); ok {
+			return h
+		}
+		u, ok := l.(interface{ Unwrap() channellayer.Layer })
+		if !ok {
+			return nil
+		}
+		l = u.Unwrap()
+	}
+	return nil
 }
 
 // layerError answers for a failed layer send. Never a 2xx: a message that
-// went nowhere is an error the caller must see.
+// went nowhere is an error the caller must see (a group send kept in a
+// history did not go nowhere; groupSend answers it).
 func (a *API) layerError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, channellayer.ErrInvalidName), errors.Is(err, channellayer.ErrInvalidMessage):

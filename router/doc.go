@@ -13,5 +13,7 @@
 // ({"error": "...", "code": "..."}) with a status that says what went
 // wrong: 400 bad input, 401 bad token, 404 nobody to receive, 413 too
 // large, 503 layer or database down. A message that went nowhere is never
-// answered with a 2xx.
+// answered with a 2xx; a group send that reached no member but was kept
+// in the group's history did not go nowhere, and is answered 202
+// {"status":"kept"} (a member got it: {"status":"sent"}).
 package router

@@ -77,7 +77,8 @@ func (m *Metrics) observe(op string, start time.Time, err error) {
 
 // Instrument returns l with its sends timed and its errors counted. The
 // result implements channellayer.LocalSender and channellayer.OnceSender
-// exactly when l does.
+// exactly when l does; its Unwrap method returns l, for the other
+// optional interfaces.
 func (m *Metrics) Instrument(l channellayer.Layer) channellayer.Layer {
 	il := &instrumented{Layer: l, m: m}
 	ls, local := l.(channellayer.LocalSender)
@@ -95,6 +96,10 @@ type instrumented struct {
 	channellayer.Layer
 	m *Metrics
 }
+
+// Unwrap returns the instrumented layer, whose optional interfaces
+// (channellayer.Historian) the wrapper does not offer itself.
+func (l *instrumented) Unwrap() channellayer.Layer { return l.Layer }
 
 func (l *instrumented) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
 	start := time.Now()

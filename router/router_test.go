@@ -355,3 +355,68 @@ func TestFullIs429(t *testing.T) {
 		t.Fatalf("send to a full inbox: %d %s, want 429", status, body)
 	}
 }
+
+// TestGroupSendKeptInHistory: a send to a group that has no member
+// anywhere but keeps a history is stored, and a client that resumes gets
+// it, so the API accepts it (202 "kept"); the same send to a group
+// without history went nowhere (404 no_receivers). The API finds the
+// history behind the metrics wrapper that newEnv puts around the layer.
+func TestGroupSendKeptInHistory(t *testing.T) {
+	policies := []channellayer.HistoryPolicy{
+		{Pattern: "gossip", Size: 100, Age: time.Minute},
+		{Pattern: "kept.*", Size: 100, Age: time.Minute},
+	}
+	for _, tc := range []struct {
+		name     string
+		newLayer func(t *testing.T) channellayer.Layer
+	}{
+		{"Memory", func(t *testing.T) channellayer.Layer {
+			l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: policies})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}},
+		{"Redis", func(t *testing.T) channellayer.Layer {
+			l, err := channellayer.NewRedis(layertest.RedisClient(t), channellayer.RedisConfig{Prefix: layertest.Prefix(t), History: policies})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layer := tc.newLayer(t)
+			e := newEnv(t, layer, "")
+			c := e.mustDial("/notifications/")
+
+			// A member got it: "sent".
+			status, body, _ := e.do("POST", "/api/groups/gossip/send", `{"type":"name.gossip","n":1}`)
+			if status != http.StatusAccepted || body != "{\"status\":\"sent\"}\n" {
+				t.Fatalf("send to a group with a member: %d %s", status, body)
+			}
+			read(t, c)
+
+			// Nobody is in kept.orders, but it keeps a history: "kept", and
+			// the history holds the message.
+			msg := `{"type":"order.created","order":7}`
+			status, body, _ = e.do("POST", "/api/groups/kept.orders/send", msg)
+			if status != http.StatusAccepted || body != "{\"status\":\"kept\"}\n" {
+				t.Fatalf("send to a memberless group with history: %d %s, want 202 kept", status, body)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			kept, err := layer.(channellayer.Historian).History(ctx, "kept.orders", "0-0", 10)
+			if err != nil || len(kept) != 1 || !strings.HasPrefix(string(kept[0].Bytes()), msg[:len(msg)-1]+`,"herald_id":"`) {
+				t.Fatalf("history of kept.orders: %d messages, %v, want the one sent", len(kept), err)
+			}
+
+			// No member and no history: nobody will ever see it.
+			status, body, _ = e.do("POST", "/api/groups/orders/send", msg)
+			var eb router.ErrorBody
+			if status != http.StatusNotFound || json.Unmarshal([]byte(body), &eb) != nil || eb.Code != "no_receivers" {
+				t.Fatalf("send to a memberless group without history: %d %s, want 404 no_receivers", status, body)
+			}
+		})
+	}
+}

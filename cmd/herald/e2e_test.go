@@ -143,6 +143,13 @@ func (in *instance) waitReady(t *testing.T) {
 
 func (in *instance) post(t *testing.T, path, body string) int {
 	t.Helper()
+	status, _ := in.postBody(t, path, body)
+	return status
+}
+
+// postBody is post that also returns the answer's body.
+func (in *instance) postBody(t *testing.T, path, body string) (int, string) {
+	t.Helper()
 	resp, err := http.Post("http://"+in.addr+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +159,7 @@ func (in *instance) post(t *testing.T, path, body string) int {
 	if resp.StatusCode >= 300 {
 		t.Logf("POST %s: %d %s", path, resp.StatusCode, b)
 	}
-	return resp.StatusCode
+	return resp.StatusCode, string(b)
 }
 
 // client is a browser stand-in connected to /notifications/.
@@ -202,8 +209,10 @@ func redisURL(t *testing.T) string {
 func joinedEverywhere(t *testing.T, instances ...*instance) {
 	t.Helper()
 	for _, in := range instances {
-		if st := in.post(t, "/api/groups/gossip/send", `{"type":"test.ping"}`); st != http.StatusAccepted {
-			t.Fatalf("group gossip not reachable through %s: %d", in.addr, st)
+		// "sent", not just 202: gossip keeps history, so a send that
+		// reached nobody is accepted too, as "kept".
+		if st, body := in.postBody(t, "/api/groups/gossip/send", `{"type":"test.ping"}`); st != http.StatusAccepted || !strings.Contains(body, `"sent"`) {
+			t.Fatalf("group gossip not reachable through %s: %d %s", in.addr, st, body)
 		}
 	}
 }
