@@ -54,10 +54,13 @@ type Conn struct {
 	// Resuming: live messages of a group being resumed wait in held until
 	// the replay is queued; replayed counts queued items that the queue
 	// bound does not count; flowed holds, per group, the first history id
-	// the writer took.
+	// the writer took; floor holds, per resumed group, the last id the
+	// client has (the resume point or the last replayed id), below which a
+	// late live copy is a duplicate.
 	held     map[string][]item
 	replayed int
 	flowed   map[string]string
+	floor    map[string]channellayer.ID
 }
 
 type item struct {
@@ -239,6 +242,16 @@ func (c *Conn) push(it item) bool {
 		c.log.Warn("consumer: client too slow, closing", "queued", queued)
 		c.closeLocked(StatusTooSlow, "too slow: outbound queue full")
 		return false
+	}
+	if it.id != "" && c.floor != nil {
+		if f, ok := c.floor[it.group]; ok {
+			if id, err := channellayer.ParseID(it.id); err == nil && id.Compare(f) <= 0 {
+				// Published before the resume point or replayed already, and
+				// delivered late: the layer hands a new member messages
+				// published before it joined that were still on their way.
+				return true
+			}
+		}
 	}
 	if it.group != "" && it.msgType != "" {
 		if h, ok := c.held[it.group]; ok {

@@ -147,6 +147,14 @@ func (c *Conn) release(group, since string, replay []channellayer.Message, err e
 		n += len(replay)
 	}
 	c.replayed += n
+	if resync {
+		delete(c.floor, group)
+	} else {
+		if c.floor == nil {
+			c.floor = make(map[string]channellayer.ID, 1)
+		}
+		c.floor[group] = last
+	}
 	for _, it := range held {
 		if !resync && it.id != "" {
 			if id, err := channellayer.ParseID(it.id); err == nil && id.Compare(last) <= 0 {
