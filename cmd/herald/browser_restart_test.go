@@ -198,24 +198,6 @@ func (w *pageWriter) take(t *testing.T, posts []string, n int) []string {
 	return posts
 }
 
-// stopForRestart sends SIGINT, as a deploy would, and waits for the exit.
-func stopForRestart(t *testing.T, in *instance) {
-	t.Helper()
-	if err := in.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- in.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("instance exited with %v", err)
-		}
-	case <-time.After(wait):
-		t.Fatal("instance did not exit after SIGINT")
-	}
-}
-
 // pageFeedJS lists the posts the page shows, top to bottom, as "id message".
 const pageFeedJS = `Array.from(document.querySelectorAll('#feed [data-post-id]'),
 	(li) => li.dataset.postId + ' ' + li.querySelector('.message').textContent)`
@@ -253,7 +235,7 @@ func testPageAcrossRestart(t *testing.T, tc pageRestartCase) {
 	w.allow(batch)
 	posts := w.take(t, nil, batch) // to the connected page
 	w.allow(batch)
-	stopForRestart(t, served) // while the batch is being written
+	served.stop(t, os.Interrupt) // while the batch is being written
 	posts = w.take(t, posts, batch)
 	w.allow(batch)
 	posts = w.take(t, posts, batch) // while nothing serves the page

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +140,35 @@ func (in *instance) waitReady(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// stop sends sig, as a deploy or an orchestrator would, and waits for
+// the process to exit cleanly.
+func (in *instance) stop(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := in.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- in.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("instance %s exited with %v after %v", in.addr, err, sig)
+		}
+	case <-time.After(2 * wait):
+		t.Fatalf("instance %s did not exit within %v of %v", in.addr, 2*wait, sig)
+	}
+}
+
+// restartHerald stops in with sig and starts a new process with env on
+// the same address, and waits until it is ready.
+func restartHerald(t *testing.T, in *instance, sig os.Signal, env ...string) *instance {
+	t.Helper()
+	in.stop(t, sig)
+	fresh := startHerald(t, append(slices.Clip(env), "HERALD_ADDR="+in.addr)...)
+	fresh.waitReady(t)
+	return fresh
 }
 
 func (in *instance) post(t *testing.T, path, body string) int {

@@ -187,22 +187,7 @@ func TestRollingRestart(t *testing.T) {
 	}()
 
 	for i := range insts {
-		old := insts[i]
-		if err := old.cmd.Process.Signal(os.Interrupt); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- old.cmd.Wait() }()
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Fatalf("instance %d exited with %v", i, err)
-			}
-		case <-time.After(wait):
-			t.Fatalf("instance %d did not exit within %v of SIGTERM", i, wait)
-		}
-		fresh := startHerald(t, append(env, "HERALD_ADDR="+old.addr)...)
-		fresh.waitReady(t)
+		fresh := restartHerald(t, insts[i], os.Interrupt, env...)
 		mu.Lock()
 		insts[i] = fresh
 		mu.Unlock()

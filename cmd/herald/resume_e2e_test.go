@@ -242,23 +242,7 @@ func (cl *resumeCluster) pick(on []string, done []bool) int {
 func (cl *resumeCluster) restart(i int) {
 	t := cl.t
 	t.Helper()
-	old := cl.insts[i]
-	if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- old.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("instance %d exited with %v after SIGTERM", i, err)
-		}
-	case <-time.After(2 * wait):
-		t.Fatalf("instance %d did not exit after SIGTERM", i)
-	}
-	fresh := startHerald(t, append(slices.Clip(cl.env), "HERALD_ADDR="+old.addr)...)
-	fresh.waitReady(t)
-	cl.insts[i] = fresh
+	cl.insts[i] = restartHerald(t, cl.insts[i], syscall.SIGTERM, cl.env...)
 }
 
 // resumeMsg is what the publisher sends: its sequence number, and which
