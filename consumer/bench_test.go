@@ -1,12 +1,17 @@
 package consumer_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,31 +63,43 @@ type pipeAddr struct{}
 func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "pipe" }
 
-// BenchmarkGroupFanout measures one group send reaching every member of
-// the group over real WebSocket connections: the layer's fan-out, each
+// BenchmarkGroupFanout measures group sends reaching every member of the
+// group over real WebSocket connections: the layer's fan-out, each
 // connection's queue and writer, framing, and the clients' reads. One op
-// is one message delivered to all members; deliveries/s counts frames
-// received.
+// is burst messages sent back to back, then waiting until every member
+// has all of them; deliveries/s counts frames received, and cpu-ns/delivery
+// is the process's CPU time (server and clients together, from
+// getrusage) per frame received, which other processes on the machine do
+// not inflate the way they do wall-clock time.
 //
 // Connections run over in-memory pipes (transport=pipe), which need no
 // file descriptors but hand every write synchronously to the reader, and
 // over loopback TCP (transport=tcp) where the file limit allows it.
+// client=coder members are coder/websocket clients; client=raw members
+// read frames straight from the connection, as the load tool does, so
+// that the server's share of the work shows.
 func BenchmarkGroupFanout(b *testing.B) {
 	for _, bc := range []struct {
-		members int
-		tcp     bool
-	}{{1000, false}, {10000, false}, {1000, true}} {
-		transport := "pipe"
-		if bc.tcp {
-			transport = "tcp"
-		}
-		b.Run(fmt.Sprintf("transport=%s/members=%d", transport, bc.members), func(b *testing.B) {
-			benchFanout(b, bc.members, bc.tcp)
+		transport string
+		members   int
+		client    string
+		burst     int
+	}{
+		{"pipe", 1000, "coder", 1},
+		{"pipe", 10000, "coder", 1},
+		{"tcp", 1000, "coder", 1},
+		{"tcp", 1000, "raw", 1},
+		{"tcp", 1000, "raw", 10},
+		{"pipe", 10000, "raw", 1},
+	} {
+		name := fmt.Sprintf("transport=%s/members=%d/client=%s/burst=%d", bc.transport, bc.members, bc.client, bc.burst)
+		b.Run(name, func(b *testing.B) {
+			benchFanout(b, bc.members, bc.transport == "tcp", bc.client == "raw", bc.burst)
 		})
 	}
 }
 
-func benchFanout(b *testing.B, members int, tcp bool) {
+func benchFanout(b *testing.B, members int, tcp, raw bool, burst int) {
 	layer := channellayer.NewMemory()
 	defer layer.Close()
 	conns := &consumer.Server{Layer: layer, QueueSize: 4096, MaxConnections: members, MaxConnectionsPerAddr: members}
@@ -90,6 +107,7 @@ func benchFanout(b *testing.B, members int, tcp bool) {
 	var ln net.Listener
 	client := &http.Client{}
 	url := "ws://pipe/notifications/"
+	dial := (&net.Dialer{}).DialContext
 	if tcp {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -98,7 +116,7 @@ func benchFanout(b *testing.B, members int, tcp bool) {
 		ln, url = l, "ws://"+l.Addr().String()+"/notifications/"
 	} else {
 		pl := newPipeListener()
-		ln = pl
+		ln, dial = pl, pl.dial
 		client.Transport = &http.Transport{DialContext: pl.dial, MaxIdleConnsPerHost: -1}
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,13 +133,30 @@ func benchFanout(b *testing.B, members int, tcp bool) {
 	var received atomic.Int64
 	var want atomic.Int64
 	done := make(chan struct{}, 1)
+	got := func(n int64) {
+		if received.Add(n) == want.Load() {
+			done <- struct{}{}
+		}
+	}
 	var readers sync.WaitGroup
 	for i := 0; i < members; i++ {
+		readers.Add(1)
+		if raw {
+			nc, err := dialRaw(dial, url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			go func() {
+				defer readers.Done()
+				defer nc.Close()
+				readRaw(nc, got)
+			}()
+			continue
+		}
 		c, _, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPClient: client})
 		if err != nil {
 			b.Fatal(err)
 		}
-		readers.Add(1)
 		go func() {
 			defer readers.Done()
 			defer c.CloseNow()
@@ -129,9 +164,7 @@ func benchFanout(b *testing.B, members int, tcp bool) {
 				if _, _, err := c.Read(context.Background()); err != nil {
 					return
 				}
-				if received.Add(1) == want.Load() {
-					done <- struct{}{}
-				}
+				got(1)
 			}
 		}()
 	}
@@ -148,17 +181,21 @@ func benchFanout(b *testing.B, members int, tcp bool) {
 
 	b.ReportAllocs()
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for i := 0; i < b.N; i++ {
-		want.Store(int64(members) * int64(i+1))
-		if err := layer.GroupSend(context.Background(), "gossip", msg); err != nil {
-			b.Fatal(err)
+		want.Store(int64(members) * int64(burst) * int64(i+1))
+		for range burst {
+			if err := layer.GroupSend(context.Background(), "gossip", msg); err != nil {
+				b.Fatal(err)
+			}
 		}
 		<-done
 	}
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	b.StopTimer()
-	b.ReportMetric(float64(members)*float64(b.N)/elapsed.Seconds(), "deliveries/s")
+	deliveries := float64(members) * float64(burst) * float64(b.N)
+	b.ReportMetric(deliveries/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/deliveries, "cpu-ns/delivery")
 	if s := conns.Stats().SlowDisconnects; s != 0 {
 		b.Fatalf("%d slow disconnects", s)
 	}
@@ -166,4 +203,99 @@ func benchFanout(b *testing.B, members int, tcp bool) {
 	defer cancel()
 	_ = conns.Shutdown(ctx)
 	readers.Wait()
+}
+
+// cpuTime is the CPU time, user and system, this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// dialRaw opens a WebSocket by hand and returns the connection, ready to
+// read frames.
+func dialRaw(dial func(context.Context, string, string) (net.Conn, error), url string) (*rawClient, error) {
+	host := strings.TrimPrefix(url, "ws://")
+	host, path, _ := strings.Cut(host, "/")
+	nc, err := dial(context.Background(), "tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	req := "GET /" + path + " HTTP/1.1\r\nHost: " + host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: aGVyYWxkLWJlbmNoLWtleQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := io.WriteString(nc, req); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	br := bufio.NewReaderSize(nc, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		nc.Close()
+		return nil, fmt.Errorf("upgrade: %v %v", resp, err)
+	}
+	return &rawClient{Conn: nc, br: br}, nil
+}
+
+type rawClient struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+// readRaw reads unmasked server frames until the connection ends,
+// calling got with the number of text frames each time it has read what
+// one read returned.
+func readRaw(c *rawClient, got func(int64)) {
+	var hdr [8]byte
+	for {
+		var n int64
+		for {
+			if _, err := io.ReadFull(c.br, hdr[:2]); err != nil {
+				if n > 0 {
+					got(n)
+				}
+				return
+			}
+			op, size := hdr[0]&0x0f, int(hdr[1]&0x7f)
+			switch size {
+			case 126:
+				if _, err := io.ReadFull(c.br, hdr[:2]); err != nil {
+					return
+				}
+				size = int(binary.BigEndian.Uint16(hdr[:2]))
+			case 127:
+				if _, err := io.ReadFull(c.br, hdr[:8]); err != nil {
+					return
+				}
+				size = int(binary.BigEndian.Uint64(hdr[:8]))
+			}
+			if op == 0x9 { // ping: answer with its payload, masked with a zero key
+				pong := make([]byte, 6+size)
+				pong[0], pong[1] = 0x8a, 0x80|byte(size)
+				if _, err := io.ReadFull(c.br, pong[6:]); err != nil {
+					return
+				}
+				_, _ = c.Write(pong)
+			} else if _, err := c.br.Discard(size); err != nil {
+				return
+			}
+			switch op {
+			case 0x1:
+				n++
+			case 0x8:
+				if n > 0 {
+					got(n)
+				}
+				// Answer the close, so that the server's close handshake
+				// ends at once.
+				_, _ = c.Write([]byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8})
+				return
+			}
+			if c.br.Buffered() == 0 {
+				break
+			}
+		}
+		if n > 0 {
+			got(n)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -24,12 +26,14 @@ var ErrClosed = errors.New("consumer: connection closed")
 // handed to the consumer's Dispatch on the connection's writer.
 type Conn struct {
 	id       uint64
+	addr     string // the client's, for MaxConnectionsPerAddr
 	channel  string
 	req      *http.Request
 	params   map[string]string
 	layer    channellayer.Layer
 	log      *slog.Logger
 	srv      *Server
+	cons     Consumer
 	stats    *routeStats
 	identity *Identity   // nil: anonymous
 	active   atomic.Bool // the client sent something since the last ping tick
@@ -37,19 +41,40 @@ type Conn struct {
 
 	t      transport // the WebSocket or the event stream
 	ws     *websocket.Conn
+	nc     *wsConn         // under ws
 	ctx    context.Context // ends when the connection is over
 	cancel context.CancelFunc
 
 	// The outbound queue: layer messages to dispatch and frames to write,
 	// in arrival order, bounded by srv.queueSize(). The writer swaps it out
-	// whole, so producers never wait on a write.
-	mu        sync.Mutex
-	queue     []item
-	wake      chan struct{} // capacity 1: something queued, or closing
-	closing   bool
-	closeCode websocket.StatusCode
-	closeWhy  string
-	byUs      bool // we started the close
+	// whole, so producers never wait on a write. There is a writer
+	// goroutine only while there is something to write: the first push
+	// into an empty queue starts it, and it ends when the queue is empty
+	// and everything taken has been sent.
+	mu           sync.Mutex
+	queue        []item
+	writer       func()         // runs srv.write(c)
+	lastWrite    time.Time      // when the last writer finished, if it wrote
+	delayed      *time.Timer    // starts a writer that must wait for WriteDelay
+	writers      sync.WaitGroup // the writer, while it runs or is about to
+	writing      bool           // a writer runs
+	started      bool           // the transport is ready: writers may run
+	ended        bool           // the connection is over: no writer may start
+	closing      bool
+	closeStarted bool // the writer took the close: nothing more to write
+	closeCode    websocket.StatusCode
+	closeWhy     string
+	byUs         bool // we started the close
+
+	// Keep-alive: a timer instead of a goroutine, so that an idle
+	// connection holds none but its reader. pingDue asks the writer for a
+	// keep-alive; awaiting is set while a ping's answer is due; pingSeq is
+	// the payload of the last ping and pong says its answer came.
+	timer    *time.Timer
+	pingDue  bool
+	awaiting bool
+	pingSeq  atomic.Uint32
+	pong     atomic.Bool
 
 	// Resuming: live messages of a group being resumed wait in held until
 	// the replay is queued; replayed counts queued items that the queue
@@ -222,7 +247,7 @@ func (c *Conn) closeLocked(code websocket.StatusCode, reason string) {
 	}
 	c.queue = nil
 	c.held = nil
-	c.signal()
+	c.kick()
 }
 
 func (c *Conn) push(it item) bool {
@@ -259,30 +284,114 @@ func (c *Conn) push(it item) bool {
 			return true
 		}
 	}
-	c.queue = append(c.queue, it)
-	if len(c.queue) == 1 {
-		c.signal()
+	if c.queue == nil {
+		c.queue = getQueue()
 	}
+	c.queue = append(c.queue, it)
+	c.kick()
 	return true
 }
 
-func (c *Conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+// kick starts the writer if there is work for it and none runs. c.mu
+// must be held.
+func (c *Conn) kick() {
+	if c.writing || !c.started || c.ended || c.closeStarted {
+		return
+	}
+	if len(c.queue) == 0 && !c.closing && !c.pingDue {
+		return
+	}
+	c.writing = true
+	c.writers.Add(1)
+	if c.writer == nil {
+		c.writer = func() { c.srv.write(c) } // made once: a go statement with arguments allocates
+	}
+	d := c.srv.writeDelay()
+	if d <= 0 || c.closing || c.lastWrite.IsZero() || time.Since(c.lastWrite) > busyDelays*d {
+		go c.writer()
+		return
+	}
+	// The client is busy: let more frames gather, so that they share the
+	// next write. The timer starts the writer's goroutine when it fires;
+	// none waits meanwhile.
+	if c.delayed == nil {
+		c.delayed = time.AfterFunc(d, c.writer)
+	} else {
+		c.delayed.Reset(d)
 	}
 }
 
-// take returns everything queued, or closing = true once Close was called.
-func (c *Conn) take(spare []item) (batch []item, closing bool) {
+// busyDelays is how many WriteDelays after a write a client counts as
+// busy, and its next frame waits for more to join it.
+const busyDelays = 5
+
+// start lets writers run, once the transport is ready, and starts one if
+// something is already queued.
+func (c *Conn) start(t transport) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t, c.started = t, true
+	c.kick()
+}
+
+// end stops the connection's writing and keep-alive, and waits for a
+// running writer to finish. The connection must be cancelled first, so
+// that the writer does not wait on the client.
+func (c *Conn) end() {
+	c.mu.Lock()
+	c.ended = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	if c.delayed != nil && c.delayed.Stop() {
+		c.writers.Done() // the writer it was to start will not run
+	}
+	c.mu.Unlock()
+	c.writers.Wait()
+}
+
+// turn is what the writer is to do next.
+type turn struct {
+	items []item // to dispatch or write, in order
+	ping  bool   // send a keep-alive
+	seq   uint32 // the ping's sequence number
+	close bool   // send the close, then end
+	stop  bool   // nothing left: end
+}
+
+// take hands the writer everything queued, with the keep-alive if one is
+// due. idle says the writer holds nothing unsent; then an empty queue
+// ends the writer (stop), and the next push starts another. wrote says
+// the writer has written something.
+func (c *Conn) take(spare []item, idle, wrote bool) turn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
-		return nil, true
+		if c.closeStarted {
+			return turn{stop: true} // the peer is gone (ping timeout)
+		}
+		c.closeStarted = true
+		return turn{close: true}
 	}
-	batch = c.queue
+	var t turn
+	if c.pingDue {
+		c.pingDue = false
+		t.ping, t.seq = true, c.pingSeq.Load()
+	}
+	if len(c.queue) == 0 && !t.ping && idle {
+		c.writing = false
+		if wrote && c.srv.writeDelay() > 0 {
+			c.lastWrite = time.Now()
+		}
+		// An idle connection holds no queue: both buffers go back.
+		putQueue(c.queue)
+		putQueue(spare)
+		c.queue = nil
+		return turn{stop: true}
+	}
+	t.items = c.queue
 	c.replayed = 0
-	for _, it := range batch {
+	for _, it := range t.items {
 		if it.id != "" && it.group != "" {
 			if c.flowed == nil {
 				c.flowed = make(map[string]string)
@@ -292,13 +401,83 @@ func (c *Conn) take(spare []item) (batch []item, closing bool) {
 			}
 		}
 	}
-	// Hand back the previous batch's storage if it is small, so a steady
-	// trickle does not allocate, and drop it if a burst made it large.
-	if cap(spare) <= 64 {
+	// Hand back the previous batch's storage, unless a burst made it
+	// larger than the pool's.
+	if cap(spare) == queueCap {
 		clear(spare)
 		c.queue = spare[:0]
 	} else {
 		c.queue = nil
 	}
-	return batch, false
+	return t
+}
+
+// queueCap is the capacity of the queue buffers that connections borrow
+// while something is queued for them. A burst larger than that grows a
+// queue past it, and the grown buffer is not pooled.
+const queueCap = 64
+
+var queuePool = sync.Pool{New: func() any { return new([queueCap]item) }}
+
+func getQueue() []item { return queuePool.Get().(*[queueCap]item)[:0] }
+
+func putQueue(q []item) {
+	if cap(q) != queueCap {
+		return
+	}
+	clear(q)
+	queuePool.Put((*[queueCap]item)(q[:queueCap]))
+}
+
+// tick is the keep-alive timer's: every PingInterval it asks the writer to
+// ping a WebSocket client that sent nothing since the last tick, and
+// PingTimeout later drops the client if the answer has not come. An event
+// stream gets a comment every PingInterval.
+func (c *Conn) tick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended || c.closing {
+		return
+	}
+	s := c.srv
+	next := orDefault(s.PingInterval, 25*time.Second)
+	switch {
+	case c.ws == nil:
+		c.pingDue = true
+	case c.awaiting:
+		c.awaiting = false
+		if !c.pong.Load() {
+			c.log.Info("consumer: no answer to ping; dropping the connection")
+			c.closing, c.closeCode, c.closeWhy, c.byUs = true, StatusPingTimeout, "ping timeout", true
+			c.closeStarted = true // the peer is gone: no close frame
+			c.abort()
+			return
+		}
+	case !c.active.Swap(false):
+		c.pingSeq.Add(1)
+		c.pong.Store(false)
+		c.awaiting, c.pingDue = true, true
+		next = orDefault(s.PingTimeout, 10*time.Second)
+	}
+	if c.pingDue {
+		c.kick()
+	}
+	c.timer.Reset(next)
+}
+
+// abort ends the connection at once, without a close frame: it cancels
+// the context, which ends an event stream, and closes a WebSocket's
+// socket, which ends its reader. It does not block.
+func (c *Conn) abort() {
+	c.cancel()
+	if c.nc != nil {
+		_ = c.nc.Close()
+	}
+}
+
+// pongReceived is the WebSocket's pong handler.
+func (c *Conn) pongReceived(p []byte) {
+	if len(p) == 4 && binary.BigEndian.Uint32(p) == c.pingSeq.Load() {
+		c.pong.Store(true)
+	}
 }

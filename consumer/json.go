@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/coder/websocket"
 
@@ -19,7 +20,8 @@ type HandlerFunc func(ctx context.Context, c *Conn, msg channellayer.Message) er
 // Build one table and share it between connections; it must not be
 // changed once connections use it.
 type Routes struct {
-	m map[string]HandlerFunc
+	m       map[string]HandlerFunc
+	forward map[string]bool // types whose handler is ForwardToClient
 }
 
 // HandleFunc registers h for messages of type msgType, replacing any
@@ -27,8 +29,17 @@ type Routes struct {
 func (r *Routes) HandleFunc(msgType string, h HandlerFunc) {
 	if r.m == nil {
 		r.m = make(map[string]HandlerFunc)
+		r.forward = make(map[string]bool)
 	}
 	r.m[msgType] = h
+	r.forward[msgType] = h != nil && reflect.ValueOf(h).Pointer() == reflect.ValueOf(ForwardToClient).Pointer()
+}
+
+// forwards reports whether messages of type msgType are forwarded to the
+// client unchanged, so that the writer can put them straight into its
+// batch rather than call the handler, which would queue the frame again.
+func (r *Routes) forwards(msgType string) bool {
+	return r != nil && r.forward[msgType]
 }
 
 // Handler returns the handler for msgType, or nil.
@@ -101,6 +112,15 @@ func decodeObject(data []byte) (map[string]json.RawMessage, error) {
 	}
 	return obj, nil
 }
+
+// forwarder is a Consumer that can say which layer messages it only
+// forwards to the client (ForwardToClient), which the writer then writes
+// itself.
+type forwarder interface {
+	forwards(msgType string) bool
+}
+
+func (j *JSON) forwards(msgType string) bool { return j.Routes.forwards(msgType) }
 
 // Dispatch implements Consumer.
 func (j *JSON) Dispatch(ctx context.Context, c *Conn, msg channellayer.Message) error {

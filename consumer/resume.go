@@ -163,7 +163,5 @@ func (c *Conn) release(group, since string, replay []channellayer.Message, err e
 		}
 		c.queue = append(c.queue, it)
 	}
-	if len(c.queue) > 0 {
-		c.signal()
-	}
+	c.kick()
 }

@@ -37,8 +37,19 @@ type Server struct {
 	// ReadLimit is the largest client frame in bytes; a larger one closes
 	// the connection with StatusTooBig. Default 64 KiB.
 	ReadLimit int64
-	// WriteTimeout bounds writing one frame to a client. Default 10s.
+	// WriteTimeout bounds one write to a client: a batch of the frames
+	// that were waiting for it, or a control frame. A client that takes
+	// longer (up to half as long again: a WebSocket's deadline is renewed
+	// only every WriteTimeout/2) is dropped. Default 10s.
 	WriteTimeout time.Duration
+	// WriteDelay gathers the frames of a busy client into fewer writes: a
+	// frame for a client written to within the last five WriteDelays
+	// waits WriteDelay, and every frame that arrives meanwhile goes out
+	// with it, in one write. A client that gets many messages a second
+	// thus costs a system call per WriteDelay or so rather than one per
+	// message, for at most WriteDelay of latency; a frame for a quiet
+	// client is written at once. Default 10ms; negative: never wait.
+	WriteDelay time.Duration
 	// MaxConnections caps the open connections of this instance; past it
 	// new ones are refused with 503 before the upgrade. Default 10000.
 	MaxConnections int
@@ -182,11 +193,13 @@ func (s *Server) logger() *slog.Logger {
 var ErrDraining = errors.New("consumer: server is shutting down")
 
 // Serve runs one connection: it builds the consumer, registers its
-// channel, calls Connect, upgrades and then serves the connection until it
-// ends. It returns when the connection is over. A request for an event
-// stream (IsEventStream) is served as one: the same consumer, queue,
-// limits and counters, with frames written as server-sent events and no
-// frames from the client.
+// channel, calls Connect and upgrades. A WebSocket is then served on a
+// goroutine the Server owns (Shutdown waits for it), and Serve returns at
+// once, so that the HTTP server lets go of the request and of its
+// handler's stack. A request for an event stream (IsEventStream) is
+// served as one, until it ends, before Serve returns: the same consumer,
+// queue, limits and counters, with frames written as server-sent events
+// and no frames from the client.
 func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	if s.Layer == nil {
 		s.logger().Error("consumer: Server.Layer is nil")
@@ -218,21 +231,12 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	s.admitted++
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		s.admitted--
-		if s.perAddr[addr]--; s.perAddr[addr] <= 0 {
-			delete(s.perAddr, addr)
-		}
-		s.mu.Unlock()
-	}()
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancel()
 	id := s.ids.Add(1)
 	c := &Conn{
 		id:       id,
+		addr:     addr,
 		req:      r,
 		params:   route.Params,
 		stats:    s.route(route.Pattern),
@@ -242,8 +246,14 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		srv:      s,
 		ctx:      ctx,
 		cancel:   cancel,
-		wake:     make(chan struct{}, 1),
 	}
+	// Until the connection is handed to run, returning ends it here.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.finish(c, -1)
+		}
+	}()
 	name, err := s.Layer.NewChannel(c)
 	if err != nil {
 		c.log.Error("consumer: no channel for connection", "err", err)
@@ -251,20 +261,10 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		return
 	}
 	c.channel = name
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer ccancel()
-		if err := s.Layer.CloseChannel(cctx, name); err != nil {
-			c.log.Warn("consumer: closing channel", "err", err)
-		}
-	}()
-
-	cons := route.New(r)
-	status := websocket.StatusCode(-1)
-	defer func() { cons.Disconnect(c, status) }()
+	c.cons = route.New(r)
 
 	var closeErr websocket.CloseError
-	switch err := cons.Connect(ctx, c); {
+	switch err := c.cons.Connect(ctx, c); {
 	case err == nil:
 	case errors.As(err, &closeErr):
 		c.Close(closeErr.Code, closeErr.Reason)
@@ -279,7 +279,6 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		return
 	}
 
-	var readLoop func() error
 	if IsEventStream(r) {
 		if !originAllowed(r, s.OriginPatterns) {
 			c.log.Info("consumer: event stream from a foreign origin refused")
@@ -291,34 +290,48 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 			c.log.Debug("consumer: event stream failed at start", "err", err)
 			return
 		}
-		c.t = st
-		readLoop = func() error {
+		// The stream is the response: the handler serves it to the end.
+		handedOff = true
+		s.run(c, st, func() error {
 			select {
 			case <-r.Context().Done():
 				return r.Context().Err()
 			case <-ctx.Done():
 				return nil
 			}
-		}
-	} else {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-			OriginPatterns:  s.OriginPatterns,
-			CompressionMode: websocket.CompressionDisabled,
 		})
-		if err != nil {
-			// Accept has written the HTTP error (403 for a foreign origin).
-			c.log.Info("consumer: upgrade refused", "err", err)
-			return
-		}
-		c.ws, c.t = ws, wsTransport{ws}
-		limit := s.ReadLimit
-		if limit <= 0 {
-			limit = 64 << 10
-		}
-		ws.SetReadLimit(limit)
-		readLoop = func() error { return s.read(c, cons) }
+		return
 	}
 
+	up := &upgrader{ResponseWriter: w, timeout: s.writeTimeout()}
+	ws, err := websocket.Accept(up, r, &websocket.AcceptOptions{
+		OriginPatterns:  s.OriginPatterns,
+		CompressionMode: websocket.CompressionDisabled,
+		OnPongReceived:  func(_ context.Context, p []byte) { c.pongReceived(p) },
+	})
+	if err != nil {
+		// Accept has written the HTTP error (403 for a foreign origin).
+		c.log.Info("consumer: upgrade refused", "err", err)
+		return
+	}
+	c.ws, c.nc = ws, up.nc
+	limit := s.ReadLimit
+	if limit <= 0 {
+		limit = 64 << 10
+	}
+	ws.SetReadLimit(limit)
+	// The WebSocket lives on in a goroutine of its own, which Shutdown
+	// waits for, and the handler returns: the HTTP server then lets go of
+	// the request's state and of this goroutine's stack, which the
+	// handshake grew to several times what reading needs.
+	handedOff = true
+	go s.run(c, wsTransport{ws: ws, nc: up.nc}, func() error { return s.read(c) })
+}
+
+// run serves an accepted connection until it ends, then releases it.
+func (s *Server) run(c *Conn, t transport, readLoop func() error) {
+	status := websocket.StatusCode(-1)
+	defer func() { s.finish(c, status) }()
 	s.track(c, true)
 	defer s.track(c, false)
 	if c.identity != nil && !c.identity.Expires.IsZero() {
@@ -331,16 +344,20 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	c.stats.open.Add(1)
 	defer c.stats.open.Add(-1)
 
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		s.write(c, cons)
-	}()
+	if s.PingInterval >= 0 {
+		c.mu.Lock()
+		c.timer = time.AfterFunc(orDefault(s.PingInterval, 25*time.Second), c.tick)
+		c.mu.Unlock()
+	}
+	c.start(t)
 	readErr := readLoop()
 	// The reader is done: the peer closed, the connection broke, or our
 	// own close handshake finished. Stop the writer and release the socket.
-	cancel()
-	<-writerDone
+	if c.nc != nil && websocket.CloseStatus(readErr) == -1 {
+		c.nc.linger(lingerAfterClose) // only if we sent a close the peer did not answer
+	}
+	c.abort()
+	c.end()
 	if c.ws != nil {
 		c.ws.CloseNow()
 	}
@@ -363,6 +380,29 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	c.log.Debug("consumer: disconnected", "status", int(status), "by_server", byUs)
 }
 
+// finish releases what Serve took for the connection, in reverse order:
+// the consumer's Disconnect, the channel, the context, the admission.
+func (s *Server) finish(c *Conn, status websocket.StatusCode) {
+	if c.cons != nil {
+		c.cons.Disconnect(c, status)
+	}
+	if c.channel != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.Layer.CloseChannel(ctx, c.channel); err != nil {
+			c.log.Warn("consumer: closing channel", "err", err)
+		}
+		cancel()
+	}
+	c.cancel()
+	s.mu.Lock()
+	s.admitted--
+	if s.perAddr[c.addr]--; s.perAddr[c.addr] <= 0 {
+		delete(s.perAddr, c.addr)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
 func (s *Server) track(c *Conn, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -383,14 +423,14 @@ func (s *Server) track(c *Conn, add bool) {
 
 // read is the connection's reading loop. It returns the error that ended
 // it.
-func (s *Server) read(c *Conn, cons Consumer) error {
+func (s *Server) read(c *Conn) error {
 	limit := s.RateLimit
 	if limit <= 0 {
 		limit = 20
 	}
 	lim := rate.NewLimiter(rate.Limit(limit), orDefault(s.RateBurst, 40))
 	for {
-		kind, data, err := c.ws.Read(c.ctx)
+		kind, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			return err
 		}
@@ -408,94 +448,111 @@ func (s *Server) read(c *Conn, cons Consumer) error {
 			continue
 		}
 		c.stats.received.Add(1)
-		if err := cons.Receive(c.ctx, c, kind, data); err != nil {
+		if err := c.cons.Receive(c.ctx, c, kind, data); err != nil {
 			s.fail(c, "receive", err)
 		}
 	}
 }
 
-// write is the connection's only writer. It dispatches layer messages to
-// the consumer and writes frames, in queue order, and performs the close
-// handshake when the connection is closed from our side.
 func (s *Server) writeTimeout() time.Duration { return orDefault(s.WriteTimeout, 10*time.Second) }
 
-func (s *Server) write(c *Conn, cons Consumer) {
-	timeout := s.writeTimeout()
-	var spare []item
-	var ping <-chan time.Time
-	if s.PingInterval >= 0 {
-		t := time.NewTicker(orDefault(s.PingInterval, 25*time.Second))
-		defer t.Stop()
-		ping = t.C
+func (s *Server) writeDelay() time.Duration {
+	if s.WriteDelay == 0 {
+		return 10 * time.Millisecond
 	}
+	return s.WriteDelay
+}
+
+// write is the connection's only writer, started by Conn.kick when there
+// is something to write. It dispatches layer messages to the consumer and
+// writes frames, in queue order, and performs the close handshake when the
+// connection is closed from our side. It encodes everything it takes into
+// one batch and sends the batch when the queue is empty: one write and one
+// deadline for all the frames that were waiting. It ends when nothing is
+// left, so an idle connection has no writer.
+func (s *Server) write(c *Conn) {
+	defer c.writers.Done()
+	b := getBatch()
+	defer putBatch(b)
+	var spare []item
+	wrote := false
+	f, canForward := c.cons.(forwarder)
+	var fwdType string // the last message type looked up, and whether it is forwarded
+	var fwd bool
 	for {
-		select {
-		case <-c.wake:
-		case <-ping:
-			if st, ok := c.t.(*sseTransport); ok {
-				if err := st.ping(); err != nil {
-					c.log.Debug("consumer: event stream keep-alive failed", "err", err)
-					c.cancel()
-					return
-				}
-			} else if !c.active.Swap(false) {
-				s.ping(c)
-			}
-			continue
-		case <-c.ctx.Done():
+		if c.ctx.Err() != nil {
 			return
 		}
-		batch, closing := c.take(spare)
-		if closing {
+		t := c.take(spare, b.empty(), wrote)
+		switch {
+		case t.stop:
+			return
+		case t.close:
+			if !b.empty() {
+				_ = s.flush(c, b) // what was taken before the close goes first
+			}
 			c.mu.Lock()
 			code, why := c.closeCode, c.closeWhy
 			c.mu.Unlock()
 			_ = c.t.close(code, why)
 			return
 		}
-		for i, it := range batch {
-			if it.msgType != "" {
-				c.stats.dispatched.Add(1)
-				err := cons.Dispatch(c.ctx, c, channellayer.MessageFromID(it.msgType, it.id, it.data))
-				if err != nil {
-					s.fail(c, "dispatch", err)
-				}
-				continue
-			}
-			wctx, wcancel := context.WithTimeout(c.ctx, timeout)
-			err := c.t.write(wctx, it.id, it.data)
-			wcancel()
-			if err != nil {
-				c.log.Debug("consumer: write failed", "err", err)
-				c.cancel()
+		if t.ping {
+			c.t.keepAlive(b, t.seq)
+		}
+		if len(t.items) == 0 {
+			// Nothing more came while the batch was being made: send it.
+			if !s.flush(c, b) {
 				return
 			}
-			c.stats.sent.Add(1)
-			batch[i] = item{}
+			wrote = true
+			spare = t.items
+			continue
 		}
-		spare = batch
+		var dispatched int64
+		for i, it := range t.items {
+			t.items[i] = item{}
+			if it.msgType != "" {
+				dispatched++
+				if it.msgType != fwdType {
+					fwdType, fwd = it.msgType, canForward && f.forwards(it.msgType)
+				}
+				if !fwd {
+					err := c.cons.Dispatch(c.ctx, c, channellayer.MessageFromID(it.msgType, it.id, it.data))
+					if err != nil {
+						s.fail(c, "dispatch", err)
+					}
+					continue
+				}
+				// Write what ForwardToClient would queue: the same bytes.
+			}
+			c.t.frame(b, it.id, it.data)
+			if b.size >= maxBatch {
+				if !s.flush(c, b) {
+					return
+				}
+				wrote = true
+			}
+		}
+		if dispatched > 0 {
+			c.stats.dispatched.Add(dispatched)
+		}
+		spare = t.items
 	}
 }
 
-// ping checks that a quiet client is still there. The pong arrives on
-// the reader, so the wait runs in its own short-lived goroutine and the
-// writer goes on writing.
-func (s *Server) ping(c *Conn) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(c.ctx, orDefault(s.PingTimeout, 10*time.Second))
-		defer cancel()
-		if err := c.ws.Ping(ctx); err != nil && c.ctx.Err() == nil {
-			c.log.Info("consumer: no answer to ping; dropping the connection", "err", err)
-			c.mu.Lock()
-			if !c.closing {
-				c.closing, c.closeCode, c.closeWhy, c.byUs = true, StatusPingTimeout, "ping timeout", true
-			}
-			c.mu.Unlock()
-			c.cancel()
-		}
-	}()
+// flush sends the writer's batch. A failed write ends the connection.
+func (s *Server) flush(c *Conn, b *batch) bool {
+	frames := b.frames
+	if err := c.t.flush(b); err != nil {
+		c.log.Debug("consumer: write failed", "err", err)
+		c.abort()
+		return false
+	}
+	if frames > 0 {
+		c.stats.sent.Add(frames)
+	}
+	return true
 }
 
 func orDefault[T int | time.Duration](v, def T) T {
@@ -547,7 +604,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.cancel()
+			c.abort()
 		}
 		s.mu.Unlock()
 		return ctx.Err()

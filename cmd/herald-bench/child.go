@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +99,18 @@ func runChild(args []string) error {
 		if s != "" {
 			cfg.srcs = append(cfg.srcs, net.ParseIP(s))
 		}
+	}
+	if dir := os.Getenv("HERALD_BENCH_CHILD_CPUPROFILE"); dir != "" {
+		// Profiling the load client itself, to tell when it is the limit.
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("child-%d.cpu.prof", cfg.id)))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	c := &child{cfg: cfg, out: json.NewEncoder(os.Stdout), closed: map[string]int64{}}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.maxTime)
@@ -195,6 +209,8 @@ func (c *child) connect(ctx context.Context) {
 func (c *child) read(i int, ws *wsConn) {
 	defer c.wg.Done()
 	h := &c.hs[i%nShards]
+	var now int64
+	reads := ^uint64(0)
 	for {
 		p, err := ws.next()
 		if err != nil {
@@ -213,7 +229,10 @@ func (c *child) read(i int, ws *wsConn) {
 			c.cmu.Unlock()
 			return
 		}
-		now := time.Now().UnixNano()
+		if ws.cr.reads != reads {
+			// The frame came with a new read from the socket.
+			now, reads = time.Now().UnixNano(), ws.cr.reads
+		}
 		c.recv[i].Add(1)
 		if t, ok := stamp(p); ok {
 			h.Record(time.Duration(now - t))

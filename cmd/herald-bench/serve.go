@@ -33,6 +33,7 @@ func runServe(args []string) error {
 	cpuProf := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	memProf := fs.String("memprofile", "", "write a heap profile here (after a GC) on SIGUSR1, and at the end if no SIGUSR1 came")
 	maxTime := fs.Duration("max-time", 5*time.Minute, "stop after this long")
+	writeDelay := fs.Duration("write-delay", 0, "consumer.Server.WriteDelay (0: the server's default; negative: never wait)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -59,6 +60,7 @@ func runServe(args []string) error {
 	}
 	defer layer.Close()
 	conns := &consumer.Server{Logger: log, MaxConnections: 20000, MaxConnectionsPerAddr: 20000}
+	conns.WriteDelay = *writeDelay
 	metrics := router.NewMetrics(conns, layer)
 	layer = metrics.Instrument(layer)
 	conns.Layer = layer

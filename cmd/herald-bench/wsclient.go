@@ -24,9 +24,27 @@ import (
 
 type wsConn struct {
 	nc  net.Conn
+	cr  *countingReader
 	br  *bufio.Reader
 	buf []byte
 }
+
+// countingReader counts the reads from the socket, so that the receiver
+// can read the clock once per read rather than once per frame: every
+// frame a read brings arrived at the same moment.
+type countingReader struct {
+	r     io.Reader
+	reads uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
+}
+
+// readBuffer is the client's read buffer: large enough for a batch of
+// frames the server sends with one write to arrive with one read.
+const readBuffer = 8 << 10
 
 // errStatus is a refused upgrade, with the HTTP status the server gave.
 type errStatus int
@@ -51,7 +69,8 @@ func dialWS(ctx context.Context, u *url.URL, src net.IP, timeout time.Duration) 
 		nc.Close()
 		return nil, err
 	}
-	br := bufio.NewReaderSize(nc, 2048)
+	cr := &countingReader{r: nc}
+	br := bufio.NewReaderSize(cr, readBuffer)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		nc.Close()
@@ -62,7 +81,7 @@ func dialWS(ctx context.Context, u *url.URL, src net.IP, timeout time.Duration) 
 		return nil, errStatus(resp.StatusCode)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return &wsConn{nc: nc, br: br}, nil
+	return &wsConn{nc: nc, cr: cr, br: br}, nil
 }
 
 // errClosed is returned by next when the server closed the WebSocket;
