@@ -31,7 +31,7 @@ type Conn struct {
 	req      *http.Request
 	params   map[string]string
 	layer    channellayer.Layer
-	log      *slog.Logger
+	log      atomic.Pointer[slog.Logger] // see Logger
 	srv      *Server
 	cons     Consumer
 	stats    *routeStats
@@ -106,7 +106,10 @@ func (c *Conn) Channel() string { return c.channel }
 // Layer returns the channel layer the connection lives on.
 func (c *Conn) Layer() channellayer.Layer { return c.layer }
 
-// Request returns the HTTP request that opened the connection.
+// Request returns the HTTP request that opened the connection. Once a
+// WebSocket is upgraded the request's handler has returned: its context
+// has ended, and a router may reuse what it kept there (chi's route
+// context), so use Context and Param instead.
 func (c *Conn) Request() *http.Request { return c.req }
 
 // Param returns the URL path parameter name, as matched by the router.
@@ -187,7 +190,15 @@ func (c *Conn) Groups() []string {
 }
 
 // Logger returns a logger that tags every line with the connection id.
-func (c *Conn) Logger() *slog.Logger { return c.log }
+func (c *Conn) Logger() *slog.Logger {
+	if l := c.log.Load(); l != nil {
+		return l
+	}
+	// Made on first use: most connections never log, and a tagged logger
+	// costs a few hundred bytes.
+	c.log.CompareAndSwap(nil, c.srv.logger().With("conn", c.id))
+	return c.log.Load()
+}
 
 // Context returns a context that ends when the connection is over.
 func (c *Conn) Context() context.Context { return c.ctx }
@@ -264,7 +275,7 @@ func (c *Conn) push(it item) bool {
 	if queued >= c.srv.queueSize() {
 		c.srv.slow.Add(1)
 		c.srv.droppedSlow.Add(1) // this one; closeLocked counts the queue
-		c.log.Warn("consumer: client too slow, closing", "queued", queued)
+		c.Logger().Warn("consumer: client too slow, closing", "queued", queued)
 		c.closeLocked(StatusTooSlow, "too slow: outbound queue full")
 		return false
 	}
@@ -322,8 +333,9 @@ func (c *Conn) kick() {
 }
 
 // busyDelays is how many WriteDelays after a write a client counts as
-// busy, and its next frame waits for more to join it.
-const busyDelays = 5
+// busy, and its next frame waits for more to join it: a client whose
+// messages come further apart than that would gain nothing by waiting.
+const busyDelays = 2
 
 // start lets writers run, once the transport is ready, and starts one if
 // something is already queued.
@@ -447,7 +459,7 @@ func (c *Conn) tick() {
 	case c.awaiting:
 		c.awaiting = false
 		if !c.pong.Load() {
-			c.log.Info("consumer: no answer to ping; dropping the connection")
+			c.Logger().Info("consumer: no answer to ping; dropping the connection")
 			c.closing, c.closeCode, c.closeWhy, c.byUs = true, StatusPingTimeout, "ping timeout", true
 			c.closeStarted = true // the peer is gone: no close frame
 			c.abort()

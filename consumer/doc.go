@@ -14,19 +14,35 @@
 //
 // # Goroutines and the outbound queue
 //
-// A connection has two goroutines: the HTTP handler's, which reads client
-// frames and calls Receive, and one writer, which calls Dispatch and
-// writes frames. Nothing else writes to the socket. Layer messages and
-// frames wait in one bounded queue (Server.QueueSize, default 256); the
-// layer's Deliver and Conn.Send never block. When the queue is full the
-// client is too slow: it is closed with StatusTooSlow (4008) and counted
-// in Stats, and nobody else waits for it.
+// A WebSocket has one goroutine of its own while it is idle, its reader,
+// which calls Receive; Serve returns after the upgrade and the Server owns
+// that goroutine (Shutdown waits for it). An event stream is served by
+// its HTTP handler. A writer goroutine runs only while there is something
+// to write: it calls Dispatch and writes frames, and nothing else writes
+// to the socket but coder/websocket's own control frames. Keep-alive pings
+// are driven by a timer, not a goroutine. Layer messages and frames wait
+// in one bounded queue (Server.QueueSize, default 256); the layer's
+// Deliver and Conn.Send never block. When the queue is full the client is
+// too slow: it is closed with StatusTooSlow (4008) and counted in Stats,
+// and nobody else waits for it.
+//
+// # Writing
+//
+// The writer encodes everything it finds queued into one batch and sends
+// it with one write system call under one deadline (Server.WriteTimeout):
+// a client that cannot take a batch in time is dropped. A frame for a
+// client written to within the last two Server.WriteDelays (default
+// 10ms) waits WriteDelay, so that a busy client's frames share writes; a
+// frame for a quiet client is written at once.
 //
 // # Encode once
 //
 // A layer message arrives as encoded bytes shared by every local member
 // of its group. ForwardToClient writes those bytes unchanged, so a group
-// message is encoded once per instance, not once per recipient.
+// message is encoded once per instance, not once per recipient; the
+// writer puts a forwarded message's bytes straight after its frame header
+// (a large one is sent from the shared bytes themselves, with a vectored
+// write).
 //
 // # Client frames
 //

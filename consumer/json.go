@@ -127,7 +127,7 @@ func (j *JSON) Dispatch(ctx context.Context, c *Conn, msg channellayer.Message) 
 	h := j.Routes.Handler(msg.Type())
 	if h == nil {
 		c.srv.unhandled.Add(1)
-		c.log.Warn("consumer: no handler for message type; dropped", "type", msg.Type())
+		c.Logger().Warn("consumer: no handler for message type; dropped", "type", msg.Type())
 		return nil
 	}
 	return h(ctx, c, msg)

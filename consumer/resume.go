@@ -64,7 +64,7 @@ func (c *Conn) Resume(ctx context.Context, group, since string) {
 		msgs, err = h.History(ctx, group, since, c.srv.maxReplay())
 	}
 	if err != nil {
-		c.log.Debug("consumer: cannot resume; client must resync", "group", group, "err", err)
+		c.Logger().Debug("consumer: cannot resume; client must resync", "group", group, "err", err)
 	}
 	c.release(group, since, msgs, err)
 }

@@ -43,7 +43,7 @@ type Server struct {
 	// only every WriteTimeout/2) is dropped. Default 10s.
 	WriteTimeout time.Duration
 	// WriteDelay gathers the frames of a busy client into fewer writes: a
-	// frame for a client written to within the last five WriteDelays
+	// frame for a client written to within the last two WriteDelays
 	// waits WriteDelay, and every frame that arrives meanwhile goes out
 	// with it, in one write. A client that gets many messages a second
 	// thus costs a system call per WriteDelay or so rather than one per
@@ -241,7 +241,6 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		params:   route.Params,
 		stats:    s.route(route.Pattern),
 		layer:    s.Layer,
-		log:      s.logger().With("conn", id),
 		identity: IdentityFrom(r.Context()),
 		srv:      s,
 		ctx:      ctx,
@@ -256,7 +255,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	}()
 	name, err := s.Layer.NewChannel(c)
 	if err != nil {
-		c.log.Error("consumer: no channel for connection", "err", err)
+		c.Logger().Error("consumer: no channel for connection", "err", err)
 		http.Error(w, "channel layer unavailable", http.StatusServiceUnavailable)
 		return
 	}
@@ -274,20 +273,20 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 			http.Error(w, rej.Reason, rej.status())
 			return
 		}
-		c.log.Error("consumer: connect failed", "err", err)
+		c.Logger().Error("consumer: connect failed", "err", err)
 		http.Error(w, "connect failed", http.StatusInternalServerError)
 		return
 	}
 
 	if IsEventStream(r) {
 		if !originAllowed(r, s.OriginPatterns) {
-			c.log.Info("consumer: event stream from a foreign origin refused")
+			c.Logger().Info("consumer: event stream from a foreign origin refused")
 			http.Error(w, "origin not allowed", http.StatusForbidden)
 			return
 		}
 		st, err := newSSE(w, s.writeTimeout(), cancel)
 		if err != nil {
-			c.log.Debug("consumer: event stream failed at start", "err", err)
+			c.Logger().Debug("consumer: event stream failed at start", "err", err)
 			return
 		}
 		// The stream is the response: the handler serves it to the end.
@@ -311,7 +310,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	})
 	if err != nil {
 		// Accept has written the HTTP error (403 for a foreign origin).
-		c.log.Info("consumer: upgrade refused", "err", err)
+		c.Logger().Info("consumer: upgrade refused", "err", err)
 		return
 	}
 	c.ws, c.nc = ws, up.nc
@@ -377,7 +376,7 @@ func (s *Server) run(c *Conn, t transport, readLoop func() error) {
 	default:
 		status = websocket.CloseStatus(readErr)
 	}
-	c.log.Debug("consumer: disconnected", "status", int(status), "by_server", byUs)
+	c.Logger().Debug("consumer: disconnected", "status", int(status), "by_server", byUs)
 }
 
 // finish releases what Serve took for the connection, in reverse order:
@@ -389,7 +388,7 @@ func (s *Server) finish(c *Conn, status websocket.StatusCode) {
 	if c.channel != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := s.Layer.CloseChannel(ctx, c.channel); err != nil {
-			c.log.Warn("consumer: closing channel", "err", err)
+			c.Logger().Warn("consumer: closing channel", "err", err)
 		}
 		cancel()
 	}
@@ -428,13 +427,16 @@ func (s *Server) read(c *Conn) error {
 	if limit <= 0 {
 		limit = 20
 	}
-	lim := rate.NewLimiter(rate.Limit(limit), orDefault(s.RateBurst, 40))
+	var lim *rate.Limiter // made at the first frame: many clients never send one
 	for {
 		kind, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			return err
 		}
 		c.active.Store(true)
+		if lim == nil {
+			lim = rate.NewLimiter(rate.Limit(limit), orDefault(s.RateBurst, 40))
+		}
 		if !lim.Allow() {
 			c.Close(StatusPolicyViolation, fmt.Sprintf("rate limit: more than %g frames per second", limit))
 			continue
@@ -545,7 +547,7 @@ func (s *Server) write(c *Conn) {
 func (s *Server) flush(c *Conn, b *batch) bool {
 	frames := b.frames
 	if err := c.t.flush(b); err != nil {
-		c.log.Debug("consumer: write failed", "err", err)
+		c.Logger().Debug("consumer: write failed", "err", err)
 		c.abort()
 		return false
 	}
@@ -579,7 +581,7 @@ func (s *Server) fail(c *Conn, stage string, err error) {
 		c.Close(ce.Code, ce.Reason)
 		return
 	}
-	c.log.Error("consumer: "+stage+" failed", "err", err)
+	c.Logger().Error("consumer: "+stage+" failed", "err", err)
 	c.Close(StatusInternalError, "internal error")
 }
 

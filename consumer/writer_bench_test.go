@@ -38,7 +38,7 @@ func benchConn(b *testing.B) (*Conn, *discard) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	d := &discard{wsTransport: wsTransport{nc: &wsConn{}}}
-	c := &Conn{srv: s, stats: s.route("/"), layer: layer, log: s.logger(), ctx: ctx, cancel: cancel,
+	c := &Conn{srv: s, stats: s.route("/"), layer: layer, ctx: ctx, cancel: cancel,
 		cons: NewNotification("")(nil), t: d}
 	return c, d
 }

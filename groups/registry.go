@@ -3,6 +3,7 @@ package groups
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -36,8 +37,10 @@ func (f MemberFunc) Deliver(msgType string, data []byte) { f(msgType, data) }
 
 type channel struct {
 	member Member
-	groups map[string]struct{}
+	groups []string // few: a connection is in a handful of groups, and a map would cost hundreds of bytes per channel
 }
+
+func (ch *channel) in(group string) bool { return slices.Contains(ch.groups, group) }
 
 // Registry is the local membership of one instance. The zero value is
 // ready to use.
@@ -64,7 +67,7 @@ func (r *Registry) AddChannel(name string, m Member) {
 	}
 	if old, ok := r.channels[name]; ok {
 		old.member = m
-		for name2 := range old.groups {
+		for _, name2 := range old.groups {
 			g := r.groups[name2]
 			g.members[g.pos[name]] = m
 		}
@@ -83,7 +86,9 @@ func (r *Registry) RemoveChannel(name string) (emptied []string) {
 	if !ok {
 		return nil
 	}
-	for g := range ch.groups {
+	joined := ch.groups
+	ch.groups = nil // leaveLocked need not remove them one by one
+	for _, g := range joined {
 		if r.leaveLocked(g, name) {
 			emptied = append(emptied, g)
 		}
@@ -101,13 +106,10 @@ func (r *Registry) Join(group, channelName string) (first bool, err error) {
 	if !ok {
 		return false, fmt.Errorf("%w %q", ErrUnknownChannel, channelName)
 	}
-	if _, ok := ch.groups[group]; ok {
+	if ch.in(group) {
 		return false, nil
 	}
-	if ch.groups == nil {
-		ch.groups = make(map[string]struct{}, 1)
-	}
-	ch.groups[group] = struct{}{}
+	ch.groups = append(ch.groups, group)
 	g := r.groups[group]
 	if g == nil {
 		g = &groupMembers{pos: make(map[string]int, 1)}
@@ -129,14 +131,17 @@ func (r *Registry) Leave(group, channelName string) (last bool) {
 	if !ok {
 		return false
 	}
-	if _, ok := ch.groups[group]; !ok {
+	if !ch.in(group) {
 		return false
 	}
 	return r.leaveLocked(group, channelName)
 }
 
 func (r *Registry) leaveLocked(name, channelName string) bool {
-	delete(r.channels[channelName].groups, name)
+	ch := r.channels[channelName]
+	if i := slices.Index(ch.groups, name); i >= 0 {
+		ch.groups = slices.Delete(ch.groups, i, i+1)
+	}
 	g := r.groups[name]
 	last := len(g.members) - 1
 	if last == 0 {

@@ -66,6 +66,7 @@ func runFanout(args []string) error {
 	pub := &publisher{url: c.httpBase() + "/api/groups/" + *group + "/send", token: *token, size: *size,
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *workers, DisableCompression: true}, Timeout: 10 * time.Second}}
 	cpu0, _ := c.servers.cpu()
+	w0, werr := c.servers.writes()
 	mb0, mt0 := machineCPU()
 	start := time.Now()
 	pub.run(*rate, *dur, *workers)
@@ -90,6 +91,7 @@ func runFanout(args []string) error {
 	tick.Stop()
 	drained := lastChange
 	cpu1, _ := c.servers.cpu()
+	w1, _ := c.servers.writes()
 	mb1, mt1 := machineCPU()
 	done := fl.stop()
 
@@ -142,6 +144,13 @@ func runFanout(args []string) error {
 			rec["server_cpu_s_per_million"] = round(cpu/(float64(recv)/1e6), 3)
 		}
 		summary += fmt.Sprintf("; server CPU %.2fs (%.2f cores, %.3f s per million deliveries)", cpu, cpu/window, cpu/(float64(recv)/1e6))
+		if werr == nil && w1 > w0 && recv > 0 {
+			// Every write system call of the server, the API answers
+			// included: deliveries per write says how well frames batch.
+			rec["server_writes"] = w1 - w0
+			rec["deliveries_per_write"] = round(float64(recv)/float64(w1-w0), 2)
+			summary += fmt.Sprintf("; %d server writes (%.1f deliveries each)", w1-w0, float64(recv)/float64(w1-w0))
+		}
 	}
 	summary += fmt.Sprintf("; client CPU %.1fs; machine busy %.0f%%", clientCPU, machineBusy*100)
 	if len(closed) > 0 {

@@ -53,6 +53,21 @@ func procCPU(pid int) (float64, error) {
 	return (ut + st) / clockTicks, nil
 }
 
+// procWrites returns how many write system calls (write, writev,
+// sendmsg) pid has made, from /proc/<pid>/io.
+func procWrites(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no syscw for pid %d", pid)
+}
+
 // machineCPU returns the busy and total jiffies of all CPUs, to tell how
 // loaded the machine was during a run.
 func machineCPU() (busy, total float64) {
@@ -91,6 +106,18 @@ func (s servers) cpu() (float64, error) {
 	var sum float64
 	for _, pid := range s {
 		n, err := procCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
+func (s servers) writes() (int64, error) {
+	var sum int64
+	for _, pid := range s {
+		n, err := procWrites(pid)
 		if err != nil {
 			return 0, err
 		}
