@@ -54,7 +54,8 @@ type Conn struct {
 	mu           sync.Mutex
 	queue        []item
 	writer       func()         // runs srv.write(c)
-	lastWrite    time.Time      // when the last writer finished, if it wrote
+	lastWrite    time.Time      // when the last writer that wrote finished
+	lastFrames   int64          // how many frames that writer wrote
 	delayed      *time.Timer    // starts a writer that must wait for WriteDelay
 	writers      sync.WaitGroup // the writer, while it runs or is about to
 	writing      bool           // a writer runs
@@ -317,14 +318,14 @@ func (c *Conn) kick() {
 	if c.writer == nil {
 		c.writer = func() { c.srv.write(c) } // made once: a go statement with arguments allocates
 	}
-	d := c.srv.writeDelay()
-	if d <= 0 || c.closing || c.lastWrite.IsZero() || time.Since(c.lastWrite) > busyDelays*d {
+	if !c.busy() {
 		go c.writer()
 		return
 	}
 	// The client is busy: let more frames gather, so that they share the
 	// next write. The timer starts the writer's goroutine when it fires;
 	// none waits meanwhile.
+	d := c.srv.writeDelay()
 	if c.delayed == nil {
 		c.delayed = time.AfterFunc(d, c.writer)
 	} else {
@@ -332,10 +333,20 @@ func (c *Conn) kick() {
 	}
 }
 
-// busyDelays is how many WriteDelays after a write a client counts as
-// busy, and its next frame waits for more to join it: a client whose
-// messages come further apart than that would gain nothing by waiting.
-const busyDelays = 2
+// busy reports whether a frame for the client should wait WriteDelay for
+// others to join it: the client was written to less than WriteDelay ago,
+// or its last write carried several frames (its messages come faster
+// than they are written) less than four WriteDelays ago, which keeps a
+// busy client batching through a hiccup. A client whose messages come
+// further apart would gain nothing by waiting. c.mu must be held.
+func (c *Conn) busy() bool {
+	d := c.srv.writeDelay()
+	if d <= 0 || c.closing || c.lastWrite.IsZero() {
+		return false
+	}
+	since := time.Since(c.lastWrite)
+	return since < d || (c.lastFrames > 1 && since < 4*d)
+}
 
 // start lets writers run, once the transport is ready, and starts one if
 // something is already queued.
@@ -373,9 +384,9 @@ type turn struct {
 
 // take hands the writer everything queued, with the keep-alive if one is
 // due. idle says the writer holds nothing unsent; then an empty queue
-// ends the writer (stop), and the next push starts another. wrote says
-// the writer has written something.
-func (c *Conn) take(spare []item, idle, wrote bool) turn {
+// ends the writer (stop), and the next push starts another. frames is
+// how many frames the writer has written.
+func (c *Conn) take(spare []item, idle bool, frames int64) turn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
@@ -392,8 +403,8 @@ func (c *Conn) take(spare []item, idle, wrote bool) turn {
 	}
 	if len(c.queue) == 0 && !t.ping && idle {
 		c.writing = false
-		if wrote && c.srv.writeDelay() > 0 {
-			c.lastWrite = time.Now()
+		if frames > 0 && c.srv.writeDelay() > 0 {
+			c.lastWrite, c.lastFrames = time.Now(), frames
 		}
 		// An idle connection holds no queue: both buffers go back.
 		putQueue(c.queue)

@@ -31,8 +31,8 @@
 // The writer encodes everything it finds queued into one batch and sends
 // it with one write system call under one deadline (Server.WriteTimeout):
 // a client that cannot take a batch in time is dropped. A frame for a
-// client written to within the last two Server.WriteDelays (default
-// 10ms) waits WriteDelay, so that a busy client's frames share writes; a
+// busy client, one written to moments ago, waits Server.WriteDelay
+// (default 10ms) so that the frames arriving meanwhile share its write; a
 // frame for a quiet client is written at once.
 //
 // # Encode once

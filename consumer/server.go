@@ -43,7 +43,8 @@ type Server struct {
 	// only every WriteTimeout/2) is dropped. Default 10s.
 	WriteTimeout time.Duration
 	// WriteDelay gathers the frames of a busy client into fewer writes: a
-	// frame for a client written to within the last two WriteDelays
+	// frame for a client written to less than WriteDelay ago (or less
+	// than four WriteDelays ago, if that write carried several frames)
 	// waits WriteDelay, and every frame that arrives meanwhile goes out
 	// with it, in one write. A client that gets many messages a second
 	// thus costs a system call per WriteDelay or so rather than one per
@@ -477,7 +478,7 @@ func (s *Server) write(c *Conn) {
 	b := getBatch()
 	defer putBatch(b)
 	var spare []item
-	wrote := false
+	var written int64 // frames sent by this writer
 	f, canForward := c.cons.(forwarder)
 	var fwdType string // the last message type looked up, and whether it is forwarded
 	var fwd bool
@@ -485,7 +486,7 @@ func (s *Server) write(c *Conn) {
 		if c.ctx.Err() != nil {
 			return
 		}
-		t := c.take(spare, b.empty(), wrote)
+		t := c.take(spare, b.empty(), written)
 		switch {
 		case t.stop:
 			return
@@ -504,10 +505,10 @@ func (s *Server) write(c *Conn) {
 		}
 		if len(t.items) == 0 {
 			// Nothing more came while the batch was being made: send it.
+			written += b.frames
 			if !s.flush(c, b) {
 				return
 			}
-			wrote = true
 			spare = t.items
 			continue
 		}
@@ -530,10 +531,10 @@ func (s *Server) write(c *Conn) {
 			}
 			c.t.frame(b, it.id, it.data)
 			if b.size >= maxBatch {
+				written += b.frames
 				if !s.flush(c, b) {
 					return
 				}
-				wrote = true
 			}
 		}
 		if dispatched > 0 {

