@@ -94,6 +94,7 @@ type item struct {
 	group   string // the group a layer message was sent to, if known
 	id      string // its history id, or the id of a frame to write
 	data    []byte
+	raw     bool // data is the rest of a frame already partly written: write it as it is
 }
 
 // ID returns the connection's id, unique within this process, which every
@@ -296,12 +297,71 @@ func (c *Conn) push(it item) bool {
 			return true
 		}
 	}
+	if len(c.queue) == 0 && c.writeNow(it) {
+		return true
+	}
 	if c.queue == nil {
 		c.queue = getQueue()
 	}
 	c.queue = append(c.queue, it)
 	c.kick()
 	return true
+}
+
+// writeNow writes it to a quiet WebSocket client at once, from the
+// goroutine that delivers it, when that takes no waiting: no writer
+// runs, nothing is queued before it, the client is not busy, nobody else
+// is writing to the socket and the socket takes the frame without
+// blocking (what it does not take is queued for a writer).
+// Most group messages to most clients go this way, with no goroutine, no
+// queue and no timer. It reports whether it took care of it. c.mu must be
+// held and the queue must be empty.
+func (c *Conn) writeNow(it item) bool {
+	if c.nc == nil || c.nc.raw == nil || c.writing || !c.started || c.ended ||
+		c.closing || c.pingDue || len(it.data) >= refPayload || c.busy() {
+		return false
+	}
+	if it.msgType != "" {
+		f, ok := c.cons.(forwarder)
+		if !ok || !f.forwards(it.msgType) {
+			return false
+		}
+	}
+	var hdr [4]byte // a text frame shorter than refPayload has a 2- or 4-byte header
+	rest, ok := c.nc.tryWrite(appendFrameHeader(hdr[:0], opText, len(it.data)), it.data)
+	if !ok {
+		return false
+	}
+	c.noteFlowed(it)
+	if it.msgType != "" {
+		c.stats.dispatched.Add(1)
+	}
+	c.stats.sent.Add(1)
+	c.srv.directW.Add(1)
+	if c.srv.writeDelay() > 0 {
+		c.lastWrite, c.lastFrames = time.Now(), 1
+	}
+	if rest != nil {
+		// The socket took part of the frame: a writer sends the rest first.
+		c.queue = append(getQueue(), item{raw: true, data: rest})
+		c.kick()
+	}
+	return true
+}
+
+// noteFlowed records, for a message of a group with history, that it is
+// the first the client gets of that group, if none went before it.
+// c.mu must be held.
+func (c *Conn) noteFlowed(it item) {
+	if it.id == "" || it.group == "" {
+		return
+	}
+	if c.flowed == nil {
+		c.flowed = make(map[string]string)
+	}
+	if _, ok := c.flowed[it.group]; !ok {
+		c.flowed[it.group] = it.id
+	}
 }
 
 // kick starts the writer if there is work for it and none runs. c.mu
@@ -415,14 +475,7 @@ func (c *Conn) take(spare []item, idle bool, frames int64) turn {
 	t.items = c.queue
 	c.replayed = 0
 	for _, it := range t.items {
-		if it.id != "" && it.group != "" {
-			if c.flowed == nil {
-				c.flowed = make(map[string]string)
-			}
-			if _, ok := c.flowed[it.group]; !ok {
-				c.flowed[it.group] = it.id
-			}
-		}
+		c.noteFlowed(it)
 	}
 	// Hand back the previous batch's storage, unless a burst made it
 	// larger than the pool's.

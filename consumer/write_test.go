@@ -408,3 +408,64 @@ func TestEventStreamBatchesAndKeepAlive(t *testing.T) {
 		}
 	}
 }
+
+// A message for a quiet client is written at once by the goroutine that
+// delivers it, one write per client and no writer goroutine.
+func TestQuietClientsAreWrittenDirectly(t *testing.T) {
+	h := newHarness(t, consumer.NewNotification(""), func(s *consumer.Server) { s.WriteDelay = -1 })
+	var conns []*frameConn
+	for range 20 {
+		conns = append(conns, h.dialFrames(nil))
+	}
+	waitFor(t, "open", func() bool { return h.srv.Stats().Open == 20 })
+	for i := range 3 {
+		// The first message may find a connection whose writing is not
+		// set up yet; it is queued then, and written when it is.
+		before := h.srv.Stats().Writes
+		if err := h.groupSend("gossip", map[string]any{"type": "name.gossip", "i": i}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range conns {
+			if _, p, err := c.next(); err != nil || frameIndex(t, p) != i {
+				t.Fatalf("message %d: %q %v", i, p, err)
+			}
+		}
+		waitFor(t, "writers to end", func() bool { return writers() == 0 })
+		after := h.srv.Stats().Writes
+		if i > 0 && (after.Direct-before.Direct != 20 || after.Batched != before.Batched) {
+			t.Fatalf("message %d: %d direct and %d batched writes, want 20 direct", i, after.Direct-before.Direct, after.Batched-before.Batched)
+		}
+	}
+}
+
+// A client that stops reading fills its socket: a direct write then
+// writes part of a frame, or nothing, and the writer takes over from
+// exactly there. Every frame still arrives whole and in order.
+func TestDirectWritesSurviveAFullSocket(t *testing.T) {
+	h := newHarness(t, consumer.NewNotification(""), func(s *consumer.Server) {
+		s.WriteDelay, s.QueueSize, s.PingInterval = -1, 1<<20, -1
+	})
+	c := h.dialFrames(nil)
+	waitFor(t, "open", func() bool { return h.srv.Stats().Open == 1 })
+	const n = 10000 // 15 MB: more than loopback's socket buffers hold
+	pad := strings.Repeat("x", 1500)
+	for i := range n {
+		// Sends never wait for the client: what the socket does not take
+		// is queued.
+		if err := h.groupSend("gossip", map[string]any{"type": "name.gossip", "i": i, "pad": pad}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for want := range n {
+		op, p, err := c.next()
+		if err != nil || op != 0x1 {
+			t.Fatalf("frame %d: opcode %d, %v", want, op, err)
+		}
+		if got := frameIndex(t, p); got != want {
+			t.Fatalf("frame %d arrived as %d", want, got)
+		}
+	}
+	if w := h.srv.Stats().Writes; w.Direct == 0 || w.Batched == 0 {
+		t.Fatalf("want both direct and batched writes, got %+v", w)
+	}
+}

@@ -3,6 +3,7 @@ package groups
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 )
@@ -179,14 +180,44 @@ func (r *Registry) SendGroupFrom(group, id, msgType string, data []byte) int {
 	if g == nil {
 		return 0
 	}
-	for _, m := range g.members {
+	deliverAll(g.members, group, id, msgType, data)
+	return len(g.members)
+}
+
+// shareSize is the number of members per goroutine when a group's local
+// fan-out is spread over several: delivering often writes to the
+// client's socket at once, which costs microseconds, so a large group
+// keeps every core busy; a small one is not worth a goroutine.
+const shareSize = 512
+
+// deliverAll delivers the message to every member, spread over up to
+// GOMAXPROCS goroutines for a large group, and returns when all have it.
+// Each member gets it from exactly one goroutine, so a sender's messages
+// still reach each member in order.
+func deliverAll(members []Member, group, id, msgType string, data []byte) {
+	n := min(runtime.GOMAXPROCS(0), len(members)/shareSize)
+	if n <= 1 {
+		deliver(members, group, id, msgType, data)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (len(members) + n - 1) / n
+	for i := per; i < len(members); i += per {
+		part := members[i:min(i+per, len(members))]
+		wg.Go(func() { deliver(part, group, id, msgType, data) })
+	}
+	deliver(members[:per], group, id, msgType, data)
+	wg.Wait()
+}
+
+func deliver(members []Member, group, id, msgType string, data []byte) {
+	for _, m := range members {
 		if hm, ok := m.(HistoryMember); ok {
 			hm.DeliverFrom(group, id, msgType, data)
 		} else {
 			m.Deliver(msgType, data)
 		}
 	}
-	return len(g.members)
 }
 
 // SendChannel delivers the message to the local channel and reports
