@@ -338,8 +338,18 @@ func (c *Conn) writeNow(it item) bool {
 	}
 	c.stats.sent.Add(1)
 	c.srv.directW.Add(1)
-	if c.srv.writeDelay() > 0 {
-		c.lastWrite, c.lastFrames = time.Now(), 1
+	if d := c.srv.writeDelay(); d > 0 {
+		// Two frames less than two WriteDelays apart count as one write
+		// with several frames (see busy): a client that gets a message
+		// every few milliseconds is written to in batches. Otherwise the
+		// goroutines that deliver to it, slowed by a write per message,
+		// would send ever more slowly, and the client would look quiet.
+		now := time.Now()
+		frames := int64(1)
+		if now.Sub(c.lastWrite) < d {
+			frames = 2
+		}
+		c.lastWrite, c.lastFrames = now, frames
 	}
 	if rest != nil {
 		// The socket took part of the frame: a writer sends the rest first.
