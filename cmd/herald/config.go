@@ -33,6 +33,7 @@ type config struct {
 	APIToken        string
 	AllowedOrigins  []string
 	QueueSize       int
+	WriteDelay      time.Duration // 0: off
 	History         []channellayer.HistoryPolicy
 	MaxReplay       int
 	MaxFrame        int64
@@ -145,6 +146,14 @@ var settings = []setting{
 			return fmt.Errorf("%q is not a whole number above 0", v)
 		}
 		c.MaxReplay = n
+		return nil
+	}},
+	{"write-delay", "HERALD_WRITE_DELAY", "10ms", "how long frames for a busy client wait to share one write (0: never wait)", func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > time.Second {
+			return fmt.Errorf("%q is not a duration from 0 to 1s, such as 10ms", v)
+		}
+		c.WriteDelay = d
 		return nil
 	}},
 	{"queue-size", "HERALD_QUEUE_SIZE", "256", "messages that may wait for one client before it is closed as too slow (4008)", func(c *config, v string) error {

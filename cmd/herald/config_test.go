@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFlagBeatsEnvironment(t *testing.T) {
@@ -22,6 +23,20 @@ func TestFlagBeatsEnvironment(t *testing.T) {
 	}
 	if cfg.Addr != "127.0.0.1:8000" || cfg.redisOpts != nil || cfg.pgConfig != nil || cfg.QueueSize != 256 {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestWriteDelay(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 10 * time.Millisecond, "0": 0, "25ms": 25 * time.Millisecond} {
+		cfg, err := parseConfig(nil, func(k string) string { return map[string]string{"HERALD_WRITE_DELAY": v}[k] }, io.Discard)
+		if err != nil || cfg.WriteDelay != want {
+			t.Errorf("HERALD_WRITE_DELAY=%q: %v, %v; want %v", v, cfg.WriteDelay, err, want)
+		}
+	}
+	for _, v := range []string{"-1ms", "2s", "soon"} {
+		if _, err := parseConfig([]string{"-write-delay", v}, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("-write-delay %s accepted", v)
+		}
 	}
 }
 

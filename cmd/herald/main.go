@@ -103,6 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		Logger:         log,
 		OriginPatterns: cfg.AllowedOrigins,
 		QueueSize:      cfg.QueueSize,
+		WriteDelay:     cfg.WriteDelay,
 		ReadLimit:      cfg.MaxFrame,
 
 		MaxConnections:        cfg.MaxConnections,
@@ -115,6 +116,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		PingInterval:          cfg.PingInterval,
 		PingTimeout:           cfg.PingTimeout,
 		MaxReplay:             cfg.MaxReplay,
+	}
+	if cfg.WriteDelay == 0 {
+		conns.WriteDelay = -1 // the Server's zero value is its default
 	}
 	if h, ok := layer.(channellayer.Historian); ok {
 		conns.History = h // the instrumented wrapper below hides it
