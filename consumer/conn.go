@@ -339,11 +339,12 @@ func (c *Conn) writeNow(it item) bool {
 	c.stats.sent.Add(1)
 	c.srv.directW.Add(1)
 	if d := c.srv.writeDelay(); d > 0 {
-		// Two frames less than two WriteDelays apart count as one write
-		// with several frames (see busy): a client that gets a message
-		// every few milliseconds is written to in batches. Otherwise the
+		// Two frames less than a WriteDelay apart count as one write with
+		// several frames (see busy): the client stays busy, and batched,
+		// for four WriteDelays, not one. Otherwise a client that gets a
+		// message every few milliseconds could look quiet whenever the
 		// goroutines that deliver to it, slowed by a write per message,
-		// would send ever more slowly, and the client would look quiet.
+		// fall a little behind, and stay that way.
 		now := time.Now()
 		frames := int64(1)
 		if now.Sub(c.lastWrite) < d {
