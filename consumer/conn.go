@@ -209,26 +209,34 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // queue is full the client is too slow, and it is closed with
 // StatusTooSlow.
 func (c *Conn) Deliver(msgType string, data []byte) {
-	c.push(item{msgType: msgType, data: data})
+	c.push(item{msgType: msgType, data: data}, true)
 }
 
 // DeliverFrom implements groups.HistoryMember: Deliver, knowing the group
 // and the history id.
 func (c *Conn) DeliverFrom(group, id, msgType string, data []byte) {
-	c.push(item{msgType: msgType, group: group, id: id, data: data})
+	c.push(item{msgType: msgType, group: group, id: id, data: data}, true)
+}
+
+// DeliverInBurst implements groups.BurstMember: DeliverFrom, for a
+// message that follows the group's last one closely. It is queued for the
+// connection's writer, which writes it together with what follows, and
+// not written at once.
+func (c *Conn) DeliverInBurst(group, id, msgType string, data []byte) {
+	c.push(item{msgType: msgType, group: group, id: id, data: data}, false)
 }
 
 // sendID queues a frame that carries the history id id, which the event
 // stream writes as the event's id.
 func (c *Conn) sendID(id string, data []byte) bool {
-	return c.push(item{id: id, data: data})
+	return c.push(item{id: id, data: data}, true)
 }
 
 // Send queues one text frame for the client. data is written as it is and
 // must not be modified afterwards; it may be shared with other
 // connections. Send never blocks.
 func (c *Conn) Send(data []byte) error {
-	if !c.push(item{data: data}) {
+	if !c.push(item{data: data}, true) {
 		return ErrClosed
 	}
 	return nil
@@ -263,7 +271,9 @@ func (c *Conn) closeLocked(code websocket.StatusCode, reason string) {
 	c.kick()
 }
 
-func (c *Conn) push(it item) bool {
+// push queues it, or writes it at once when direct and the client is
+// quiet (see writeNow). It reports whether the connection took it.
+func (c *Conn) push(it item, direct bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
@@ -297,7 +307,7 @@ func (c *Conn) push(it item) bool {
 			return true
 		}
 	}
-	if len(c.queue) == 0 && c.writeNow(it) {
+	if direct && len(c.queue) == 0 && c.writeNow(it) {
 		return true
 	}
 	if c.queue == nil {
@@ -318,7 +328,8 @@ func (c *Conn) push(it item) bool {
 // held and the queue must be empty.
 func (c *Conn) writeNow(it item) bool {
 	if c.nc == nil || c.nc.raw == nil || c.writing || !c.started || c.ended ||
-		c.closing || c.pingDue || len(it.data) >= refPayload || c.busy() {
+		c.closing || c.pingDue || len(it.data) >= refPayload || c.busy() ||
+		(c.srv.writeDelay() <= 0 && time.Since(c.lastWrite) < burstGap) {
 		return false
 	}
 	if it.msgType != "" {
@@ -338,20 +349,18 @@ func (c *Conn) writeNow(it item) bool {
 	}
 	c.stats.sent.Add(1)
 	c.srv.directW.Add(1)
-	if d := c.srv.writeDelay(); d > 0 {
-		// Two frames less than a WriteDelay apart count as one write with
-		// several frames (see busy): the client stays busy, and batched,
-		// for four WriteDelays, not one. Otherwise a client that gets a
-		// message every few milliseconds could look quiet whenever the
-		// goroutines that deliver to it, slowed by a write per message,
-		// fall a little behind, and stay that way.
-		now := time.Now()
-		frames := int64(1)
-		if now.Sub(c.lastWrite) < d {
-			frames = 2
-		}
-		c.lastWrite, c.lastFrames = now, frames
+	// Two frames less than a WriteDelay apart count as one write with
+	// several frames (see busy): the client stays busy, and batched, for
+	// four WriteDelays, not one. Otherwise a client that gets a message
+	// every few milliseconds could look quiet whenever the goroutines that
+	// deliver to it, slowed by a write per message, fall a little behind,
+	// and stay that way.
+	now := time.Now()
+	frames := int64(1)
+	if now.Sub(c.lastWrite) < c.srv.writeDelay() {
+		frames = 2
 	}
+	c.lastWrite, c.lastFrames = now, frames
 	if rest != nil {
 		// The socket took part of the frame: a writer sends the rest first.
 		c.queue = append(getQueue(), item{raw: true, data: rest})
@@ -359,6 +368,12 @@ func (c *Conn) writeNow(it item) bool {
 	}
 	return true
 }
+
+// burstGap is, when WriteDelay is off, how long a client must have gone
+// without a write for a frame to be written directly: a frame that
+// follows sooner is likely part of a burst, and goes to a writer, which
+// takes every frame that is queued by the time it runs.
+const burstGap = time.Millisecond
 
 // noteFlowed records, for a message of a group with history, that it is
 // the first the client gets of that group, if none went before it.
@@ -474,7 +489,7 @@ func (c *Conn) take(spare []item, idle bool, frames int64) turn {
 	}
 	if len(c.queue) == 0 && !t.ping && idle {
 		c.writing = false
-		if frames > 0 && c.srv.writeDelay() > 0 {
+		if frames > 0 {
 			c.lastWrite, c.lastFrames = time.Now(), frames
 		}
 		// An idle connection holds no queue: both buffers go back.

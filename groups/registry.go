@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // ErrUnknownChannel is returned by Join when the channel has no local
@@ -28,6 +30,18 @@ type HistoryMember interface {
 	// DeliverFrom queues one message sent to group. id is its history
 	// id, or "" if the group keeps none. Like Deliver, it must not block.
 	DeliverFrom(group, id, msgType string, data []byte)
+}
+
+// BurstMember is a HistoryMember that is told when a message comes in a
+// burst: the group's messages follow one another faster than the local
+// fan-out delivers them. A member that writes a message to its client at
+// once when it can should then queue it instead, so that it goes out
+// with those that follow in fewer writes. Outside bursts, BurstMembers
+// get group messages through DeliverFrom.
+type BurstMember interface {
+	HistoryMember
+	// DeliverInBurst is DeliverFrom for a message of a burst.
+	DeliverInBurst(group, id, msgType string, data []byte)
 }
 
 // MemberFunc adapts a function to the Member interface.
@@ -55,6 +69,11 @@ type groupMembers struct {
 	members []Member
 	names   []string       // names[i] is the channel of members[i]
 	pos     map[string]int // channel name -> index in members
+
+	// When the last fan-out to the group ended, and how long it took, in
+	// nanoseconds, to tell bursts (see BurstMember). Atomic: senders
+	// share the registry's read lock.
+	lastEnd, lastTook atomic.Int64
 }
 
 // AddChannel registers m as the receiver of the local channel name. It
@@ -180,7 +199,15 @@ func (r *Registry) SendGroupFrom(group, id, msgType string, data []byte) int {
 	if g == nil {
 		return 0
 	}
-	deliverAll(g.members, group, id, msgType, data)
+	// A message that comes less than one fan-out's duration after the
+	// last fan-out ended is part of a burst: the sender is at least half
+	// as fast as the fan-out.
+	start := time.Now().UnixNano()
+	burst := start-g.lastEnd.Load() < g.lastTook.Load()
+	deliverAll(g.members, group, id, msgType, data, burst)
+	end := time.Now().UnixNano()
+	g.lastEnd.Store(end)
+	g.lastTook.Store(end - start)
 	return len(g.members)
 }
 
@@ -194,25 +221,27 @@ const shareSize = 512
 // GOMAXPROCS goroutines for a large group, and returns when all have it.
 // Each member gets it from exactly one goroutine, so a sender's messages
 // still reach each member in order.
-func deliverAll(members []Member, group, id, msgType string, data []byte) {
+func deliverAll(members []Member, group, id, msgType string, data []byte, burst bool) {
 	n := min(runtime.GOMAXPROCS(0), len(members)/shareSize)
 	if n <= 1 {
-		deliver(members, group, id, msgType, data)
+		deliver(members, group, id, msgType, data, burst)
 		return
 	}
 	var wg sync.WaitGroup
 	per := (len(members) + n - 1) / n
 	for i := per; i < len(members); i += per {
 		part := members[i:min(i+per, len(members))]
-		wg.Go(func() { deliver(part, group, id, msgType, data) })
+		wg.Go(func() { deliver(part, group, id, msgType, data, burst) })
 	}
-	deliver(members[:per], group, id, msgType, data)
+	deliver(members[:per], group, id, msgType, data, burst)
 	wg.Wait()
 }
 
-func deliver(members []Member, group, id, msgType string, data []byte) {
+func deliver(members []Member, group, id, msgType string, data []byte, burst bool) {
 	for _, m := range members {
-		if hm, ok := m.(HistoryMember); ok {
+		if bm, ok := m.(BurstMember); ok && burst {
+			bm.DeliverInBurst(group, id, msgType, data)
+		} else if hm, ok := m.(HistoryMember); ok {
 			hm.DeliverFrom(group, id, msgType, data)
 		} else {
 			m.Deliver(msgType, data)

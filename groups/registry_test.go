@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/groups"
 )
@@ -217,6 +218,44 @@ func TestLargeGroupFanoutKeepsOrder(t *testing.T) {
 	goroutines.Range(func(any, any) bool { n++; return true })
 	if n < 2 {
 		t.Fatalf("the fan-out ran on %d goroutine(s), want several", n)
+	}
+}
+
+// burstRecorder is a BurstMember that notes which way each message came,
+// and takes a while over each, as a member that writes to its client at
+// once does.
+type burstRecorder struct {
+	took time.Duration
+	got  []string // "burst" or "single", in order
+}
+
+func (b *burstRecorder) Deliver(string, []byte) { b.note("plain") }
+func (b *burstRecorder) DeliverFrom(_, _, _ string, _ []byte) {
+	b.note("single")
+}
+func (b *burstRecorder) DeliverInBurst(_, _, _ string, _ []byte) { b.note("burst") }
+func (b *burstRecorder) note(how string) {
+	time.Sleep(b.took) // the member's own work, not a wait for an event
+	b.got = append(b.got, how)
+}
+
+// Messages sent back to back to a group are delivered as a burst; a
+// message that comes after a pause longer than the last fan-out took is
+// not.
+func TestBurstsAreTold(t *testing.T) {
+	var r groups.Registry
+	m := &burstRecorder{took: 5 * time.Millisecond}
+	r.AddChannel("c", m)
+	if _, err := r.Join("g", "c"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		r.SendGroup("g", "t", nil)
+	}
+	time.Sleep(20 * time.Millisecond) // a pause longer than a fan-out: the behaviour under test
+	r.SendGroup("g", "t", nil)
+	if got := strings.Join(m.got, " "); got != "single burst burst single" {
+		t.Fatalf("got %s, want single burst burst single", got)
 	}
 }
 
