@@ -54,6 +54,7 @@ type childConfig struct {
 	rate    float64 // connections per second for this child; 0: unlimited
 	timeout time.Duration
 	maxTime time.Duration
+	reader  string // goroutine or epoll: how the connections are read
 }
 
 const nShards = 8
@@ -69,7 +70,8 @@ type child struct {
 	unst   atomic.Uint64
 	cmu    sync.Mutex
 	closed map[string]int64
-	conns  []*wsConn
+	conns  []*wsConn    // the goroutine reader's connections
+	ep     *epollReader // the epoll reader, if the child uses it
 	wg     sync.WaitGroup
 	stop   atomic.Bool
 }
@@ -85,6 +87,7 @@ func runChild(args []string) error {
 	fs.Float64Var(&cfg.rate, "rate", 0, "")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "")
 	fs.DurationVar(&cfg.maxTime, "max-time", 10*time.Minute, "")
+	fs.StringVar(&cfg.reader, "reader", "epoll", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -112,7 +115,10 @@ func runChild(args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	c := &child{cfg: cfg, out: json.NewEncoder(os.Stdout), closed: map[string]int64{}}
+	c, err := newChild(cfg, os.Stdout)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.maxTime)
 	defer cancel()
 	cmds := make(chan string)
@@ -140,6 +146,18 @@ func runChild(args []string) error {
 			}
 		}
 	}
+}
+
+// newChild makes a child that writes its events to out.
+func newChild(cfg childConfig, out io.Writer) (*child, error) {
+	c := &child{cfg: cfg, out: json.NewEncoder(out), closed: map[string]int64{}}
+	if cfg.reader == "epoll" {
+		var err error
+		if c.ep, err = newEpollReader(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 func (c *child) emit(e event) {
@@ -193,8 +211,12 @@ func (c *child) connect(ctx context.Context) {
 				}
 				connect.Record(time.Since(t0))
 				ok.Add(1)
-				c.conns[i] = ws
 				c.open.Add(1)
+				if c.ep != nil {
+					c.ep.add(i, ws)
+					continue
+				}
+				c.conns[i] = ws
 				c.wg.Add(1)
 				go c.read(i, ws)
 			}
@@ -206,40 +228,52 @@ func (c *child) connect(ctx context.Context) {
 	c.emit(event{Ev: "ready", OK: ok.Load(), Failed: failed, StartNS: start.UnixNano(), EndNS: end.UnixNano(), Connect: &hd})
 }
 
+// read is the goroutine reader: one goroutine per connection, blocked
+// in its reads.
 func (c *child) read(i int, ws *wsConn) {
 	defer c.wg.Done()
-	h := &c.hs[i%nShards]
 	var now int64
 	reads := ^uint64(0)
 	for {
 		p, err := ws.next()
 		if err != nil {
-			c.open.Add(-1)
-			cause := failCause(err)
-			if ce, ok := err.(errClosed); ok {
-				cause = "code_" + strconv.Itoa(ce.code)
-			} else if c.stop.Load() {
-				cause = "by_client"
-			}
-			c.cmu.Lock()
-			if cause == "other" && c.closed[cause] == 0 {
-				fmt.Fprintf(os.Stderr, "herald-bench: child %d: connection ended: %v\n", c.cfg.id, err)
-			}
-			c.closed[cause]++
-			c.cmu.Unlock()
+			c.ended(err)
 			return
 		}
 		if ws.cr.reads != reads {
 			// The frame came with a new read from the socket.
 			now, reads = time.Now().UnixNano(), ws.cr.reads
 		}
-		c.recv[i].Add(1)
-		if t, ok := stamp(p); ok {
-			h.Record(time.Duration(now - t))
-		} else {
-			c.unst.Add(1)
-		}
+		c.got(i, p, now)
 	}
+}
+
+// got counts message p of connection i, received at now (Unix ns), and
+// records its latency.
+func (c *child) got(i int, p []byte, now int64) {
+	c.recv[i].Add(1)
+	if t, ok := stamp(p); ok {
+		c.hs[i%nShards].Record(time.Duration(now - t))
+	} else {
+		c.unst.Add(1)
+	}
+}
+
+// ended counts a connection that ended with err, by cause.
+func (c *child) ended(err error) {
+	c.open.Add(-1)
+	cause := failCause(err)
+	if ce, ok := err.(errClosed); ok {
+		cause = "code_" + strconv.Itoa(ce.code)
+	} else if c.stop.Load() {
+		cause = "by_client"
+	}
+	c.cmu.Lock()
+	if cause == "other" && c.closed[cause] == 0 {
+		fmt.Fprintf(os.Stderr, "herald-bench: child %d: connection ended: %v\n", c.cfg.id, err)
+	}
+	c.closed[cause]++
+	c.cmu.Unlock()
 }
 
 func (c *child) received() uint64 {
@@ -279,6 +313,8 @@ func (c *child) finish() {
 			lat.Buckets = append(lat.Buckets, [2]uint64{uint64(i), n})
 		}
 	}
+	// The goroutine reader's connections are closed here; the epoll
+	// reader's loops see stop and close their own.
 	for _, ws := range c.conns {
 		if ws != nil {
 			ws.nc.Close()
@@ -320,6 +356,7 @@ type fleetConfig struct {
 	rate    float64
 	timeout time.Duration
 	maxTime time.Duration
+	reader  string
 }
 
 // spawn starts the children and waits for each to say hello.
@@ -338,7 +375,7 @@ func spawn(fc fleetConfig) (*fleet, error) {
 		args := []string{"child", "-id", strconv.Itoa(k), "-n", strconv.Itoa(n),
 			"-urls", strings.Join(fc.urls, ","), "-src", strings.Join(fc.srcs, ","),
 			"-conc", strconv.Itoa(fc.conc), "-rate", strconv.FormatFloat(fc.rate/float64(procs), 'f', -1, 64),
-			"-timeout", fc.timeout.String(), "-max-time", fc.maxTime.String()}
+			"-timeout", fc.timeout.String(), "-max-time", fc.maxTime.String(), "-reader", fc.reader}
 		cmd := exec.Command(exe, args...)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()

@@ -66,7 +66,7 @@ func runConns(name string, args []string) error {
 		return err
 	}
 	fl, err := spawn(fleetConfig{n: *n, procs: c.procs, urls: c.wsURLs, srcs: c.srcs(*n), conc: c.conc, rate: *rate,
-		timeout: c.timeout, maxTime: c.connLimit + *hold + time.Minute})
+		timeout: c.timeout, reader: c.reader, maxTime: c.connLimit + *hold + time.Minute})
 	if err != nil {
 		return err
 	}

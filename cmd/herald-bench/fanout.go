@@ -47,7 +47,7 @@ func runFanout(args []string) error {
 		*token = getenv("HERALD_API_TOKEN")
 	}
 	fl, err := spawn(fleetConfig{n: *subs, procs: c.procs, urls: c.wsURLs, srcs: c.srcs(*subs), conc: c.conc,
-		timeout: c.timeout, maxTime: c.connLimit + *dur + *grace + time.Minute})
+		timeout: c.timeout, reader: c.reader, maxTime: c.connLimit + *dur + *grace + time.Minute})
 	if err != nil {
 		return err
 	}

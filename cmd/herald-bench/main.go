@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -88,6 +89,7 @@ type common struct {
 	record    string
 	timeout   time.Duration
 	connLimit time.Duration
+	reader    string
 
 	servers servers
 	wsURLs  []string
@@ -103,9 +105,16 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.record, "record", "", "file to append the JSON line to")
 	fs.DurationVar(&c.timeout, "dial-timeout", 10*time.Second, "timeout of one connection attempt")
 	fs.DurationVar(&c.connLimit, "connect-limit", 3*time.Minute, "longest time to open all connections")
+	fs.StringVar(&c.reader, "reader", "epoll", "how client processes read their connections: epoll (one epoll loop per process, Linux only) or goroutine (one goroutine per connection, blocked in its reads)")
 }
 
 func (c *common) check(n int) error {
+	switch {
+	case c.reader != "epoll" && c.reader != "goroutine":
+		return fmt.Errorf("-reader: want epoll or goroutine, got %q", c.reader)
+	case c.reader == "epoll" && runtime.GOOS != "linux":
+		return fmt.Errorf("-reader epoll: Linux only; use -reader goroutine")
+	}
 	for _, s := range strings.Split(c.urls, ",") {
 		u, err := url.Parse(s)
 		if err != nil || (u.Scheme != "ws" && u.Scheme != "http") {

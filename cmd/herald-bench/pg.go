@@ -58,7 +58,7 @@ func runPG(args []string) error {
 	defer db.Close(ctx)
 
 	fl, err := spawn(fleetConfig{n: *clients, procs: c.procs, urls: c.wsURLs, srcs: c.srcs(*clients), conc: c.conc,
-		timeout: c.timeout, maxTime: c.connLimit + time.Duration(float64(*inserts) / *rate * float64(time.Second)) + *grace + time.Minute})
+		timeout: c.timeout, reader: c.reader, maxTime: c.connLimit + time.Duration(float64(*inserts) / *rate * float64(time.Second)) + *grace + time.Minute})
 	if err != nil {
 		return err
 	}

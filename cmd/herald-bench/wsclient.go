@@ -157,8 +157,20 @@ var maskKey = [4]byte{0x12, 0x34, 0x56, 0x78}
 // writeFrame writes one masked control or text frame of at most 125
 // bytes.
 func (c *wsConn) writeFrame(op byte, payload []byte) error {
+	f, err := clientFrame(op, payload)
+	if err != nil {
+		return err
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.nc.Write(f)
+	return err
+}
+
+// clientFrame encodes one masked control or text frame of at most 125
+// bytes.
+func clientFrame(op byte, payload []byte) ([]byte, error) {
 	if len(payload) > 125 {
-		return errors.New("frame too large")
+		return nil, errors.New("frame too large")
 	}
 	f := make([]byte, 0, 6+len(payload))
 	f = append(f, 0x80|op, 0x80|byte(len(payload)))
@@ -166,9 +178,7 @@ func (c *wsConn) writeFrame(op byte, payload []byte) error {
 	for i, b := range payload {
 		f = append(f, b^maskKey[i%4])
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err := c.nc.Write(f)
-	return err
+	return f, nil
 }
 
 // close starts a normal close handshake and releases the socket.
