@@ -327,7 +327,8 @@ func (c *Conn) push(it item, direct bool) bool {
 // queue and no timer. It reports whether it took care of it. c.mu must be
 // held and the queue must be empty.
 func (c *Conn) writeNow(it item) bool {
-	if c.nc == nil || c.nc.raw == nil || c.writing || !c.started || c.ended ||
+	// started first: c.nc is set before it, without c.mu.
+	if !c.started || c.nc == nil || c.nc.raw == nil || c.writing || c.ended ||
 		c.closing || c.pingDue || len(it.data) >= refPayload || c.busy() ||
 		(c.srv.writeDelay() <= 0 && time.Since(c.lastWrite) < burstGap) {
 		return false

@@ -33,8 +33,8 @@ type HistoryMember interface {
 }
 
 // BurstMember is a HistoryMember that is told when a message comes in a
-// burst: the group's messages follow one another faster than the local
-// fan-out delivers them. A member that writes a message to its client at
+// burst: the group's messages follow one another back to back, about as
+// fast as the local fan-out delivers them. A member that writes a message to its client at
 // once when it can should then queue it instead, so that it goes out
 // with those that follow in fewer writes. Outside bursts, BurstMembers
 // get group messages through DeliverFrom.
@@ -70,10 +70,12 @@ type groupMembers struct {
 	names   []string       // names[i] is the channel of members[i]
 	pos     map[string]int // channel name -> index in members
 
-	// When the last fan-out to the group ended, and how long it took, in
-	// nanoseconds, to tell bursts (see BurstMember). Atomic: senders
-	// share the registry's read lock.
-	lastEnd, lastTook atomic.Int64
+	// To tell bursts (see BurstMember): fan-outs to the group under way,
+	// when the last one started (Unix ns), and how long the last one
+	// outside a burst took (ns). Atomic: senders share the registry's
+	// read lock.
+	sending            atomic.Int32
+	lastStart, oneTook atomic.Int64
 }
 
 // AddChannel registers m as the receiver of the local channel name. It
@@ -199,15 +201,21 @@ func (r *Registry) SendGroupFrom(group, id, msgType string, data []byte) int {
 	if g == nil {
 		return 0
 	}
-	// A message that comes less than one fan-out's duration after the
-	// last fan-out ended is part of a burst: the sender is at least half
-	// as fast as the fan-out.
+	// A message is part of a burst when another fan-out to the group is
+	// still under way, or when it comes less than two fan-outs' time
+	// after the last one started: delivered outside a burst, whose
+	// members may write to their clients at once, the group's fan-outs
+	// would keep its sender busy more than half the time, and a sender
+	// that falls behind is how messages get lost. Only fan-outs outside
+	// bursts are timed; a burst's are quick, its members' writers write
+	// later.
 	start := time.Now().UnixNano()
-	burst := start-g.lastEnd.Load() < g.lastTook.Load()
+	burst := g.sending.Add(1) > 1 || start-g.lastStart.Swap(start) < 2*g.oneTook.Load()
 	deliverAll(g.members, group, id, msgType, data, burst)
-	end := time.Now().UnixNano()
-	g.lastEnd.Store(end)
-	g.lastTook.Store(end - start)
+	if !burst {
+		g.oneTook.Store(time.Now().UnixNano() - start)
+	}
+	g.sending.Add(-1)
 	return len(g.members)
 }
 
@@ -215,7 +223,7 @@ func (r *Registry) SendGroupFrom(group, id, msgType string, data []byte) int {
 // fan-out is spread over several: delivering often writes to the
 // client's socket at once, which costs microseconds, so a large group
 // keeps every core busy; a small one is not worth a goroutine.
-const shareSize = 512
+const shareSize = 256
 
 // deliverAll delivers the message to every member, spread over up to
 // GOMAXPROCS goroutines for a large group, and returns when all have it.

@@ -240,8 +240,7 @@ func (b *burstRecorder) note(how string) {
 }
 
 // Messages sent back to back to a group are delivered as a burst; a
-// message that comes after a pause longer than the last fan-out took is
-// not.
+// message that comes after a pause longer than two fan-outs is not.
 func TestBurstsAreTold(t *testing.T) {
 	var r groups.Registry
 	m := &burstRecorder{took: 5 * time.Millisecond}
@@ -252,7 +251,7 @@ func TestBurstsAreTold(t *testing.T) {
 	for range 3 {
 		r.SendGroup("g", "t", nil)
 	}
-	time.Sleep(20 * time.Millisecond) // a pause longer than a fan-out: the behaviour under test
+	time.Sleep(20 * time.Millisecond) // a pause longer than two fan-outs: the behaviour under test
 	r.SendGroup("g", "t", nil)
 	if got := strings.Join(m.got, " "); got != "single burst burst single" {
 		t.Fatalf("got %s, want single burst burst single", got)
