@@ -94,7 +94,6 @@ type item struct {
 	group   string // the group a layer message was sent to, if known
 	id      string // its history id, or the id of a frame to write
 	data    []byte
-	raw     bool // data is the rest of a frame already partly written: write it as it is
 }
 
 // ID returns the connection's id, unique within this process, which every
@@ -209,34 +208,26 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // queue is full the client is too slow, and it is closed with
 // StatusTooSlow.
 func (c *Conn) Deliver(msgType string, data []byte) {
-	c.push(item{msgType: msgType, data: data}, true)
+	c.push(item{msgType: msgType, data: data})
 }
 
 // DeliverFrom implements groups.HistoryMember: Deliver, knowing the group
 // and the history id.
 func (c *Conn) DeliverFrom(group, id, msgType string, data []byte) {
-	c.push(item{msgType: msgType, group: group, id: id, data: data}, true)
-}
-
-// DeliverInBurst implements groups.BurstMember: DeliverFrom, for a
-// message that follows the group's last one closely. It is queued for the
-// connection's writer, which writes it together with what follows, and
-// not written at once.
-func (c *Conn) DeliverInBurst(group, id, msgType string, data []byte) {
-	c.push(item{msgType: msgType, group: group, id: id, data: data}, false)
+	c.push(item{msgType: msgType, group: group, id: id, data: data})
 }
 
 // sendID queues a frame that carries the history id id, which the event
 // stream writes as the event's id.
 func (c *Conn) sendID(id string, data []byte) bool {
-	return c.push(item{id: id, data: data}, true)
+	return c.push(item{id: id, data: data})
 }
 
 // Send queues one text frame for the client. data is written as it is and
 // must not be modified afterwards; it may be shared with other
 // connections. Send never blocks.
 func (c *Conn) Send(data []byte) error {
-	if !c.push(item{data: data}, true) {
+	if !c.push(item{data: data}) {
 		return ErrClosed
 	}
 	return nil
@@ -271,9 +262,7 @@ func (c *Conn) closeLocked(code websocket.StatusCode, reason string) {
 	c.kick()
 }
 
-// push queues it, or writes it at once when direct and the client is
-// quiet (see writeNow). It reports whether the connection took it.
-func (c *Conn) push(it item, direct bool) bool {
+func (c *Conn) push(it item) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
@@ -307,88 +296,12 @@ func (c *Conn) push(it item, direct bool) bool {
 			return true
 		}
 	}
-	if direct && len(c.queue) == 0 && c.writeNow(it) {
-		return true
-	}
 	if c.queue == nil {
 		c.queue = getQueue()
 	}
 	c.queue = append(c.queue, it)
 	c.kick()
 	return true
-}
-
-// writeNow writes it to a quiet WebSocket client at once, from the
-// goroutine that delivers it, when that takes no waiting: no writer
-// runs, nothing is queued before it, the client is not busy, nobody else
-// is writing to the socket and the socket takes the frame without
-// blocking (what it does not take is queued for a writer).
-// Most group messages to most clients go this way, with no goroutine, no
-// queue and no timer. It reports whether it took care of it. c.mu must be
-// held and the queue must be empty.
-func (c *Conn) writeNow(it item) bool {
-	// started first: c.nc is set before it, without c.mu.
-	if !c.started || c.nc == nil || c.nc.raw == nil || c.writing || c.ended ||
-		c.closing || c.pingDue || len(it.data) >= refPayload || c.busy() ||
-		(c.srv.writeDelay() <= 0 && time.Since(c.lastWrite) < burstGap) {
-		return false
-	}
-	if it.msgType != "" {
-		f, ok := c.cons.(forwarder)
-		if !ok || !f.forwards(it.msgType) {
-			return false
-		}
-	}
-	var hdr [4]byte // a text frame shorter than refPayload has a 2- or 4-byte header
-	rest, ok := c.nc.tryWrite(appendFrameHeader(hdr[:0], opText, len(it.data)), it.data)
-	if !ok {
-		return false
-	}
-	c.noteFlowed(it)
-	if it.msgType != "" {
-		c.stats.dispatched.Add(1)
-	}
-	c.stats.sent.Add(1)
-	c.srv.directW.Add(1)
-	// Two frames less than a WriteDelay apart count as one write with
-	// several frames (see busy): the client stays busy, and batched, for
-	// four WriteDelays, not one. Otherwise a client that gets a message
-	// every few milliseconds could look quiet whenever the goroutines that
-	// deliver to it, slowed by a write per message, fall a little behind,
-	// and stay that way.
-	now := time.Now()
-	frames := int64(1)
-	if now.Sub(c.lastWrite) < c.srv.writeDelay() {
-		frames = 2
-	}
-	c.lastWrite, c.lastFrames = now, frames
-	if rest != nil {
-		// The socket took part of the frame: a writer sends the rest first.
-		c.queue = append(getQueue(), item{raw: true, data: rest})
-		c.kick()
-	}
-	return true
-}
-
-// burstGap is, when WriteDelay is off, how long a client must have gone
-// without a write for a frame to be written directly: a frame that
-// follows sooner is likely part of a burst, and goes to a writer, which
-// takes every frame that is queued by the time it runs.
-const burstGap = time.Millisecond
-
-// noteFlowed records, for a message of a group with history, that it is
-// the first the client gets of that group, if none went before it.
-// c.mu must be held.
-func (c *Conn) noteFlowed(it item) {
-	if it.id == "" || it.group == "" {
-		return
-	}
-	if c.flowed == nil {
-		c.flowed = make(map[string]string)
-	}
-	if _, ok := c.flowed[it.group]; !ok {
-		c.flowed[it.group] = it.id
-	}
 }
 
 // kick starts the writer if there is work for it and none runs. c.mu
@@ -490,7 +403,7 @@ func (c *Conn) take(spare []item, idle bool, frames int64) turn {
 	}
 	if len(c.queue) == 0 && !t.ping && idle {
 		c.writing = false
-		if frames > 0 {
+		if frames > 0 && c.srv.writeDelay() > 0 {
 			c.lastWrite, c.lastFrames = time.Now(), frames
 		}
 		// An idle connection holds no queue: both buffers go back.
@@ -502,7 +415,14 @@ func (c *Conn) take(spare []item, idle bool, frames int64) turn {
 	t.items = c.queue
 	c.replayed = 0
 	for _, it := range t.items {
-		c.noteFlowed(it)
+		if it.id != "" && it.group != "" {
+			if c.flowed == nil {
+				c.flowed = make(map[string]string)
+			}
+			if _, ok := c.flowed[it.group]; !ok {
+				c.flowed[it.group] = it.id
+			}
+		}
 	}
 	// Hand back the previous batch's storage, unless a burst made it
 	// larger than the pool's.

@@ -18,9 +18,8 @@
 // which calls Receive; Serve returns after the upgrade and the Server owns
 // that goroutine (Shutdown waits for it). An event stream is served by
 // its HTTP handler. A writer goroutine runs only while there is something
-// to write: it calls Dispatch and writes frames; besides it, only
-// coder/websocket's own control frames and direct writes (below) reach
-// the socket, each whole and under the same lock. Keep-alive pings
+// to write: it calls Dispatch and writes frames, and nothing else writes
+// to the socket but coder/websocket's own control frames. Keep-alive pings
 // are driven by a timer, not a goroutine. Layer messages and frames wait
 // in one bounded queue (Server.QueueSize, default 256); the layer's
 // Deliver and Conn.Send never block. When the queue is full the client is
@@ -33,16 +32,8 @@
 // it with one write system call under one deadline (Server.WriteTimeout):
 // a client that cannot take a batch in time is dropped. A frame for a
 // busy client, one written to moments ago, waits Server.WriteDelay
-// (default 10ms) so that the frames arriving meanwhile share its write.
-//
-// A frame for a quiet WebSocket client is written at once by the
-// goroutine that delivers it, with one non-blocking write and no writer
-// goroutine, when nothing is queued before it, no writer runs and the
-// socket takes it; what the socket does not take is queued for a writer,
-// which writes the rest first. A large group's fan-out is spread over
-// several goroutines for that (see groups). Messages that come to a
-// group in a burst, faster than its fan-out, are queued instead, so that
-// each writer sends several at once.
+// (default 10ms) so that the frames arriving meanwhile share its write; a
+// frame for a quiet client is written at once.
 //
 // # Encode once
 //

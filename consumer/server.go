@@ -94,8 +94,6 @@ type Server struct {
 	unhandled   atomic.Int64
 	droppedSlow atomic.Int64
 	droppedGone atomic.Int64
-	directW     atomic.Int64 // see Stats.Writes
-	batchW      atomic.Int64
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -127,15 +125,6 @@ type Stats struct {
 		Slow      int64 // queued for a client closed as too slow
 		Closed    int64 // arrived while the connection was closing
 	}
-	// Writes counts the writes to clients' sockets that carried frames.
-	Writes struct {
-		// Direct writes took one frame to a quiet client from the
-		// goroutine that delivered it, at once.
-		Direct int64
-		// Batched writes were made by a connection's writer, with all the
-		// frames that waited for it: the rest of the frames.
-		Batched int64
-	}
 	// Routes has the counters of each route pattern.
 	Routes map[string]RouteStats
 }
@@ -159,7 +148,6 @@ func (s *Server) Stats() Stats {
 	st.Dropped.NoHandler = s.unhandled.Load()
 	st.Dropped.Slow = s.droppedSlow.Load()
 	st.Dropped.Closed = s.droppedGone.Load()
-	st.Writes.Direct, st.Writes.Batched = s.directW.Load(), s.batchW.Load()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Routes = make(map[string]RouteStats, len(s.routes))
@@ -527,10 +515,6 @@ func (s *Server) write(c *Conn) {
 		var dispatched int64
 		for i, it := range t.items {
 			t.items[i] = item{}
-			if it.raw {
-				b.add(it.data)
-				continue
-			}
 			if it.msgType != "" {
 				dispatched++
 				if it.msgType != fwdType {
@@ -570,7 +554,6 @@ func (s *Server) flush(c *Conn, b *batch) bool {
 	}
 	if frames > 0 {
 		c.stats.sent.Add(frames)
-		s.batchW.Add(1)
 	}
 	return true
 }

@@ -12,7 +12,6 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -162,9 +161,8 @@ func (t wsTransport) close(code websocket.StatusCode, reason string) error {
 type wsConn struct {
 	net.Conn
 	timeout  time.Duration
-	vectored bool            // Conn writes net.Buffers with one system call
-	early    []byte          // bytes the client sent right after its request; read by coder/websocket's reader only
-	raw      syscall.RawConn // for tryWrite; nil when Conn is not a socket
+	vectored bool   // Conn writes net.Buffers with one system call
+	early    []byte // bytes the client sent right after its request; read by coder/websocket's reader only
 
 	mu        sync.Mutex // one write at a time
 	closeSent bool       // a close frame went out: no data frame may follow
@@ -232,57 +230,6 @@ func (c *wsConn) send(b *batch) error {
 	return err
 }
 
-// tryWrite writes one small frame, hdr followed by payload, if it can do
-// so without waiting: on a socket, with one non-blocking write, when no
-// other write is under way. ok reports whether any of it was written;
-// rest is then a copy of what the socket did not take (nil when it took
-// everything), which must be written next. When ok is false nothing was
-// written, and the frame must go the usual way; an error on the socket is
-// left for that write to find.
-func (c *wsConn) tryWrite(hdr, payload []byte) (rest []byte, ok bool) {
-	if c.raw == nil || !c.mu.TryLock() {
-		return nil, false
-	}
-	defer c.mu.Unlock()
-	if c.closeSent {
-		return nil, false
-	}
-	w := rawWritePool.Get().(*rawWrite)
-	defer rawWritePool.Put(w)
-	w.buf = append(append(w.buf[:0], hdr...), payload...)
-	w.n, w.err = 0, nil
-	if err := c.raw.Write(w.write); err != nil || w.n <= 0 {
-		return nil, false // closed, timed out, or the socket is full
-	}
-	if w.n < len(w.buf) {
-		return bytes.Clone(w.buf[w.n:]), true
-	}
-	return nil, true
-}
-
-// rawWrite is one non-blocking write. Its write method is what
-// syscall.RawConn.Write calls; it is made once per pooled rawWrite, so
-// that a write allocates nothing.
-type rawWrite struct {
-	buf   []byte
-	n     int
-	err   error
-	write func(fd uintptr) bool
-}
-
-var rawWritePool = sync.Pool{New: func() any {
-	w := &rawWrite{buf: make([]byte, 0, refPayload+4)}
-	w.write = func(fd uintptr) bool {
-		for {
-			w.n, w.err = syscall.Write(int(fd), w.buf)
-			if w.err != syscall.EINTR {
-				return true // done, or the socket is full: either way, no waiting
-			}
-		}
-	}
-	return w
-}}
-
 // lingerAfterClose is how long a connection whose peer has not answered
 // our close frame is drained before it is closed (see wsConn.linger).
 const lingerAfterClose = time.Second
@@ -338,10 +285,7 @@ func (u *upgrader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	c := &wsConn{Conn: nc, timeout: u.timeout}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		c.vectored = true
-		c.raw, _ = tc.SyscallConn()
-	}
+	_, c.vectored = nc.(*net.TCPConn)
 	if n := brw.Reader.Buffered(); n > 0 {
 		p, _ := brw.Reader.Peek(n)
 		c.early = bytes.Clone(p)

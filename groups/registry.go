@@ -3,11 +3,8 @@ package groups
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
-	"time"
 )
 
 // ErrUnknownChannel is returned by Join when the channel has no local
@@ -30,18 +27,6 @@ type HistoryMember interface {
 	// DeliverFrom queues one message sent to group. id is its history
 	// id, or "" if the group keeps none. Like Deliver, it must not block.
 	DeliverFrom(group, id, msgType string, data []byte)
-}
-
-// BurstMember is a HistoryMember that is told when a message comes in a
-// burst: the group's messages follow one another back to back, about as
-// fast as the local fan-out delivers them. A member that writes a message to its client at
-// once when it can should then queue it instead, so that it goes out
-// with those that follow in fewer writes. Outside bursts, BurstMembers
-// get group messages through DeliverFrom.
-type BurstMember interface {
-	HistoryMember
-	// DeliverInBurst is DeliverFrom for a message of a burst.
-	DeliverInBurst(group, id, msgType string, data []byte)
 }
 
 // MemberFunc adapts a function to the Member interface.
@@ -69,13 +54,6 @@ type groupMembers struct {
 	members []Member
 	names   []string       // names[i] is the channel of members[i]
 	pos     map[string]int // channel name -> index in members
-
-	// To tell bursts (see BurstMember): fan-outs to the group under way,
-	// when the last one started (Unix ns), and how long the last one
-	// outside a burst took (ns). Atomic: senders share the registry's
-	// read lock.
-	sending            atomic.Int32
-	lastStart, oneTook atomic.Int64
 }
 
 // AddChannel registers m as the receiver of the local channel name. It
@@ -201,60 +179,14 @@ func (r *Registry) SendGroupFrom(group, id, msgType string, data []byte) int {
 	if g == nil {
 		return 0
 	}
-	// A message is part of a burst when another fan-out to the group is
-	// still under way, or when it comes less than two fan-outs' time
-	// after the last one started: delivered outside a burst, whose
-	// members may write to their clients at once, the group's fan-outs
-	// would keep its sender busy more than half the time, and a sender
-	// that falls behind is how messages get lost. Only fan-outs outside
-	// bursts are timed; a burst's are quick, its members' writers write
-	// later.
-	start := time.Now().UnixNano()
-	burst := g.sending.Add(1) > 1 || start-g.lastStart.Swap(start) < 2*g.oneTook.Load()
-	deliverAll(g.members, group, id, msgType, data, burst)
-	if !burst {
-		g.oneTook.Store(time.Now().UnixNano() - start)
-	}
-	g.sending.Add(-1)
-	return len(g.members)
-}
-
-// shareSize is the number of members per goroutine when a group's local
-// fan-out is spread over several: delivering often writes to the
-// client's socket at once, which costs microseconds, so a large group
-// keeps every core busy; a small one is not worth a goroutine.
-const shareSize = 256
-
-// deliverAll delivers the message to every member, spread over up to
-// GOMAXPROCS goroutines for a large group, and returns when all have it.
-// Each member gets it from exactly one goroutine, so a sender's messages
-// still reach each member in order.
-func deliverAll(members []Member, group, id, msgType string, data []byte, burst bool) {
-	n := min(runtime.GOMAXPROCS(0), len(members)/shareSize)
-	if n <= 1 {
-		deliver(members, group, id, msgType, data, burst)
-		return
-	}
-	var wg sync.WaitGroup
-	per := (len(members) + n - 1) / n
-	for i := per; i < len(members); i += per {
-		part := members[i:min(i+per, len(members))]
-		wg.Go(func() { deliver(part, group, id, msgType, data, burst) })
-	}
-	deliver(members[:per], group, id, msgType, data, burst)
-	wg.Wait()
-}
-
-func deliver(members []Member, group, id, msgType string, data []byte, burst bool) {
-	for _, m := range members {
-		if bm, ok := m.(BurstMember); ok && burst {
-			bm.DeliverInBurst(group, id, msgType, data)
-		} else if hm, ok := m.(HistoryMember); ok {
+	for _, m := range g.members {
+		if hm, ok := m.(HistoryMember); ok {
 			hm.DeliverFrom(group, id, msgType, data)
 		} else {
 			m.Deliver(msgType, data)
 		}
 	}
+	return len(g.members)
 }
 
 // SendChannel delivers the message to the local channel and reports

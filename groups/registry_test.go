@@ -3,12 +3,9 @@ package groups_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/heraldhq/herald/groups"
 )
@@ -178,92 +175,6 @@ func TestConcurrentFanoutAndChurn(t *testing.T) {
 	if c.n["stable"] != 2000 || r.Len("g") != 1 || r.Channels() != 1 {
 		t.Fatalf("stable got %d, group len %d, channels %d", c.n["stable"], r.Len("g"), r.Channels())
 	}
-}
-
-// A large group's fan-out is spread over several goroutines: every
-// member still gets every message once, and a sender's messages in the
-// order they were sent.
-func TestLargeGroupFanoutKeepsOrder(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4)) // several goroutines even on one core
-	var r groups.Registry
-	const members, sends = 5000, 20
-	got := make([][]string, members)
-	var goroutines sync.Map
-	for i := range members {
-		name := fmt.Sprint("c", i)
-		r.AddChannel(name, groups.MemberFunc(func(_ string, data []byte) {
-			got[i] = append(got[i], string(data)) // each member is called by one goroutine at a time
-			goroutines.Store(goid(), true)
-		}))
-		if _, err := r.Join("g", name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for k := range sends {
-		if n := r.SendGroup("g", "t", []byte(fmt.Sprint(k))); n != members {
-			t.Fatalf("SendGroup reached %d members, want %d", n, members)
-		}
-	}
-	for i, g := range got {
-		if len(g) != sends {
-			t.Fatalf("member %d got %d messages, want %d", i, len(g), sends)
-		}
-		for k, m := range g {
-			if m != fmt.Sprint(k) {
-				t.Fatalf("member %d: message %d is %q", i, k, m)
-			}
-		}
-	}
-	n := 0
-	goroutines.Range(func(any, any) bool { n++; return true })
-	if n < 2 {
-		t.Fatalf("the fan-out ran on %d goroutine(s), want several", n)
-	}
-}
-
-// burstRecorder is a BurstMember that notes which way each message came,
-// and takes a while over each, as a member that writes to its client at
-// once does.
-type burstRecorder struct {
-	took time.Duration
-	got  []string // "burst" or "single", in order
-}
-
-func (b *burstRecorder) Deliver(string, []byte) { b.note("plain") }
-func (b *burstRecorder) DeliverFrom(_, _, _ string, _ []byte) {
-	b.note("single")
-}
-func (b *burstRecorder) DeliverInBurst(_, _, _ string, _ []byte) { b.note("burst") }
-func (b *burstRecorder) note(how string) {
-	time.Sleep(b.took) // the member's own work, not a wait for an event
-	b.got = append(b.got, how)
-}
-
-// Messages sent back to back to a group are delivered as a burst; a
-// message that comes after a pause longer than two fan-outs is not.
-func TestBurstsAreTold(t *testing.T) {
-	var r groups.Registry
-	m := &burstRecorder{took: 5 * time.Millisecond}
-	r.AddChannel("c", m)
-	if _, err := r.Join("g", "c"); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		r.SendGroup("g", "t", nil)
-	}
-	time.Sleep(20 * time.Millisecond) // a pause longer than two fan-outs: the behaviour under test
-	r.SendGroup("g", "t", nil)
-	if got := strings.Join(m.got, " "); got != "single burst burst single" {
-		t.Fatalf("got %s, want single burst burst single", got)
-	}
-}
-
-// goid returns the calling goroutine's id, from its stack header.
-func goid() string {
-	var buf [32]byte
-	s := string(buf[:runtime.Stack(buf[:], false)])
-	s = strings.TrimPrefix(s, "goroutine ")
-	return s[:strings.IndexByte(s, ' ')]
 }
 
 func BenchmarkSendGroup(b *testing.B) {

@@ -168,12 +168,11 @@ var (
 	descChannels   = prometheus.NewDesc("herald_channels", "Channels (connections and other receivers) registered on this instance.", nil, nil)
 	descGroups     = prometheus.NewDesc("herald_groups", "Groups with at least one member on this instance.", nil, nil)
 	descMembers    = prometheus.NewDesc("herald_group_members", "Group memberships on this instance.", nil, nil)
-	descWrites     = prometheus.NewDesc("herald_socket_writes_total", "Writes of frames to clients' sockets: direct (one frame, from the delivering goroutine) or batched (by a connection's writer).", []string{"kind"}, nil)
 	descLayer      = prometheus.NewDesc("herald_layer_events_total", "Channel layer events, such as reconnects to its backing service, by kind.", []string{"kind"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descIn, descOut, descDispatched, descDropped, descSlow, descWrites, descChannels, descGroups, descMembers, descLayer} {
+	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descIn, descOut, descDispatched, descDropped, descSlow, descChannels, descGroups, descMembers, descLayer} {
 		ch <- d
 	}
 }
@@ -191,8 +190,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped.Slow), "slow_consumer")
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped.Closed), "connection_closing")
 	ch <- prometheus.MustNewConstMetric(descSlow, prometheus.CounterValue, float64(st.SlowDisconnects))
-	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.Writes.Direct), "direct")
-	ch <- prometheus.MustNewConstMetric(descWrites, prometheus.CounterValue, float64(st.Writes.Batched), "batched")
 	if ls, ok := c.layer.(channellayer.LocalStatser); ok {
 		g := ls.LocalStats()
 		ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(g.Channels))
