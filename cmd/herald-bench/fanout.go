@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,10 +13,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldhq/herald/channellayer"
 )
 
 // runFanout measures one group's fan-out: subscribers connected, a
-// publisher at a fixed rate through the HTTP API, every message stamped
+// publisher at a fixed rate through the HTTP API or straight into Redis
+// (as a Go backend with Herald's layer would), every message stamped
 // with its send time.
 func runFanout(args []string) error {
 	fs := flag.NewFlagSet("fanout", flag.ContinueOnError)
@@ -29,6 +33,10 @@ func runFanout(args []string) error {
 	size := fs.Int("size", 150, "approximate size of each message in bytes")
 	grace := fs.Duration("grace", 10*time.Second, "longest wait for deliveries after the last publish")
 	token := fs.String("api-token", "", "API token, if the server needs one (HERALD_API_TOKEN)")
+	via := fs.String("via", "http", "publish through the server's HTTP API (http) or into Redis with Herald's Redis layer (redis; the servers must share that Redis and prefix)")
+	redisURL := fs.String("redis-url", orEnv("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis to publish into, with -via redis (loopback only; default $REDIS_URL)")
+	redisPrefix := fs.String("redis-prefix", orEnv("HERALD_REDIS_PREFIX", "herald"), "the servers' HERALD_REDIS_PREFIX, with -via redis (default $HERALD_REDIS_PREFIX)")
+	history := fs.String("history", "gossip:1000:1h", "the servers' HERALD_HISTORY, with -via redis: a group with history gets ids when it is published to")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,6 +53,24 @@ func runFanout(args []string) error {
 	}
 	if *token == "" {
 		*token = getenv("HERALD_API_TOKEN")
+	}
+	pub := &publisher{size: *size}
+	switch *via {
+	case "http":
+		pub.send = httpSender(c.httpBase()+"/api/groups/"+*group+"/send", *token, *workers)
+	case "redis":
+		policies, err := channellayer.ParseHistory(*history)
+		if err != nil {
+			return fmt.Errorf("-history: %w", err)
+		}
+		layer, closeRedis, err := openRedis(*redisURL, channellayer.RedisConfig{Prefix: *redisPrefix, History: policies})
+		if err != nil {
+			return err
+		}
+		defer closeRedis()
+		pub.send = layerSender(layer, *group)
+	default:
+		return fmt.Errorf("-via: want http or redis, not %q", *via)
 	}
 	fl, err := spawn(fleetConfig{n: *subs, procs: c.procs, urls: c.wsURLs, srcs: c.srcs(*subs), conc: c.conc,
 		timeout: c.timeout, reader: c.reader, maxTime: c.connLimit + *dur + *grace + time.Minute})
@@ -63,8 +89,6 @@ func runFanout(args []string) error {
 		return fmt.Errorf("no subscriber connected: %v", cs.failed)
 	}
 
-	pub := &publisher{url: c.httpBase() + "/api/groups/" + *group + "/send", token: *token, size: *size,
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *workers, DisableCompression: true}, Timeout: 10 * time.Second}}
 	cpu0, _ := c.servers.cpu()
 	w0, werr := c.servers.writes()
 	mb0, mt0 := machineCPU()
@@ -127,7 +151,7 @@ func runFanout(args []string) error {
 	}
 	rec := map[string]any{
 		"scenario": "fanout", "subs": *subs, "connected": cs.ok, "connect_failed": cs.failed, "procs": c.procs,
-		"rate_asked": *rate, "duration_s": dur.Seconds(), "size": *size, "publishers": *workers, "via": "http",
+		"rate_asked": *rate, "duration_s": dur.Seconds(), "size": *size, "publishers": *workers, "via": *via,
 		"published": pub.ok.Load(), "publish_failed": pub.failed(), "publish_behind": pub.behind.Load(),
 		"publish_rate": round(pubRate, 1), "expected": want, "received": recv, "loss": round(loss, 6),
 		"deliveries_per_s": round(float64(recv)/window, 0), "drain_s": round(drained.Sub(pubEnd).Seconds(), 3),
@@ -162,12 +186,11 @@ func runFanout(args []string) error {
 	return c.report(summary, rec)
 }
 
-// publisher posts stamped messages at a fixed rate.
+// publisher sends stamped messages at a fixed rate.
 type publisher struct {
-	url    string
-	token  string
-	size   int
-	client *http.Client
+	size int
+	// send sends one message, and names the cause if it failed.
+	send func(body []byte) (cause string)
 
 	ok     atomic.Int64
 	behind atomic.Int64
@@ -228,6 +251,16 @@ func (p *publisher) run(rate float64, d time.Duration, workers int) {
 }
 
 func (p *publisher) post(seq int64) {
+	if cause := p.send(p.message(seq)); cause != "" {
+		p.fail(cause)
+		return
+	}
+	p.ok.Add(1)
+}
+
+// message is the seq-th message: a name.gossip object of about p.size
+// bytes, stamped with the time it is made.
+func (p *publisher) message(seq int64) []byte {
 	var b strings.Builder
 	b.WriteString(`{"type":"name.gossip","event":"bench","sender":"herald-bench","message":"@t=`)
 	b.WriteString(strconv.FormatInt(time.Now().UnixNano(), 10))
@@ -237,21 +270,49 @@ func (p *publisher) post(seq int64) {
 		b.WriteByte('.')
 	}
 	b.WriteString(`"}`)
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, p.url, bytes.NewReader([]byte(b.String())))
-	req.Header.Set("Content-Type", "application/json")
-	if p.token != "" {
-		req.Header.Set("Authorization", "Bearer "+p.token)
+	return []byte(b.String())
+}
+
+// httpSender posts messages to the API's group send at url, over up to
+// conns keep-alive connections.
+func httpSender(url, token string, conns int) func([]byte) string {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, DisableCompression: true}, Timeout: 10 * time.Second}
+	return func(body []byte) string {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return failCause(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return "http_" + strconv.Itoa(resp.StatusCode)
+		}
+		return ""
 	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		p.fail(failCause(err))
-		return
+}
+
+// layerSender sends messages to group with a channel layer of the
+// servers' own kind, as a backend written in Go would.
+func layerSender(layer channellayer.Layer, group string) func([]byte) string {
+	return func(body []byte) string {
+		msg, err := channellayer.ParseMessage(body)
+		if err != nil {
+			return "bad_message"
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		switch err := layer.GroupSend(ctx, group, msg); {
+		case err == nil:
+			return ""
+		case errors.Is(err, channellayer.ErrNoReceivers):
+			return "no_receivers"
+		default:
+			return "layer_error"
+		}
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		p.fail("http_" + strconv.Itoa(resp.StatusCode))
-		return
-	}
-	p.ok.Add(1)
 }

@@ -13,6 +13,15 @@ import (
 
 func getenv(k string) string { return os.Getenv(k) }
 
+// orEnv returns the environment variable k, or def if it is unset or
+// empty.
+func orEnv(k, def string) string {
+	if v := getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
 // runPG measures Postgres to browser: rows inserted into posts, each
 // carrying the time just before its INSERT, received by every client.
 // Each INSERT is its own transaction, so the latency reported runs from

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/heraldhq/herald/channellayer"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/router"
@@ -44,21 +42,16 @@ func runServe(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var layer channellayer.Layer
 	if *redisURL != "" {
-		opts, err := redis.ParseURL(*redisURL)
+		l, closeRedis, err := openRedis(*redisURL, channellayer.RedisConfig{Prefix: *prefix, Logger: log})
 		if err != nil {
 			return err
 		}
-		client := redis.NewClient(opts)
-		defer client.Close()
-		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: *prefix, Logger: log})
-		if err != nil {
-			return err
-		}
+		defer closeRedis()
 		layer = l
 	} else {
 		layer = channellayer.NewMemory()
+		defer layer.Close()
 	}
-	defer layer.Close()
 	conns := &consumer.Server{Logger: log, MaxConnections: 20000, MaxConnectionsPerAddr: 20000}
 	conns.WriteDelay = *writeDelay
 	metrics := router.NewMetrics(conns, layer)
