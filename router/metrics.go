@@ -104,6 +104,12 @@ func (l *instrumented) Unwrap() channellayer.Layer { return l.Layer }
 func (l *instrumented) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
 	start := time.Now()
 	err := l.Layer.GroupSend(ctx, group, msg)
+	if h, ok := l.Layer.(channellayer.Historian); ok && errors.Is(err, channellayer.ErrNoReceivers) && h.HasHistory(group) {
+		// Nobody got it, but the group's history keeps it for clients
+		// that resume: not a send that went nowhere (see API.groupSend).
+		l.m.latency.WithLabelValues("group_send", "kept").Observe(time.Since(start).Seconds())
+		return err
+	}
 	l.m.observe("group_send", start, err)
 	return err
 }

@@ -417,6 +417,17 @@ func TestGroupSendKeptInHistory(t *testing.T) {
 			if status != http.StatusNotFound || json.Unmarshal([]byte(body), &eb) != nil || eb.Code != "no_receivers" {
 				t.Fatalf("send to a memberless group without history: %d %s, want 404 no_receivers", status, body)
 			}
+
+			// The metrics tell the two apart as the API does.
+			_, body, _ = e.do("GET", "/metrics", "")
+			for _, want := range []string{
+				`herald_layer_send_duration_seconds_count{op="group_send",result="kept"} 1`,
+				`herald_layer_send_duration_seconds_count{op="group_send",result="no_receivers"} 1`,
+			} {
+				if !strings.Contains(body, want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
 		})
 	}
 }
