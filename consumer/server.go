@@ -37,6 +37,14 @@ type Server struct {
 	// ReadLimit is the largest client frame in bytes; a larger one closes
 	// the connection with StatusTooBig. Default 64 KiB.
 	ReadLimit int64
+	// Compression offers WebSocket clients permessage-deflate without
+	// context takeover: messages of 512 bytes or more are compressed, each
+	// on its own, so a connection holds no compression state (with
+	// context takeover it would hold hundreds of KB), and a group message
+	// is compressed once for all its recipients. It costs CPU to save
+	// bandwidth, which loopback and fast networks do not need. Default
+	// off.
+	Compression bool
 	// WriteTimeout bounds one write to a client: a batch of the frames
 	// that were waiting for it, or a control frame. A client that takes
 	// longer (up to half as long again: a WebSocket's deadline is renewed
@@ -100,6 +108,7 @@ type Server struct {
 	perAddr  map[string]int
 	routes   map[string]*routeStats
 	draining bool
+	deflate  deflater // compressed messages, shared by every connection
 	wg       sync.WaitGroup
 }
 
@@ -172,6 +181,13 @@ func (s *Server) route(pattern string) *routeStats {
 		s.routes[pattern] = r
 	}
 	return r
+}
+
+func (s *Server) compressionMode() websocket.CompressionMode {
+	if s.Compression {
+		return websocket.CompressionNoContextTakeover
+	}
+	return websocket.CompressionDisabled
 }
 
 func (s *Server) maxReplay() int { return orDefault(s.MaxReplay, 10000) }
@@ -306,7 +322,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	up := &upgrader{ResponseWriter: w, timeout: s.writeTimeout()}
 	ws, err := websocket.Accept(up, r, &websocket.AcceptOptions{
 		OriginPatterns:  s.OriginPatterns,
-		CompressionMode: websocket.CompressionDisabled,
+		CompressionMode: s.compressionMode(),
 		OnPongReceived:  func(_ context.Context, p []byte) { c.pongReceived(p) },
 	})
 	if err != nil {
@@ -325,7 +341,12 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	// the request's state and of this goroutine's stack, which the
 	// handshake grew to several times what reading needs.
 	handedOff = true
-	go s.run(c, wsTransport{ws: ws, nc: up.nc}, func() error { return s.read(c) })
+	t := wsTransport{ws: ws, nc: up.nc}
+	if s.Compression && up.Header().Get("Sec-WebSocket-Extensions") != "" {
+		// Accept agreed to permessage-deflate, the only extension offered.
+		t.deflate = &s.deflate
+	}
+	go s.run(c, t, func() error { return s.read(c) })
 }
 
 // run serves an accepted connection until it ends, then releases it.

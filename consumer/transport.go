@@ -84,11 +84,13 @@ func (b *batch) ref(p []byte) {
 	b.size += len(p)
 }
 
-// WebSocket opcodes (RFC 6455, section 5.2).
+// WebSocket opcodes (RFC 6455, section 5.2), and the header bit that
+// marks a compressed message (RFC 7692).
 const (
 	opText  = 0x1
 	opClose = 0x8
 	opPing  = 0x9
+	rsv1    = 0x40
 )
 
 // appendFrameHeader appends the header of an unmasked, final server frame
@@ -118,13 +120,20 @@ const refPayload = 2048
 // connection through wsConn.Write, one whole frame at a time, under the
 // same lock as the batches, so the two never interleave.
 type wsTransport struct {
-	ws *websocket.Conn
-	nc *wsConn
+	ws      *websocket.Conn
+	nc      *wsConn
+	deflate *deflater // the Server's, when the client negotiated permessage-deflate
 }
 
 func (t wsTransport) frame(b *batch, _ string, data []byte) {
 	n := len(b.buf)
-	b.buf = appendFrameHeader(b.buf, opText, len(data))
+	if z := t.compressed(data); z != nil {
+		b.buf = appendFrameHeader(b.buf, opText, len(z))
+		b.buf[n] |= rsv1 // a compressed message
+		data = z
+	} else {
+		b.buf = appendFrameHeader(b.buf, opText, len(data))
+	}
 	b.size += len(b.buf) - n
 	if len(data) >= refPayload && t.nc.vectored {
 		b.ref(data)
@@ -132,6 +141,13 @@ func (t wsTransport) frame(b *batch, _ string, data []byte) {
 		b.add(data)
 	}
 	b.frames++
+}
+
+func (t wsTransport) compressed(data []byte) []byte {
+	if t.deflate == nil {
+		return nil
+	}
+	return t.deflate.compress(data)
 }
 
 func (t wsTransport) keepAlive(b *batch, seq uint32) {

@@ -33,6 +33,14 @@ type frameConn struct {
 // for the answer would.
 func (h *harness) dialFrames(extra []byte) *frameConn {
 	h.t.Helper()
+	c, _ := h.dialFramesWith("", extra)
+	return c
+}
+
+// dialFramesWith is dialFrames with more request headers (each ending in
+// CRLF); it also returns the server's answer.
+func (h *harness) dialFramesWith(header string, extra []byte) (*frameConn, *http.Response) {
+	h.t.Helper()
 	host := strings.TrimPrefix(h.http.URL, "http://")
 	nc, err := net.Dial("tcp", host)
 	if err != nil {
@@ -40,7 +48,7 @@ func (h *harness) dialFrames(extra []byte) *frameConn {
 	}
 	h.t.Cleanup(func() { nc.Close() })
 	req := "GET / HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGVzdC1rZXktMTIzNDU2Nw==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"Sec-WebSocket-Key: dGVzdC1rZXktMTIzNDU2Nw==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"
 	if _, err := nc.Write(append([]byte(req), extra...)); err != nil {
 		h.t.Fatal(err)
 	}
@@ -50,7 +58,7 @@ func (h *harness) dialFrames(extra []byte) *frameConn {
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		h.t.Fatalf("upgrade: %v %v", resp, err)
 	}
-	return &frameConn{t: h.t, nc: nc, br: br}
+	return &frameConn{t: h.t, nc: nc, br: br}, resp
 }
 
 // clientFrame encodes a masked client frame.
@@ -77,17 +85,28 @@ func (c *frameConn) send(op byte, payload []byte) {
 	}
 }
 
-// next reads one server frame, which must be final and unmasked.
+// next reads one server frame, which must be final, unmasked and have
+// no extension bits.
 func (c *frameConn) next() (op byte, payload []byte, err error) {
+	b0, payload, err := c.nextWithBits()
+	if err == nil && b0&0x70 != 0 {
+		err = fmt.Errorf("frame with RSV bits %#x", b0)
+	}
+	return b0 & 0x0f, payload, err
+}
+
+// nextWithBits reads one server frame, which must be final and unmasked,
+// and returns its first header byte (FIN, RSV1-3, opcode) and payload.
+func (c *frameConn) nextWithBits() (b0 byte, payload []byte, err error) {
 	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
 	var hdr [8]byte
 	if _, err := io.ReadFull(c.br, hdr[:2]); err != nil {
 		return 0, nil, err
 	}
-	if hdr[0]&0x80 == 0 || hdr[0]&0x70 != 0 || hdr[1]&0x80 != 0 {
+	if hdr[0]&0x80 == 0 || hdr[1]&0x80 != 0 {
 		return 0, nil, fmt.Errorf("bad frame header % x", hdr[:2])
 	}
-	op, n := hdr[0]&0x0f, uint64(hdr[1]&0x7f)
+	b0, n := hdr[0], uint64(hdr[1]&0x7f)
 	switch n {
 	case 126:
 		if _, err := io.ReadFull(c.br, hdr[:2]); err != nil {
@@ -102,7 +121,7 @@ func (c *frameConn) next() (op byte, payload []byte, err error) {
 	}
 	payload = make([]byte, n)
 	_, err = io.ReadFull(c.br, payload)
-	return op, payload, err
+	return b0, payload, err
 }
 
 // burst is a consumer whose every client frame is answered with n

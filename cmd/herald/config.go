@@ -34,6 +34,7 @@ type config struct {
 	AllowedOrigins  []string
 	QueueSize       int
 	WriteDelay      time.Duration // 0: off
+	Compression     bool
 	History         []channellayer.HistoryPolicy
 	MaxReplay       int
 	MaxFrame        int64
@@ -154,6 +155,14 @@ var settings = []setting{
 			return fmt.Errorf("%q is not a duration from 0 to 1s, such as 10ms", v)
 		}
 		c.WriteDelay = d
+		return nil
+	}},
+	{"compression", "HERALD_COMPRESSION", "false", "offer WebSocket clients permessage-deflate without context takeover (messages of 512 bytes or more, each compressed once)", func(c *config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		c.Compression = b
 		return nil
 	}},
 	{"queue-size", "HERALD_QUEUE_SIZE", "256", "messages that may wait for one client before it is closed as too slow (4008)", func(c *config, v string) error {

@@ -40,6 +40,22 @@ func TestWriteDelay(t *testing.T) {
 	}
 }
 
+func TestCompressionSetting(t *testing.T) {
+	for args, want := range map[string]bool{"": false, "true": true, "0": false} {
+		var argv []string
+		if args != "" {
+			argv = []string{"-compression=" + args}
+		}
+		cfg, err := parseConfig(argv, func(string) string { return "" }, io.Discard)
+		if err != nil || cfg.Compression != want {
+			t.Errorf("-compression=%q: %v, %v; want %v", args, cfg.Compression, err, want)
+		}
+	}
+	if _, err := parseConfig([]string{"-compression", "sometimes"}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Error("-compression sometimes accepted")
+	}
+}
+
 func TestHelpListsEverySetting(t *testing.T) {
 	var out strings.Builder
 	if _, err := parseConfig([]string{"-help"}, func(string) string { return "" }, &out); err != errHelp {

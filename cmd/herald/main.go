@@ -104,6 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		OriginPatterns: cfg.AllowedOrigins,
 		QueueSize:      cfg.QueueSize,
 		WriteDelay:     cfg.WriteDelay,
+		Compression:    cfg.Compression,
 		ReadLimit:      cfg.MaxFrame,
 
 		MaxConnections:        cfg.MaxConnections,
