@@ -39,6 +39,12 @@ const pruneBatch = 10000
 // maxPruneEvery caps the time between two prunes.
 const maxPruneEvery = 10 * time.Minute
 
+// layerRetry is how long, after the layer could not be reached, rows go
+// straight to this instance's members without being offered to the
+// layer first. A layer that hangs rather than refuses (a dead network
+// path) would otherwise hold every row for its timeouts.
+const layerRetry = 5 * time.Second
+
 // applicationName marks the Listener's session in pg_stat_activity
 // unless the connection string names one already.
 const applicationName = "herald-notifier"
@@ -95,6 +101,7 @@ type Listener struct {
 	epoch     string    // the log's epoch, read with last
 	last      int64     // highest seq delivered (or skipped)
 	lastPrune time.Time // when this Listener last pruned the log
+	localTill time.Time // until then rows go to local members only (see layerRetry)
 }
 
 // New returns a Listener that reads the log through connections
@@ -360,7 +367,8 @@ func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
 // with a history id where the group keeps history: a client that loses
 // its instance resumes the rows it missed on another. When the layer
 // cannot be reached, the row goes to this instance's members directly, so
-// that a layer outage does not stop rows from reaching clients. On other
+// that a layer outage does not stop rows from reaching clients; for the
+// next layerRetry, rows go that way without trying the layer. On other
 // layers each instance delivers every row to its own members only
 // (LocalSender).
 //
@@ -378,14 +386,18 @@ func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []
 		l.log.Warn("notifier: skipping a row", "err", err, "table", source, "seq", seq, "row", truncate(string(row)))
 		return
 	}
-	if l.once != nil {
+	switch {
+	case l.once != nil && l.local != nil && time.Now().Before(l.localTill):
+		err = l.local.GroupSendLocal(ctx, b.Group, msg)
+	case l.once != nil:
 		_, err = l.once.GroupSendOnce(ctx, l.sourceName(b), seq, b.Group, msg)
 		if errors.Is(err, channellayer.ErrUnavailable) && l.local != nil {
-			l.log.Warn("notifier: the layer is unreachable; delivering the row to this instance's clients only",
-				"err", err, "table", source, "seq", seq, "group", b.Group)
+			l.localTill = time.Now().Add(layerRetry)
+			l.log.Warn("notifier: the layer is unreachable; delivering rows to this instance's clients only for a while",
+				"err", err, "table", source, "seq", seq, "group", b.Group, "retry_in", layerRetry)
 			err = l.local.GroupSendLocal(ctx, b.Group, msg)
 		}
-	} else {
+	default:
 		err = l.send(ctx, b.Group, msg)
 	}
 	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) && ctx.Err() == nil {

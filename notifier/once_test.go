@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/channellayer"
 	"github.com/heraldhq/herald/channellayer/layertest"
 	"github.com/heraldhq/herald/notifier"
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestListenersSendOnce runs the Listeners of two instances sharing a
@@ -129,4 +132,47 @@ func TestFreshListenerSendsWhatNoneSent(t *testing.T) {
 	}
 	startListener(t, pool, newLayer(), notifier.Config{})
 	in.expectAll(t, pool, missed)
+}
+
+// countingOnce counts the rows a Listener offers its layer.
+type countingOnce struct {
+	*channellayer.Redis
+	offers atomic.Int32
+}
+
+func (c *countingOnce) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (bool, error) {
+	c.offers.Add(1)
+	return c.Redis.GroupSendOnce(ctx, source, seq, group, msg)
+}
+
+// TestListenerStopsWaitingOnAHungLayer: when the path to Redis goes
+// silent, the first row waits for the layer's timeout and then goes to
+// this instance's members directly; the rows after it go there at once,
+// without being offered to the hung layer first and waiting again.
+func TestListenerStopsWaitingOnAHungLayer(t *testing.T) {
+	t.Parallel()
+	client := layertest.RedisClient(t) // skips when Redis is down
+	proxy := layertest.StartProxy(t, client.Options().Addr)
+	hung := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ReadTimeout: 300 * time.Millisecond,
+		WriteTimeout: 300 * time.Millisecond, MaxRetries: -1, Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { hung.Close() })
+	rl, err := channellayer.NewRedis(hung, channellayer.RedisConfig{Prefix: layertest.Prefix(t), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rl.Close() })
+	layer := &countingOnce{Redis: rl}
+	pool := newPool(t, true)
+	in := join(t, layer)
+	startListener(t, pool, layer, notifier.Config{})
+
+	proxy.Freeze()
+	const n = 10
+	for i := range n {
+		p := insert(t, pool, "hung", fmt.Sprint(i))
+		in.expect(t, p)
+	}
+	if got := layer.offers.Load(); got > 2 {
+		t.Fatalf("%d of %d rows were offered to the hung layer, want the first only", got, n)
+	}
 }
