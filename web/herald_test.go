@@ -175,6 +175,51 @@ scenario = 'fallback';
   check(JSON.stringify(w.got) === '[2]', 'delivered ' + JSON.stringify(w.got));
 }
 
+scenario = 'probe';
+{
+  const w = world({});
+  w.h.connect();
+  for (let i = 0; i < 3; i++) {
+    w.ws().drop(1006);
+    w.fire();
+  }
+  w.es().open();
+  w.es().recv({ type: 'name.gossip', n: 1, herald_id: '7-0' });
+  const sockets = w.sockets.length;
+  check(w.fire() === 60000, 'no WebSocket probe 60 s after falling back');
+  check(w.sockets.length === sockets + 1 && w.ws().url === 'ws://example.test/notifications/?since=7-0', 'probe: ' + (w.ws() && w.ws().url));
+  w.ws().drop(1006); // still blocked
+  check(w.es().readyState === 1 && w.state().state === 'open' && w.state().transport === 'eventsource', 'a failed probe disturbed the stream: ' + JSON.stringify(w.state()));
+  check(w.fire() === 60000, 'no second probe after the first failed');
+  w.es().recv({ type: 'name.gossip', n: 2, herald_id: '8-0' });
+  w.ws().open(); // let through now: it takes over
+  check(w.es().readyState === 2, 'the event stream was not closed when the WebSocket opened');
+  check(w.state().state === 'open' && w.state().transport === 'websocket', 'after the probe opened: ' + JSON.stringify(w.state()));
+  w.ws().recv({ type: 'name.gossip', n: 'replayed', herald_id: '8-0' });
+  w.ws().recv({ type: 'name.gossip', n: 3, herald_id: '9-0' });
+  check(JSON.stringify(w.got) === '[1,2,3]', 'delivered ' + JSON.stringify(w.got));
+  check(w.h.send({ type: 'whoami' }), 'send on the WebSocket that took over failed');
+  w.ws().drop(1012);
+  w.fire();
+  check(w.streams.length === 1 && w.ws().url === 'ws://example.test/notifications/?since=9-0', 'reconnect after the takeover: ' + w.ws().url);
+  w.h.close();
+  check(w.timers.every((t) => !t.fn), 'close left a timer');
+}
+
+scenario = 'no probe after close';
+{
+  const w = world({ herald: { transport: 'auto', probeAfter: 1000 } });
+  w.h.connect();
+  for (let i = 0; i < 3; i++) {
+    w.ws().drop(1006);
+    w.fire();
+  }
+  w.es().open();
+  const sockets = w.sockets.length;
+  w.h.close();
+  check(w.timers.every((t) => !t.fn) && w.sockets.length === sockets, 'a probe outlived close()');
+}
+
 scenario = 'no WebSocket';
 {
   const w = world({ websocket: false, herald: { url: 'http://other.test:8000/n/' } });

@@ -12,7 +12,8 @@
 //
 // It reconnects with capped exponential backoff and full jitter, resumes
 // from the last "herald_id" it saw (?since=), falls back to an event stream
-// (EventSource) where WebSockets are unavailable or blocked, and never
+// (EventSource) where WebSockets are unavailable or blocked, tries them
+// again now and then while on the stream, and never
 // hands the page an id it has already handed it. README.md describes the
 // options and events.
 (function (global) {
@@ -24,6 +25,7 @@
     since: '',              // herald_id to resume from on the first connect
     transport: 'auto',      // 'auto', 'websocket' or 'eventsource'
     fallbackAfter: 3,       // failed WebSocket attempts, none of them ever open, before 'auto' uses SSE
+    probeAfter: 60000,      // ms on an event stream 'auto' fell back to before it tries a WebSocket again, beside it (0: never)
     minDelay: 500,          // ms: backoff ceiling of the first retry, doubled per failed attempt
     maxDelay: 10000,        // ms: most a retry waits
     stableAfter: 5000,      // ms: a connection up this long resets the backoff
@@ -72,6 +74,8 @@
     this._openedAt = 0;      // when the current connection opened
     this._wsWorked = false;  // a WebSocket has opened at least once
     this._wsFailures = 0;    // WebSocket attempts that failed before ever opening
+    this._probeTimer = 0;    // the pending WebSocket probe, while on a fallback event stream
+    this._probe = null;      // a WebSocket being tried beside the event stream
     if (typeof global.addEventListener === 'function') {
       global.addEventListener('online', () => this.reconnect());
       global.addEventListener('offline', () => {
@@ -126,6 +130,7 @@
     this._stopped = true;
     clearTimeout(this._timer);
     this._timer = 0;
+    this._stopProbe();
     const conn = this._conn;
     this._conn = null;
     if (conn) conn.close(1000);
@@ -168,16 +173,29 @@
     } catch (_) {
       return this._lost(1006);
     }
+    this._attach(conn, useWS, resumed);
+  };
+
+  // _attach makes conn, just created or already open, the connection in
+  // use.
+  Herald.prototype._attach = function (conn, useWS, resumed) {
     this._conn = conn;
+    this.transport = useWS ? 'websocket' : 'eventsource';
     const mine = (fn) => (ev) => { if (this._conn === conn) fn(ev); };
-    conn.addEventListener('open', mine(() => {
+    const opened = () => {
       this._openedAt = Date.now();
       if (useWS) {
         this._wsWorked = true;
         this._wsFailures = 0;
+      } else if (this.options.transport === 'auto' && typeof global.WebSocket === 'function' && this.options.probeAfter > 0) {
+        // Fell back: the network that blocked WebSockets may let them
+        // through now, or later.
+        this._probeTimer = setTimeout(() => this._startProbe(), this.options.probeAfter);
       }
       this._setState('open', { resumed: resumed });
-    }));
+    };
+    if (conn.readyState === 1) opened();
+    else conn.addEventListener('open', mine(opened));
     conn.addEventListener('message', mine((ev) => this._frame(ev.data)));
     if (useWS) {
       conn.addEventListener('close', mine((ev) => this._lost(ev.code)));
@@ -191,6 +209,49 @@
       this._lost(code);
     }));
     conn.addEventListener('error', mine(() => this._lost(1006)));
+  };
+
+  // _startProbe tries a WebSocket while the event stream it fell back to
+  // goes on. If it opens, it takes over: it resumed from the last id seen,
+  // so nothing is missed, and what both deliver is passed on once. If it
+  // fails, the next try comes probeAfter later.
+  Herald.prototype._startProbe = function () {
+    this._probeTimer = 0;
+    if (this._stopped || this.transport !== 'eventsource' || !this._conn) return;
+    let ws;
+    try {
+      ws = new global.WebSocket(this._url('ws'));
+    } catch (_) {
+      return;
+    }
+    this._probe = ws;
+    ws.addEventListener('open', () => {
+      if (this._probe !== ws) return;
+      this._probe = null;
+      const old = this._conn;
+      if (this._stopped || this.transport !== 'eventsource' || !old) {
+        ws.close(1000);
+        return;
+      }
+      this._conn = null;
+      old.close();
+      this._attach(ws, true, this.lastId !== '');
+    });
+    ws.addEventListener('close', () => {
+      if (this._probe !== ws) return;
+      this._probe = null;
+      if (!this._stopped && this.transport === 'eventsource' && this._conn) {
+        this._probeTimer = setTimeout(() => this._startProbe(), this.options.probeAfter);
+      }
+    });
+  };
+
+  Herald.prototype._stopProbe = function () {
+    clearTimeout(this._probeTimer);
+    this._probeTimer = 0;
+    const ws = this._probe;
+    this._probe = null;
+    if (ws) ws.close(1000);
   };
 
   // _frame handles one received frame: a resync frame, or a message that is
@@ -220,6 +281,7 @@
   Herald.prototype._lost = function (code) {
     const conn = this._conn;
     this._conn = null;
+    this._stopProbe();
     if (conn && conn.readyState !== 2 && conn.readyState !== 3) conn.close();
     if (this._openedAt && Date.now() - this._openedAt >= this.options.stableAfter) this._attempt = 0;
     if (this.transport === 'websocket' && !this._openedAt && !this._wsWorked) this._wsFailures++;
