@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,7 +83,16 @@ func TestResumeAcrossRestarts(t *testing.T) {
 		addrs = append(addrs, in.addr)
 	}
 
+	// The seed picks where clients are killed and instances restarted;
+	// HERALD_TEST_SEED replays a logged one (the timing is the machine's).
 	seed := rand.Uint64()
+	if s := os.Getenv("HERALD_TEST_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("HERALD_TEST_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("seed %d (HERALD_TEST_SEED=%d replays it)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, seed))
 	ctx, cancel := context.WithTimeout(context.Background(), resumeTimeout)
 	defer cancel()
