@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,21 +23,26 @@ import (
 
 // A run's connections live in child processes of the tool, each under
 // the per-process file limit. The parent talks to a child over its
-// standard input (commands, one a line: "connect", "stop") and reads its
-// standard output (events, one JSON object a line). A child stops by
-// itself when its standard input closes or its -max-time passes.
+// standard input (commands, one a line: "connect", "churn", "stop") and
+// reads its standard output (events, one JSON object a line). A child
+// stops by itself when its standard input closes or its -max-time passes.
 
 // event is one line a child writes.
 type event struct {
-	Ev   string `json:"ev"` // hello, ready, progress, done
+	Ev   string `json:"ev"` // hello, ready, churned, progress, done
 	Kid  int    `json:"kid"`
 	Open int64  `json:"open"`
-	// ready
-	OK       int64            `json:"ok,omitempty"`
-	Failed   map[string]int64 `json:"failed,omitempty"`
-	StartNS  int64            `json:"start_ns,omitempty"`
-	EndNS    int64            `json:"end_ns,omitempty"`
-	Connect  *histData        `json:"connect,omitempty"`
+	// ready and churned
+	OK      int64            `json:"ok,omitempty"`
+	Failed  map[string]int64 `json:"failed,omitempty"`
+	StartNS int64            `json:"start_ns,omitempty"`
+	EndNS   int64            `json:"end_ns,omitempty"`
+	Connect *histData        `json:"connect,omitempty"`
+	// churned: the connections closed before their replacement was
+	// dialled, by kind (normal, abrupt), and the replacements skipped
+	// because the one before in the same slot was still under way.
+	Closes   map[string]int64 `json:"closes,omitempty"`
+	Skipped  int64            `json:"skipped,omitempty"`
 	Recv     uint64           `json:"recv"`
 	Unstamp  uint64           `json:"unstamped,omitempty"`
 	Closed   map[string]int64 `json:"closed,omitempty"`
@@ -55,6 +61,11 @@ type childConfig struct {
 	timeout time.Duration
 	maxTime time.Duration
 	reader  string // goroutine or epoll: how the connections are read
+	// The churn: connections replaced per second, for how long, and the
+	// fraction of them closed without a close frame.
+	churnRate float64
+	churnFor  time.Duration
+	abrupt    float64
 }
 
 const nShards = 8
@@ -88,6 +99,9 @@ func runChild(args []string) error {
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "")
 	fs.DurationVar(&cfg.maxTime, "max-time", 10*time.Minute, "")
 	fs.StringVar(&cfg.reader, "reader", "epoll", "")
+	fs.Float64Var(&cfg.churnRate, "churn-rate", 0, "")
+	fs.DurationVar(&cfg.churnFor, "churn-for", 0, "")
+	fs.Float64Var(&cfg.abrupt, "abrupt", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -140,9 +154,12 @@ func runChild(args []string) error {
 				c.finish()
 				return nil
 			}
-			if cmd == "connect" {
+			switch cmd {
+			case "connect":
 				c.connect(ctx)
 				go c.progress(ctx)
+			case "churn":
+				c.churn(ctx)
 			}
 		}
 	}
@@ -196,29 +213,15 @@ func (c *child) connect(ctx context.Context) {
 						time.Sleep(d) // pacing the load, not synchronising
 					}
 				}
-				var src net.IP
-				if len(c.cfg.srcs) > 0 {
-					src = c.cfg.srcs[i%len(c.cfg.srcs)]
-				}
-				u := c.cfg.urls[(i+c.cfg.id)%len(c.cfg.urls)]
-				t0 := time.Now()
-				ws, err := dialWS(ctx, u, src, c.cfg.timeout)
+				d, err := c.dial(ctx, i)
 				if err != nil {
 					fmu.Lock()
 					failed[failCause(err)]++
 					fmu.Unlock()
 					continue
 				}
-				connect.Record(time.Since(t0))
+				connect.Record(d)
 				ok.Add(1)
-				c.open.Add(1)
-				if c.ep != nil {
-					c.ep.add(i, ws)
-					continue
-				}
-				c.conns[i] = ws
-				c.wg.Add(1)
-				go c.read(i, ws)
 			}
 		}()
 	}
@@ -226,6 +229,31 @@ func (c *child) connect(ctx context.Context) {
 	end := time.Now()
 	hd := connect.Data()
 	c.emit(event{Ev: "ready", OK: ok.Load(), Failed: failed, StartNS: start.UnixNano(), EndNS: end.UnixNano(), Connect: &hd})
+}
+
+// dial opens connection i and hands it to the child's reader; it
+// returns how long the connect and the upgrade took.
+func (c *child) dial(ctx context.Context, i int) (time.Duration, error) {
+	var src net.IP
+	if len(c.cfg.srcs) > 0 {
+		src = c.cfg.srcs[i%len(c.cfg.srcs)]
+	}
+	u := c.cfg.urls[(i+c.cfg.id)%len(c.cfg.urls)]
+	t0 := time.Now()
+	ws, err := dialWS(ctx, u, src, c.cfg.timeout)
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(t0)
+	c.open.Add(1)
+	if c.ep != nil {
+		c.ep.add(i, ws)
+		return d, nil
+	}
+	c.conns[i] = ws
+	c.wg.Add(1)
+	go c.read(i, ws)
+	return d, nil
 }
 
 // read is the goroutine reader: one goroutine per connection, blocked
@@ -237,6 +265,9 @@ func (c *child) read(i int, ws *wsConn) {
 	for {
 		p, err := ws.next()
 		if err != nil {
+			if ws.dropped.Load() {
+				err = net.ErrClosed
+			}
 			c.ended(err)
 			return
 		}
@@ -265,7 +296,8 @@ func (c *child) ended(err error) {
 	cause := failCause(err)
 	if ce, ok := err.(errClosed); ok {
 		cause = "code_" + strconv.Itoa(ce.code)
-	} else if c.stop.Load() {
+	} else if c.stop.Load() || errors.Is(err, net.ErrClosed) {
+		// The child closed it: at its finish, or replacing it.
 		cause = "by_client"
 	}
 	c.cmu.Lock()
@@ -338,13 +370,14 @@ type fleet struct {
 }
 
 type kid struct {
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	hello chan struct{}
-	ready chan event
-	done  chan event
-	mu    sync.Mutex
-	last  event // latest progress
+	cmd     *exec.Cmd
+	in      io.WriteCloser
+	hello   chan struct{}
+	ready   chan event
+	churned chan event
+	done    chan event
+	mu      sync.Mutex
+	last    event // latest progress
 }
 
 type fleetConfig struct {
@@ -357,6 +390,21 @@ type fleetConfig struct {
 	timeout time.Duration
 	maxTime time.Duration
 	reader  string
+	// The churn, in all: each child replaces its share of churnRate,
+	// in proportion to its connections.
+	churnRate float64
+	churnFor  time.Duration
+	abrupt    float64
+}
+
+// share is child k's part of n things spread over procs children: n/procs,
+// and one more for the first n%procs.
+func share(n, procs, k int) int {
+	s := n / procs
+	if k < n%procs {
+		s++
+	}
+	return s
 }
 
 // spawn starts the children and waits for each to say hello.
@@ -368,14 +416,17 @@ func spawn(fc fleetConfig) (*fleet, error) {
 	f := &fleet{}
 	procs := max(fc.procs, 1)
 	for k := 0; k < procs; k++ {
-		n := fc.n / procs
-		if k < fc.n%procs {
-			n++
+		n := share(fc.n, procs, k)
+		churnRate := 0.0
+		if fc.n > 0 {
+			churnRate = fc.churnRate * float64(n) / float64(fc.n)
 		}
 		args := []string{"child", "-id", strconv.Itoa(k), "-n", strconv.Itoa(n),
 			"-urls", strings.Join(fc.urls, ","), "-src", strings.Join(fc.srcs, ","),
 			"-conc", strconv.Itoa(fc.conc), "-rate", strconv.FormatFloat(fc.rate/float64(procs), 'f', -1, 64),
-			"-timeout", fc.timeout.String(), "-max-time", fc.maxTime.String(), "-reader", fc.reader}
+			"-timeout", fc.timeout.String(), "-max-time", fc.maxTime.String(), "-reader", fc.reader,
+			"-churn-rate", strconv.FormatFloat(churnRate, 'f', -1, 64), "-churn-for", fc.churnFor.String(),
+			"-abrupt", strconv.FormatFloat(fc.abrupt, 'f', -1, 64)}
 		cmd := exec.Command(exe, args...)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
@@ -392,7 +443,7 @@ func spawn(fc fleetConfig) (*fleet, error) {
 			f.kill()
 			return nil, err
 		}
-		kd := &kid{cmd: cmd, in: in, hello: make(chan struct{}), ready: make(chan event, 1), done: make(chan event, 1)}
+		kd := &kid{cmd: cmd, in: in, hello: make(chan struct{}), ready: make(chan event, 1), churned: make(chan event, 1), done: make(chan event, 1)}
 		f.kids = append(f.kids, kd)
 		go kd.listen(out)
 	}
@@ -424,6 +475,8 @@ func (kd *kid) listen(r io.Reader) {
 			kd.mu.Lock()
 			kd.last = e
 			kd.mu.Unlock()
+		case "churned":
+			kd.churned <- e
 		case "progress":
 			kd.mu.Lock()
 			kd.last = e
@@ -444,15 +497,27 @@ func (f *fleet) send(cmd string) {
 // them, within limit.
 func (f *fleet) connect(limit time.Duration) ([]event, error) {
 	f.start = time.Now()
-	f.send("connect")
+	return f.await("connect", func(kd *kid) chan event { return kd.ready }, limit)
+}
+
+// churn has every child replace its connections for its -churn-for and
+// waits for all of their reports, within limit.
+func (f *fleet) churn(limit time.Duration) ([]event, error) {
+	return f.await("churn", func(kd *kid) chan event { return kd.churned }, limit)
+}
+
+// await sends cmd to every child and collects the event each answers
+// with on its channel reply, within limit.
+func (f *fleet) await(cmd string, reply func(*kid) chan event, limit time.Duration) ([]event, error) {
+	f.send(cmd)
 	var evs []event
 	deadline := time.After(limit)
 	for _, kd := range f.kids {
 		select {
-		case e := <-kd.ready:
+		case e := <-reply(kd):
 			evs = append(evs, e)
 		case <-deadline:
-			return evs, fmt.Errorf("connecting took longer than %v", limit)
+			return evs, fmt.Errorf("%s took longer than %v", cmd, limit)
 		}
 	}
 	return evs, nil

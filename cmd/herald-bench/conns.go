@@ -11,10 +11,12 @@ import (
 )
 
 // scrapeGo reads the Go runtime's gauges from the server's /metrics:
-// how much of its memory is goroutine stacks and how much heap.
+// how much of its memory is goroutine stacks and how much heap; and how
+// many channels Herald has registered, which a connection gone should
+// have given back.
 func scrapeGo(base string) map[string]float64 {
 	want := []string{"go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes",
-		"go_memstats_heap_alloc_bytes", "go_memstats_sys_bytes", "go_memstats_heap_objects"}
+		"go_memstats_heap_alloc_bytes", "go_memstats_sys_bytes", "go_memstats_heap_objects", "herald_channels"}
 	cl := &http.Client{Timeout: 10 * time.Second}
 	resp, err := cl.Get(base + "/metrics")
 	if err != nil {
@@ -103,15 +105,8 @@ func runConns(name string, args []string) error {
 	peak = max(peak, rss1)
 	goMetrics := scrapeGo(c.httpBase())
 	_, open := fl.progress()
-	done := fl.stop()
-	closed := map[string]int64{}
-	var clientCPU float64
-	for _, e := range done {
-		for k, v := range e.Closed {
-			closed[k] += v
-		}
-		clientCPU += e.CPU
-	}
+	ds := sumDone(fl.stop())
+	closed, clientCPU := ds.closed, ds.cpu
 
 	lat := cs.lat.Summary()
 	rec := map[string]any{

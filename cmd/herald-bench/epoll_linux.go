@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -66,6 +67,13 @@ type epollConn struct {
 	i      int
 	fd     int // the socket, non-blocking
 	frames frameParser
+	// mu is held while the socket is read or closed: the churn closes
+	// connections from other goroutines, and a descriptor closed under
+	// the loop's read could at once be reused by a new socket. The loop
+	// is its only taker otherwise, so it costs an uncontended lock a
+	// read.
+	mu     sync.Mutex
+	closed bool
 }
 
 // newEpollReader starts the loop. It ends, closing the connections,
@@ -102,8 +110,32 @@ func (r *epollReader) add(i int, ws *wsConn) {
 	r.conns[i].Store(ec)
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(i)}
 	if err := syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		// An event for the connection this one replaces may still
+		// bring the loop here.
+		ec.mu.Lock()
 		r.end(ec, os.NewSyscallError("epoll_ctl", err))
+		ec.mu.Unlock()
 	}
+}
+
+// drop closes connection i from outside the loop: with a normal close
+// (code 1000), or, abrupt, without a close frame. It reports whether the
+// connection was open.
+func (r *epollReader) drop(i int, abrupt bool) bool {
+	ec := r.conns[i].Load()
+	if ec == nil {
+		return false
+	}
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	if ec.closed {
+		return false
+	}
+	if !abrupt {
+		_ = ec.write(0x8, closeNormal)
+	}
+	r.end(ec, net.ErrClosed)
+	return true
 }
 
 // dupSocket returns a descriptor of nc's socket of the caller's own.
@@ -123,9 +155,12 @@ func dupSocket(nc net.Conn) (int, error) {
 }
 
 // end closes a connection and counts it by err's cause. Closing the
-// socket's last descriptor also takes it out of the epoll set.
+// socket's last descriptor also takes it out of the epoll set. The
+// caller holds ec.mu once ec is in conns; the slot may already hold the
+// connection that replaces ec.
 func (r *epollReader) end(ec *epollConn, err error) {
-	r.conns[ec.i].Store(nil)
+	r.conns[ec.i].CompareAndSwap(ec, nil)
+	ec.closed = true
 	syscall.Close(ec.fd)
 	r.c.ended(err)
 }
@@ -192,7 +227,11 @@ func (r *epollReader) run() {
 		}
 		for _, ev := range events[:n] {
 			if ec := r.conns[ev.Fd].Load(); ec != nil {
-				r.read(ec)
+				ec.mu.Lock()
+				if !ec.closed {
+					r.read(ec)
+				}
+				ec.mu.Unlock()
 			}
 		}
 	}
@@ -223,7 +262,11 @@ func (r *epollReader) read(ec *epollConn) {
 func (r *epollReader) closeAll(err error) {
 	for i := range r.conns {
 		if ec := r.conns[i].Load(); ec != nil {
-			r.end(ec, err)
+			ec.mu.Lock()
+			if !ec.closed {
+				r.end(ec, err)
+			}
+			ec.mu.Unlock()
 		}
 	}
 	syscall.Close(r.epfd)

@@ -13,3 +13,5 @@ func newEpollReader(*child) (*epollReader, error) {
 }
 
 func (*epollReader) add(int, *wsConn) {}
+
+func (*epollReader) drop(int, bool) bool { return false }

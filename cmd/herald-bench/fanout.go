@@ -117,24 +117,8 @@ func runFanout(args []string) error {
 	cpu1, _ := c.servers.cpu()
 	w1, _ := c.servers.writes()
 	mb1, mt1 := machineCPU()
-	done := fl.stop()
-
-	var lat merged
-	var clientCPU float64
-	recv = 0
-	closed := map[string]int64{}
-	var unstamped uint64
-	for _, e := range done {
-		recv += e.Recv
-		unstamped += e.Unstamp
-		clientCPU += e.CPU
-		if e.Latency != nil {
-			lat.Add(*e.Latency)
-		}
-		for k, v := range e.Closed {
-			closed[k] += v
-		}
-	}
+	ds := sumDone(fl.stop())
+	recv, closed, clientCPU := ds.recv, ds.closed, ds.cpu
 	window := drained.Sub(start).Seconds()
 	if window < dur.Seconds() {
 		window = dur.Seconds()
@@ -143,7 +127,7 @@ func runFanout(args []string) error {
 	if want > 0 && recv < want {
 		loss = float64(want-recv) / float64(want)
 	}
-	l := lat.Summary()
+	l := ds.lat.Summary()
 	pubRate := float64(pub.ok.Load()) / pubEnd.Sub(start).Seconds()
 	machineBusy := 0.0
 	if mt1 > mt0 {
@@ -175,6 +159,11 @@ func runFanout(args []string) error {
 			rec["deliveries_per_write"] = round(float64(recv)/float64(w1-w0), 2)
 			summary += fmt.Sprintf("; %d server writes (%.1f deliveries each)", w1-w0, float64(recv)/float64(w1-w0))
 		}
+	}
+	if ds.unstamped > 0 {
+		// Frames without a send time: not the tool's messages, and not
+		// in the latency.
+		rec["unstamped"] = ds.unstamped
 	}
 	summary += fmt.Sprintf("; client CPU %.1fs; machine busy %.0f%%", clientCPU, machineBusy*100)
 	if len(closed) > 0 {

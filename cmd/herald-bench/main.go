@@ -37,6 +37,11 @@ scenarios:
            deliveries/s, loss, publish-to-receive latency and server CPU
   pg       -clients subscribers; INSERT -inserts rows into posts at -rate
            per second (-database-url); report INSERT-to-frame latency
+  churn    hold -n WebSockets open while closing and dialling again -rate
+           of them per second for -duration (-abrupt of the closes without
+           a close frame); report the reconnect rate and latency, failures,
+           and the server's goroutines, heap and RSS before, during and
+           after, and its CPU per reconnect
   serve    run Herald's WebSocket and API paths in this process, wired as
            cmd/herald wires them, with -cpuprofile and -memprofile: run a
            scenario against it to profile the server under load
@@ -63,6 +68,8 @@ func main() {
 		err = runFanout(os.Args[2:])
 	case "pg":
 		err = runPG(os.Args[2:])
+	case "churn":
+		err = runChurn(os.Args[2:])
 	case "serve":
 		err = runServe(os.Args[2:])
 	default:
@@ -231,6 +238,31 @@ func sumConnect(evs []event) connectStats {
 		cs.seconds = float64(end-start) / 1e9
 	}
 	return cs
+}
+
+// doneStats totals the children's "done" events.
+type doneStats struct {
+	recv      uint64           // frames received
+	unstamped uint64           // of which without a send time
+	closed    map[string]int64 // connections the server ended, by cause
+	cpu       float64          // the children's CPU seconds
+	lat       merged           // publish-to-receive latency
+}
+
+func sumDone(evs []event) doneStats {
+	ds := doneStats{closed: map[string]int64{}}
+	for _, e := range evs {
+		ds.recv += e.Recv
+		ds.unstamped += e.Unstamp
+		ds.cpu += e.CPU
+		if e.Latency != nil {
+			ds.lat.Add(*e.Latency)
+		}
+		for k, v := range e.Closed {
+			ds.closed[k] += v
+		}
+	}
+	return ds
 }
 
 func round(v float64, digits int) float64 {

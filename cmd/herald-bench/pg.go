@@ -106,19 +106,8 @@ func runPG(args []string) error {
 	}
 	tick.Stop()
 	cpu1, _ := c.servers.cpu()
-	done := fl.stop()
-	var lat merged
-	var recv uint64
-	closed := map[string]int64{}
-	for _, e := range done {
-		recv += e.Recv
-		if e.Latency != nil {
-			lat.Add(*e.Latency)
-		}
-		for k, v := range e.Closed {
-			closed[k] += v
-		}
-	}
+	ds := sumDone(fl.stop())
+	lat, recv, closed := ds.lat, ds.recv, ds.closed
 	var im merged
 	im.Add(ins.Data())
 	l, il := lat.Summary(), im.Summary()

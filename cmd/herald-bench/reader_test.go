@@ -15,17 +15,21 @@ import (
 	"time"
 )
 
+// testReaders lists the readers this platform has.
+func testReaders() []string {
+	if runtime.GOOS == "linux" {
+		return []string{"goroutine", "epoll"}
+	}
+	return []string{"goroutine"}
+}
+
 // TestReaders runs both readers against a scripted server of three
 // connections: frames that come with the upgrade response, a ping, an
 // extended length, a fragmented message and a frame split across two
 // writes; then one connection is closed by the server with a close frame,
 // one by dropping the socket, and one by the child at its finish.
 func TestReaders(t *testing.T) {
-	readers := []string{"goroutine"}
-	if runtime.GOOS == "linux" {
-		readers = append(readers, "epoll")
-	}
-	for _, reader := range readers {
+	for _, reader := range testReaders() {
 		t.Run(reader, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {

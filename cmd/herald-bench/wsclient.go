@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -27,6 +28,10 @@ type wsConn struct {
 	cr  *countingReader
 	br  *bufio.Reader
 	buf []byte
+	// dropped is set when the child closes the connection before its
+	// end, as the churn does: whatever its reader sees after that, even
+	// the server's reply to the close, it ended by the client's doing.
+	dropped atomic.Bool
 }
 
 // countingReader counts the reads from the socket, so that the receiver
@@ -181,9 +186,12 @@ func clientFrame(op byte, payload []byte) ([]byte, error) {
 	return f, nil
 }
 
+// closeNormal is the payload of a normal close: code 1000.
+var closeNormal = []byte{0x03, 0xe8}
+
 // close starts a normal close handshake and releases the socket.
 func (c *wsConn) close() {
-	_ = c.writeFrame(0x8, []byte{0x03, 0xe8}) // 1000
+	_ = c.writeFrame(0x8, closeNormal)
 	c.nc.Close()
 }
 
