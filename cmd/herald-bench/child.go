@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,15 +118,11 @@ func runChild(args []string) error {
 	}
 	if dir := os.Getenv("HERALD_BENCH_CHILD_CPUPROFILE"); dir != "" {
 		// Profiling the load client itself, to tell when it is the limit.
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("child-%d.cpu.prof", cfg.id)))
+		stop, err := startCPUProfile(filepath.Join(dir, fmt.Sprintf("child-%d.cpu.prof", cfg.id)))
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	c, err := newChild(cfg, os.Stdout)
 	if err != nil {
