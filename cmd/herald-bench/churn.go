@@ -29,12 +29,11 @@ func runChurn(args []string) error {
 	switch {
 	case *n <= 0 || *n > 200000:
 		return fmt.Errorf("-n: want 1 to 200000")
-	case *rate <= 0 || *rate > 100000:
-		return fmt.Errorf("-rate: want more than 0, at most 100000")
-	case *dur <= 0 || *dur > 5*time.Minute:
-		return fmt.Errorf("-duration: want more than 0, at most 5m")
 	case *abrupt < 0 || *abrupt > 1:
 		return fmt.Errorf("-abrupt: want 0 to 1")
+	}
+	if err := checkPace(*rate, *dur); err != nil {
+		return err
 	}
 	if err := c.check(*n); err != nil {
 		return err

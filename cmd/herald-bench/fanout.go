@@ -40,13 +40,11 @@ func runFanout(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	switch {
-	case *subs <= 0 || *subs > 200000:
+	if *subs <= 0 || *subs > 200000 {
 		return fmt.Errorf("-subs: want 1 to 200000")
-	case *rate <= 0 || *rate > 100000:
-		return fmt.Errorf("-rate: want more than 0, at most 100000")
-	case *dur <= 0 || *dur > 5*time.Minute:
-		return fmt.Errorf("-duration: want more than 0, at most 5m")
+	}
+	if err := checkPace(*rate, *dur); err != nil {
+		return err
 	}
 	if err := c.check(*subs); err != nil {
 		return err

@@ -265,6 +265,18 @@ func sumDone(evs []event) doneStats {
 	return ds
 }
 
+// checkPace bounds a scenario's -rate (per second) and -duration, so
+// that every run stops by itself.
+func checkPace(rate float64, dur time.Duration) error {
+	switch {
+	case rate <= 0 || rate > 100000:
+		return fmt.Errorf("-rate: want more than 0, at most 100000")
+	case dur <= 0 || dur > 5*time.Minute:
+		return fmt.Errorf("-duration: want more than 0, at most 5m")
+	}
+	return nil
+}
+
 func round(v float64, digits int) float64 {
 	p := math.Pow(10, float64(digits))
 	return math.Round(v*p) / p
