@@ -104,16 +104,11 @@ func TestChurn(t *testing.T) {
 				fmt.Sprint(replaced, map[string]int64{}, map[string]int64{"abrupt": replaced / 4, "normal": replaced * 3 / 4}, 0, n); got != want {
 				t.Errorf("churned: reconnects, failed, closes, skipped, open %s, want %s", got, want)
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for {
+			waitUntil(func() bool {
 				mu.Lock()
-				done := conns
-				mu.Unlock()
-				if done == n+replaced || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				defer mu.Unlock()
+				return conns == n+replaced
+			})
 			mu.Lock()
 			defer mu.Unlock()
 			// The four left at the finish are closed without a frame.

@@ -23,6 +23,16 @@ func testReaders() []string {
 	return []string{"goroutine"}
 }
 
+// waitUntil polls cond, a counter's check that turns true once an event
+// has happened, for up to 5 s; the test's own checks then say what is
+// missing.
+func waitUntil(cond func() bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestReaders runs both readers against a scripted server of three
 // connections: frames that come with the upgrade response, a ping, an
 // extended length, a fragmented message and a frame split across two
@@ -69,10 +79,7 @@ func TestReaders(t *testing.T) {
 				defer c.cmu.Unlock()
 				return c.closed["code_4001"] + c.closed["eof"]
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for (c.received() < conns*perConn || ended() < conns-1) && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitUntil(func() bool { return c.received() >= conns*perConn && ended() >= conns-1 })
 			c.finish()
 			if err := <-results; err != nil {
 				t.Fatal(err)
