@@ -147,11 +147,10 @@ func (c *common) check(n int) error {
 
 // perSource is how many connections the tool opens from one loopback
 // source address by default, above 20,000 in all. An address has 28,232
-// ephemeral ports (32768–60999), but a connection from a chosen address
-// takes its port when the socket is bound, before the connect, and the
-// kernel's search for a free port slows down as the range fills: 100,000
-// connections from five addresses did not finish connecting in three
-// minutes; from ten they connected in about 20 seconds.
+// ephemeral ports (32768–60999) towards one destination; the margin
+// leaves room for ports still in TIME_WAIT from an earlier run where the
+// kernel does not reuse them (net.ipv4.tcp_tw_reuse 0). The port is
+// chosen at connect time (bindNoPort), so more addresses cost nothing.
 const perSource = 10000
 
 func (c *common) srcs(n int) []string {

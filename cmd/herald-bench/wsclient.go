@@ -61,6 +61,7 @@ func dialWS(ctx context.Context, u *url.URL, src net.IP, timeout time.Duration) 
 	d := net.Dialer{Timeout: timeout}
 	if src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
+		d.Control = bindNoPort
 	}
 	nc, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
