@@ -46,7 +46,7 @@ type event struct {
 	Unstamp  uint64           `json:"unstamped,omitempty"`
 	Closed   map[string]int64 `json:"closed,omitempty"`
 	Latency  *histData        `json:"latency,omitempty"`
-	CPU      float64          `json:"cpu_s,omitempty"`
+	CPU      float64          `json:"cpu_s,omitempty"` // ready and done: the child's CPU seconds so far
 	MaxRSSMB float64          `json:"rss_mb,omitempty"`
 }
 
@@ -223,7 +223,8 @@ func (c *child) connect(ctx context.Context) {
 	wg.Wait()
 	end := time.Now()
 	hd := connect.Data()
-	c.emit(event{Ev: "ready", OK: ok.Load(), Failed: failed, StartNS: start.UnixNano(), EndNS: end.UnixNano(), Connect: &hd})
+	cpu, _ := procCPU(os.Getpid())
+	c.emit(event{Ev: "ready", OK: ok.Load(), Failed: failed, StartNS: start.UnixNano(), EndNS: end.UnixNano(), Connect: &hd, CPU: cpu})
 }
 
 // dial opens connection i and hands it to the child's reader; it

@@ -138,7 +138,7 @@ func runFanout(args []string) error {
 		"publish_rate": round(pubRate, 1), "expected": want, "received": recv, "loss": round(loss, 6),
 		"deliveries_per_s": round(float64(recv)/window, 0), "drain_s": round(drained.Sub(pubEnd).Seconds(), 3),
 		"latency": l, "closed_by_server": closed, "client_cpu_s": round(clientCPU, 2),
-		"machine_busy": round(machineBusy, 3),
+		"client_cpu_connect_s": round(cs.cpu, 2), "machine_busy": round(machineBusy, 3),
 	}
 	summary := fmt.Sprintf("fanout: %d subs x %.0f msg/s for %v: published %d (%.0f/s), received %d of %d (loss %.4f%%), %.0f deliveries/s, latency p50 %.1fms p90 %.1fms p99 %.1fms max %.1fms",
 		cs.ok, *rate, *dur, pub.ok.Load(), pubRate, recv, want, loss*100, float64(recv)/window, l.P50, l.P90, l.P99, l.MaxMS)
@@ -163,7 +163,7 @@ func runFanout(args []string) error {
 		// in the latency.
 		rec["unstamped"] = ds.unstamped
 	}
-	summary += fmt.Sprintf("; client CPU %.1fs; machine busy %.0f%%", clientCPU, machineBusy*100)
+	summary += fmt.Sprintf("; client CPU %.1fs (%.1fs of it connecting); machine busy %.0f%%", clientCPU, cs.cpu, machineBusy*100)
 	if len(closed) > 0 {
 		summary += fmt.Sprintf("; closed by server: %v", closed)
 	}

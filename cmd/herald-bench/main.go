@@ -218,6 +218,7 @@ type connectStats struct {
 	failed  map[string]int64
 	seconds float64
 	lat     merged
+	cpu     float64 // the children's CPU seconds once connected
 }
 
 func sumConnect(evs []event) connectStats {
@@ -228,6 +229,7 @@ func sumConnect(evs []event) connectStats {
 		for k, v := range e.Failed {
 			cs.failed[k] += v
 		}
+		cs.cpu += e.CPU
 		start, end = min(start, e.StartNS), max(end, e.EndNS)
 		if e.Connect != nil {
 			cs.lat.Add(*e.Connect)
