@@ -32,8 +32,7 @@ type RedisConfig struct {
 	HealthInterval time.Duration
 	// History lists which groups keep a history (a Redis Stream per group,
 	// trimmed by size and age) and how much. Nil means DefaultHistory; an
-	// empty, non-nil list keeps none. RedisCluster keeps no history yet
-	// and ignores it.
+	// empty, non-nil list keeps none.
 	History []HistoryPolicy
 }
 
@@ -56,7 +55,6 @@ type Redis struct {
 	*redisCore
 	client    *redis.Client
 	sub       *subscriber
-	policies  []HistoryPolicy
 	keyPrefix string // of the keys the layer keeps: "<Prefix>:"
 }
 
@@ -77,16 +75,12 @@ func NewRedis(client *redis.Client, cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	policies, err := checkPolicies(cfg.History)
-	if err != nil {
-		return nil, err
-	}
 	prefix := cfg.Prefix
 	if prefix == "" {
 		prefix = "herald"
 	}
-	l := &Redis{redisCore: core, client: client, policies: policies, keyPrefix: prefix + ":"}
-	if len(policies) > 0 {
+	l := &Redis{redisCore: core, client: client, keyPrefix: prefix + ":"}
+	if len(core.policies) > 0 {
 		core.history = l.History
 	}
 	l.sub = newSubscriber(core, client.Options().Addr, client, false)

@@ -27,6 +27,10 @@ import (
 // When a slot moves (Redis drops the shard channel with an unasked
 // SUNSUBSCRIBE, or answers MOVED) or a master fails, the layer reads the
 // slot map again and subscribes on the new owner.
+//
+// A group's history is a stream whose key carries the group's shard
+// channel as its hash tag, so that it lives in the channel's slot and one
+// script on the owning master keeps and publishes each message.
 type RedisCluster struct {
 	*redisCore
 	client *redis.ClusterClient
@@ -47,6 +51,7 @@ var (
 	_ Layer       = (*RedisCluster)(nil)
 	_ LocalSender = (*RedisCluster)(nil)
 	_ Checker     = (*RedisCluster)(nil)
+	_ Historian   = (*RedisCluster)(nil)
 )
 
 // NewRedisCluster returns a layer on client, which it does not close.
@@ -67,6 +72,9 @@ func NewRedisCluster(client *redis.ClusterClient, cfg RedisConfig) (*RedisCluste
 		home:      make(map[string]*subscriber),
 		shards:    make(map[string]*subscriber),
 		mapFail:   make(chan struct{}),
+	}
+	if len(core.policies) > 0 {
+		core.history = l.History
 	}
 	l.refresh <- struct{}{}
 	l.wg.Add(1)
@@ -324,8 +332,26 @@ func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message)
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
-	n, err := l.client.SPublish(ctx, l.groupTopic+group, msg.data).Result()
+	topic := l.groupTopic + group
+	if p, ok := historyFor(l.policies, group); ok {
+		n, err := receivers(shardPublishScript.Run(ctx, l.client, []string{l.historyKey(group)},
+			topic, msg.data, p.Size, p.Age.Milliseconds()).Slice())
+		return l.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
+	}
+	n, err := l.client.SPublish(ctx, topic, msg.data).Result()
 	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
+}
+
+// historyKey is the key of group's stream: "{<shard channel>}:history",
+// in the channel's slot (names and the prefix cannot hold braces, so the
+// channel is the whole hash tag).
+func (l *RedisCluster) historyKey(group string) string {
+	return "{" + l.groupTopic + group + "}:history"
+}
+
+// History implements Historian, reading the group's stream.
+func (l *RedisCluster) History(ctx context.Context, group, since string, limit int) ([]Message, error) {
+	return l.readHistory(ctx, l.client, l.historyKey, group, since, limit)
 }
 
 // GroupSendLocal implements LocalSender without touching Redis.

@@ -33,7 +33,7 @@ func TestRedisCluster(t *testing.T) {
 			prefixes[t] = p
 		}
 		mu.Unlock()
-		l, err := channellayer.NewRedisCluster(clusterClient(t, cluster), channellayer.RedisConfig{Prefix: p})
+		l, err := channellayer.NewRedisCluster(clusterClient(t, cluster), channellayer.RedisConfig{Prefix: p, History: layertest.History})
 		if err != nil {
 			t.Fatal(err)
 		}

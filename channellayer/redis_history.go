@@ -15,11 +15,13 @@ import (
 // published, and subscribers receive them in id order. Each entry also
 // holds the id before it ("p"), so that a reader can tell whether
 // anything between an id it knows and the oldest kept entry was trimmed
-// away.
+// away. publish is the command that publishes: PUBLISH, or SPUBLISH on a
+// Redis Cluster, where the stream's key is in the shard channel's slot.
 //
 // KEYS[1] stream; ARGV[1] pub/sub channel, ARGV[2] message, ARGV[3] size,
 // ARGV[4] age in ms (0: none). Returns {id, receivers}.
-const publishBody = `
+func publishBody(publish string) string {
+	return `
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = '0-0'
 if #last > 0 then prev = last[1][1] end
@@ -31,9 +33,10 @@ if age > 0 then
   redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(now - age))
   redis.call('PEXPIRE', KEYS[1], age)
 end
-local n = redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
+local n = redis.call('` + publish + `', ARGV[1], id .. ' ' .. ARGV[2])
 return {id, n}
 `
+}
 
 // onceGuard, run before a publishing body, stops the script for an offer
 // already made (GroupSendOnce). The last key is the source's mark, the
@@ -49,8 +52,9 @@ redis.call('SET', mark, ARGV[#ARGV - 1], 'PX', ARGV[#ARGV])
 `
 
 var (
-	publishScript     = redis.NewScript(publishBody)
-	oncePublishScript = redis.NewScript(onceGuard + publishBody)
+	publishScript      = redis.NewScript(publishBody("PUBLISH"))
+	oncePublishScript  = redis.NewScript(onceGuard + publishBody("PUBLISH"))
+	shardPublishScript = redis.NewScript(publishBody("SPUBLISH"))
 	// KEYS[1] mark; ARGV[1] channel, ARGV[2] message, then the guard's.
 	onceScript = redis.NewScript(onceGuard + `
 return {'', redis.call('PUBLISH', ARGV[1], ARGV[2])}
@@ -139,26 +143,32 @@ func receivers(res []any, err error) (int64, error) {
 }
 
 // HasHistory implements Historian.
-func (l *Redis) HasHistory(group string) bool {
-	_, ok := historyFor(l.policies, group)
+func (c *redisCore) HasHistory(group string) bool {
+	_, ok := historyFor(c.policies, group)
 	return ok
 }
 
 // History implements Historian, reading the group's Redis Stream.
 func (l *Redis) History(ctx context.Context, group, since string, limit int) ([]Message, error) {
+	return l.readHistory(ctx, l.client, l.historyKey, group, since, limit)
+}
+
+// readHistory is History for a layer that keeps group's stream under
+// key(group), read through client.
+func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key func(string) string, group, since string, limit int) ([]Message, error) {
 	if err := ValidGroupName(group); err != nil {
 		return nil, err
 	}
 	if _, err := ParseID(since); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrHistoryGap, err)
 	}
-	if !l.HasHistory(group) {
+	if !c.HasHistory(group) {
 		return nil, fmt.Errorf("%w: group %q keeps no history", ErrHistoryGap, group)
 	}
-	key := l.historyKey(group)
-	pipe := l.client.Pipeline()
-	after := pipe.XRangeN(ctx, key, "("+since, "+", int64(limit)+1)
-	last := pipe.XRevRangeN(ctx, key, "+", "-", 1)
+	k := key(group)
+	pipe := client.Pipeline()
+	after := pipe.XRangeN(ctx, k, "("+since, "+", int64(limit)+1)
+	last := pipe.XRevRangeN(ctx, k, "+", "-", 1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable(err)
 	}

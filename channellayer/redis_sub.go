@@ -71,12 +71,13 @@ type redisCore struct {
 	recovered       atomic.Int64
 	resyncs         atomic.Int64
 
-	// History: the last id delivered per group, and the reader of the
-	// group's history for recovery after a lost connection (nil for
-	// layers that keep none).
-	seenMu  sync.Mutex
-	seen    map[string]ID
-	history func(ctx context.Context, group, since string, limit int) ([]Message, error)
+	// History: which groups keep one (RedisConfig.History), the last id
+	// delivered per group, and the reader of the group's history for
+	// recovery after a lost connection (nil when no group keeps one).
+	policies []HistoryPolicy
+	seenMu   sync.Mutex
+	seen     map[string]ID
+	history  func(ctx context.Context, group, since string, limit int) ([]Message, error)
 }
 
 func newRedisCore(cfg RedisConfig) (*redisCore, error) {
@@ -85,6 +86,10 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 	}
 	if err := ValidGroupName(cfg.Prefix); err != nil {
 		return nil, fmt.Errorf("channellayer: Redis prefix: %w", err)
+	}
+	policies, err := checkPolicies(cfg.History)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -99,6 +104,7 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 		health:     cfg.HealthInterval,
 		log:        cfg.Logger,
 		maxBackoff: max(cfg.MaxBackoff, minBackoff),
+		policies:   policies,
 		groupTopic: cfg.Prefix + ":group:",
 		instTopic:  cfg.Prefix + ":inst:",
 		instance:   "specific." + randomID(),

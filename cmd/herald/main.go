@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	} else if cfg.redisCluster != nil {
 		client := redis.NewClusterClient(cfg.redisCluster)
 		defer client.Close()
-		l, err := channellayer.NewRedisCluster(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log})
+		l, err := channellayer.NewRedisCluster(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log, History: cfg.History})
 		if err != nil {
 			return fmt.Errorf("setting HERALD_REDIS_PREFIX: %w", err)
 		}
