@@ -388,11 +388,14 @@ func testAcrossInstances(t *testing.T, newLayer NewLayer) {
 	a.Empty(t)
 }
 
-// sharesState reports whether a channel made on l2 can be reached from l1.
+// sharesState reports whether a member on l2 can be reached from l1. It
+// probes with a group, not a channel: GroupAdd returns once the member can
+// be reached, whereas a new channel may not be reachable from another
+// instance yet, which made shared layers look unshared.
 func sharesState(t *testing.T, l1, l2 channellayer.Layer) bool {
 	in := NewInbox(1)
-	name := join(t, l2, "", in)
-	err := l1.Send(ctx(t), name, Msg(t, "probe", 0))
+	join(t, l2, "shares.state", in)
+	err := l1.GroupSend(ctx(t), "shares.state", Msg(t, "probe", 0))
 	if errors.Is(err, channellayer.ErrNoReceivers) {
 		return false
 	}
