@@ -73,6 +73,10 @@ type LocalSender interface {
 // the later offers are dropped. Unlike GroupSendLocal, the message then
 // reaches the members of instances that did not read it themselves, such
 // as the clients of an instance that died, once they reconnect elsewhere.
+//
+// A source sends to one group, which its calls name: a layer may keep the
+// source's record beside the group's data (RedisCluster keeps it in the
+// group's slot).
 type OnceSender interface {
 	// GroupSendOnce sends msg to every member of group, on every
 	// instance, unless a message of source with seq or a higher seq was
@@ -81,12 +85,12 @@ type OnceSender interface {
 	// returns an error wrapping ErrNoReceivers when a sent message reached
 	// no member.
 	GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (sent bool, err error)
-	// LastSent returns the highest seq of source sent so far, and false
-	// if the layer knows of none (nothing sent yet, or the record is
-	// gone: the memory layer forgets with its process, Redis after a day
-	// without sends). A reader starting afresh goes on from there, so
-	// that what was committed while no instance ran is sent too.
-	LastSent(ctx context.Context, source string) (seq int64, ok bool, err error)
+	// LastSent returns the highest seq of source sent so far to group,
+	// and false if the layer knows of none (nothing sent yet, or the
+	// record is gone: the memory layer forgets with its process, Redis
+	// after a day without sends). A reader starting afresh goes on from
+	// there, so that what was committed while no instance ran is sent too.
+	LastSent(ctx context.Context, source, group string) (seq int64, ok bool, err error)
 }
 
 // CheckSend returns the error a send must report, in this order: nameErr

@@ -137,8 +137,9 @@ func (l *Memory) GroupSendOnce(ctx context.Context, source string, seq int64, gr
 	return sent, err
 }
 
-// LastSent implements OnceSender.
-func (l *Memory) LastSent(_ context.Context, source string) (int64, bool, error) {
+// LastSent implements OnceSender. The memory layer keeps one record per
+// source, whatever its group.
+func (l *Memory) LastSent(_ context.Context, source, _ string) (int64, bool, error) {
 	if err := checkSource(source, 0); err != nil {
 		return 0, false, err
 	}

@@ -233,7 +233,7 @@ func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 		return err
 	}
 	if p, ok := historyFor(l.policies, group); ok {
-		return l.groupSendHistory(ctx, group, msg, p)
+		return l.groupSendHistory(ctx, l.client, plainPublishing, l.historyKey(group), group, msg, p)
 	}
 	n, err := l.client.Publish(ctx, l.groupTopic+group, msg.data).Result()
 	return l.published(n, err, fmt.Sprintf("group %q has no member", group))

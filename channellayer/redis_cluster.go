@@ -52,6 +52,7 @@ var (
 	_ LocalSender = (*RedisCluster)(nil)
 	_ Checker     = (*RedisCluster)(nil)
 	_ Historian   = (*RedisCluster)(nil)
+	_ OnceSender  = (*RedisCluster)(nil)
 )
 
 // NewRedisCluster returns a layer on client, which it does not close.
@@ -332,21 +333,37 @@ func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message)
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
-	topic := l.groupTopic + group
 	if p, ok := historyFor(l.policies, group); ok {
-		n, err := receivers(shardPublishScript.Run(ctx, l.client, []string{l.historyKey(group)},
-			topic, msg.data, p.Size, p.Age.Milliseconds()).Slice())
-		return l.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
+		return l.groupSendHistory(ctx, l.client, shardPublishing, l.historyKey(group), group, msg, p)
 	}
-	n, err := l.client.SPublish(ctx, topic, msg.data).Result()
+	n, err := l.client.SPublish(ctx, l.groupTopic+group, msg.data).Result()
 	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
 }
 
-// historyKey is the key of group's stream: "{<shard channel>}:history",
-// in the channel's slot (names and the prefix cannot hold braces, so the
-// channel is the whole hash tag).
+// GroupSendOnce implements OnceSender as Redis.GroupSendOnce does. The
+// source's mark is kept per group, in the group's slot.
+func (l *RedisCluster) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
+	return l.sendOnce(ctx, l.client, shardPublishing, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
+}
+
+// LastSent implements OnceSender, reading the source's mark.
+func (l *RedisCluster) LastSent(ctx context.Context, source, group string) (int64, bool, error) {
+	if err := ValidGroupName(group); err != nil {
+		return 0, false, err
+	}
+	return l.lastSent(ctx, l.client, source, l.onceKey(source, group))
+}
+
+// historyKey is the key of group's stream, "{<shard channel>}:history",
+// and onceKey that of a source's mark: both in the channel's slot (names
+// and the prefix cannot hold braces, so the channel is the whole hash
+// tag).
 func (l *RedisCluster) historyKey(group string) string {
 	return "{" + l.groupTopic + group + "}:history"
+}
+
+func (l *RedisCluster) onceKey(source, group string) string {
+	return "{" + l.groupTopic + group + "}:once:" + source
 }
 
 // History implements Historian, reading the group's stream.

@@ -51,14 +51,28 @@ if seq <= done then return {'', -1} end
 redis.call('SET', mark, ARGV[#ARGV - 1], 'PX', ARGV[#ARGV])
 `
 
+// publishing holds the scripts of one way to publish: PUBLISH on one
+// Redis, SPUBLISH on a Redis Cluster, where every key a script touches is
+// in the slot of the group's shard channel.
+type publishing struct {
+	history     *redis.Script // publishBody
+	historyOnce *redis.Script // onceGuard, then publishBody
+	once        *redis.Script // onceGuard, then publish; KEYS[1] mark, ARGV[1] channel, ARGV[2] message, then the guard's
+}
+
+func newPublishing(publish string) publishing {
+	return publishing{
+		history:     redis.NewScript(publishBody(publish)),
+		historyOnce: redis.NewScript(onceGuard + publishBody(publish)),
+		once: redis.NewScript(onceGuard + `
+return {'', redis.call('` + publish + `', ARGV[1], ARGV[2])}
+`),
+	}
+}
+
 var (
-	publishScript      = redis.NewScript(publishBody("PUBLISH"))
-	oncePublishScript  = redis.NewScript(onceGuard + publishBody("PUBLISH"))
-	shardPublishScript = redis.NewScript(publishBody("SPUBLISH"))
-	// KEYS[1] mark; ARGV[1] channel, ARGV[2] message, then the guard's.
-	onceScript = redis.NewScript(onceGuard + `
-return {'', redis.call('PUBLISH', ARGV[1], ARGV[2])}
-`)
+	plainPublishing = newPublishing("PUBLISH")
+	shardPublishing = newPublishing("SPUBLISH")
 )
 
 // onceTTL is how long a source's mark outlives its last send. Instances
@@ -74,50 +88,61 @@ func (l *Redis) historyKey(group string) string { return l.keyPrefix + "history:
 
 func (l *Redis) onceKey(source string) string { return l.keyPrefix + "once:" + source }
 
-// groupSendHistory is GroupSend for a group that keeps history.
-func (l *Redis) groupSendHistory(ctx context.Context, group string, msg Message, p HistoryPolicy) error {
-	n, err := receivers(publishScript.Run(ctx, l.client, []string{l.historyKey(group)},
-		l.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
-	return l.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
+// groupSendHistory is GroupSend for a group that keeps history, in the
+// stream at key.
+func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, pub publishing, key, group string, msg Message, p HistoryPolicy) error {
+	n, err := receivers(pub.history.Run(ctx, client, []string{key},
+		c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
+	return c.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
 }
 
 // GroupSendOnce implements OnceSender. The source's mark is checked and
 // set in the same script that publishes, so of several instances offering
 // the same seq exactly one sends it, and sends reach Redis in seq order.
 func (l *Redis) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
-	if err := l.check(ValidGroupName(group), msg); err != nil {
+	return l.sendOnce(ctx, l.client, plainPublishing, l.historyKey(group), l.onceKey(source), source, seq, group, msg)
+}
+
+// LastSent implements OnceSender, reading the source's mark.
+func (l *Redis) LastSent(ctx context.Context, source, _ string) (int64, bool, error) {
+	return l.lastSent(ctx, l.client, source, l.onceKey(source))
+}
+
+// sendOnce is GroupSendOnce for a layer that keeps group's stream at
+// histKey and source's mark at mark.
+func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publishing, histKey, mark, source string, seq int64, group string, msg Message) (bool, error) {
+	if err := c.check(ValidGroupName(group), msg); err != nil {
 		return false, err
 	}
 	if err := checkSource(source, seq); err != nil {
 		return false, err
 	}
-	mark := l.onceKey(source)
 	var (
 		n   int64
 		err error
 		why = fmt.Sprintf("group %q has no member", group)
 	)
-	if p, ok := historyFor(l.policies, group); ok {
-		n, err = receivers(oncePublishScript.Run(ctx, l.client, []string{l.historyKey(group), mark},
-			l.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
+	if p, ok := historyFor(c.policies, group); ok {
+		n, err = receivers(pub.historyOnce.Run(ctx, client, []string{histKey, mark},
+			c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
 		why += " (the message is kept in its history)"
 	} else {
-		n, err = receivers(onceScript.Run(ctx, l.client, []string{mark},
-			l.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
+		n, err = receivers(pub.once.Run(ctx, client, []string{mark},
+			c.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
 	}
 	if err == nil && n < 0 {
 		return false, nil
 	}
-	err = l.published(n, err, why)
+	err = c.published(n, err, why)
 	return err == nil || errors.Is(err, ErrNoReceivers), err
 }
 
-// LastSent implements OnceSender, reading the source's mark.
-func (l *Redis) LastSent(ctx context.Context, source string) (int64, bool, error) {
+// lastSent is LastSent for a layer that keeps source's mark at mark.
+func (c *redisCore) lastSent(ctx context.Context, client redis.Cmdable, source, mark string) (int64, bool, error) {
 	if err := checkSource(source, 0); err != nil {
 		return 0, false, err
 	}
-	seq, err := l.client.Get(ctx, l.onceKey(source)).Int64()
+	seq, err := client.Get(ctx, mark).Int64()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return 0, false, nil

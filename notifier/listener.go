@@ -298,7 +298,7 @@ func (l *Listener) lastSent(ctx context.Context, end int64) int64 {
 	}
 	from := end
 	for _, b := range l.bridges {
-		seq, ok, err := l.once.LastSent(ctx, l.sourceName(b))
+		seq, ok, err := l.once.LastSent(ctx, l.sourceName(b), b.Group)
 		if err != nil {
 			l.log.Warn("notifier: cannot ask the layer where rows were last sent; starting at the end of the log", "err", err)
 			return end

@@ -16,15 +16,30 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// sharedLayers are the layers whose instances share state and send once:
+// each makes the layers of one deployment.
+var sharedLayers = []struct {
+	name   string
+	layers func(t *testing.T) func() channellayer.Layer
+}{{"redis", redisLayers}, {"cluster", clusterLayers}}
+
 // TestListenersSendOnce runs the Listeners of two instances sharing a
-// Redis layer, and a third instance with no Listener, like one whose
-// Listener is down or whose clients moved there from an instance that
-// died. During a burst of inserts, members of all three get every post
-// once, in commit order, with a history id: each post is sent once
-// through the layer, by whichever Listener offers it first.
+// layer, and a third instance with no Listener, like one whose Listener
+// is down or whose clients moved there from an instance that died.
+// During a burst of inserts, members of all three get every post once,
+// in commit order, with a history id: each post is sent once through the
+// layer, by whichever Listener offers it first.
 func TestListenersSendOnce(t *testing.T) {
 	t.Parallel()
-	newLayer := redisLayers(t)
+	for _, sl := range sharedLayers {
+		t.Run(sl.name, func(t *testing.T) {
+			t.Parallel()
+			testListenersSendOnce(t, sl.layers(t))
+		})
+	}
+}
+
+func testListenersSendOnce(t *testing.T, newLayer func() channellayer.Layer) {
 	pool := newPool(t, true)
 	layers := []channellayer.Layer{newLayer(), newLayer(), newLayer()}
 	var inboxes []inbox
@@ -103,6 +118,22 @@ func redisLayers(t *testing.T) func() channellayer.Layer {
 	}
 }
 
+// clusterLayers is redisLayers on a Redis Cluster of its own.
+func clusterLayers(t *testing.T) func() channellayer.Layer {
+	cluster := layertest.StartCluster(t, 3)
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
+	t.Cleanup(func() { _ = client.Close() })
+	prefix := layertest.Prefix(t)
+	return func() channellayer.Layer {
+		l, err := channellayer.NewRedisCluster(client, channellayer.RedisConfig{Prefix: prefix, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l
+	}
+}
+
 // TestFreshListenerSendsWhatNoneSent stops the only Listener, commits
 // posts while none runs, and starts a fresh one on another instance: it
 // sends the posts committed meanwhile, once, where the layer says the
@@ -110,7 +141,15 @@ func redisLayers(t *testing.T) func() channellayer.Layer {
 // resuming from the group's history then finds them there.
 func TestFreshListenerSendsWhatNoneSent(t *testing.T) {
 	t.Parallel()
-	newLayer := redisLayers(t)
+	for _, sl := range sharedLayers {
+		t.Run(sl.name, func(t *testing.T) {
+			t.Parallel()
+			testFreshListenerSendsWhatNoneSent(t, sl.layers(t))
+		})
+	}
+}
+
+func testFreshListenerSendsWhatNoneSent(t *testing.T, newLayer func() channellayer.Layer) {
 	pool := newPool(t, true)
 	in := join(t, newLayer()) // an instance with no Listener
 

@@ -153,8 +153,8 @@ func (l *instrumentedOnce) GroupSendOnce(ctx context.Context, source string, seq
 	return sent, err
 }
 
-func (l *instrumentedOnce) LastSent(ctx context.Context, source string) (int64, bool, error) {
-	return l.once.LastSent(ctx, source)
+func (l *instrumentedOnce) LastSent(ctx context.Context, source, group string) (int64, bool, error) {
+	return l.once.LastSent(ctx, source, group)
 }
 
 // collector reads the parts' counters at scrape time.

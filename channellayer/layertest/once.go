@@ -102,7 +102,7 @@ func testSendOnceSources(t *testing.T, newLayer NewLayer) {
 		seq    int64
 		ok     bool
 	}{{"a", 5, true}, {"b", 1, true}, {"never", 0, false}} {
-		if seq, ok, err := ol.LastSent(ctx(t), want.source); err != nil || seq != want.seq || ok != want.ok {
+		if seq, ok, err := ol.LastSent(ctx(t), want.source, "sources"); err != nil || seq != want.seq || ok != want.ok {
 			t.Errorf("LastSent(%q) = %d, %v, %v; want %d, %v", want.source, seq, ok, err, want.seq, want.ok)
 		}
 	}
