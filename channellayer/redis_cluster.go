@@ -188,6 +188,8 @@ func (l *RedisCluster) homeLocked(topic string) {
 		cur.forgetLocked(topic)
 	}
 	s := l.shardLocked(addr)
+	// A topic that moved here may have missed messages on the way.
+	s.staleLocked(topic)
 	s.subLocked(topic)
 	l.home[topic] = s
 }

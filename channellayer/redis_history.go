@@ -279,7 +279,8 @@ func (c *redisCore) forgetSeen(group string) {
 }
 
 // recoverGroup delivers to the local members of group what was published
-// while the subscription connection was down, from the history. It runs
+// while it was not subscribed (the subscription connection was down, or
+// on a cluster the group's slot moved), from the history. It runs
 // on the subscription's reader before any later message of the group, so
 // members get every message once and in order. When the history cannot
 // cover the outage, members are told to resync.
@@ -309,6 +310,6 @@ func (c *redisCore) recoverGroup(group string) {
 	}
 	c.recovered.Add(int64(n))
 	if n > 0 {
-		c.log.Info("channellayer: recovered messages missed while Redis was unreachable", "group", group, "messages", n)
+		c.log.Info("channellayer: recovered messages missed while the group was not subscribed (connection lost or slot moved)", "group", group, "messages", n)
 	}
 }

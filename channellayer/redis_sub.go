@@ -382,11 +382,13 @@ func (s *subscriber) unsubLocked(topic string) chan struct{} {
 }
 
 // forgetLocked drops topic without expecting a confirmation, for a topic
-// the server no longer serves on this connection.
+// the server no longer serves on this connection: its slot moved, and the
+// topic goes to another connection (see staleLocked), so what the layer
+// knows of its history position is kept.
 func (s *subscriber) forgetLocked(topic string) {
 	delete(s.want, topic)
 	delete(s.live, topic)
-	s.forgetHistoryLocked(topic)
+	delete(s.stale, topic)
 	s.queue = append(s.queue, subOp{topic: topic, forget: true})
 	s.poke()
 }
@@ -578,17 +580,8 @@ func (s *subscriber) failed(err error) {
 		s.fail = make(chan struct{})
 	}
 	clear(s.live)
-	if s.c.history != nil {
-		// Whatever these groups missed meanwhile is recovered from their
-		// history once they are subscribed again.
-		for topic := range s.want {
-			if strings.HasPrefix(topic, s.c.groupTopic) {
-				if s.stale == nil {
-					s.stale = make(map[string]struct{})
-				}
-				s.stale[topic] = struct{}{}
-			}
-		}
+	for topic := range s.want {
+		s.staleLocked(topic)
 	}
 	// The server dropped every subscription of the lost connection.
 	for topic := range s.pending {
@@ -651,6 +644,21 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 		// On the reader, before any later message of the group.
 		s.c.recoverGroup(v.Channel[len(s.c.groupTopic):])
 	}
+}
+
+// staleLocked marks a group topic to be recovered from its history once
+// it is subscribed on this connection: what the group's members missed
+// while it was not (the connection was lost, or the group's slot was
+// moving to this master) goes to them first. A group with no id
+// delivered yet has nothing to recover.
+func (s *subscriber) staleLocked(topic string) {
+	if s.c.history == nil || !strings.HasPrefix(topic, s.c.groupTopic) {
+		return
+	}
+	if s.stale == nil {
+		s.stale = make(map[string]struct{})
+	}
+	s.stale[topic] = struct{}{}
 }
 
 // forgetHistoryLocked drops what the layer knows of a group topic's

@@ -285,3 +285,85 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// MoveSlot moves slot, with its keys, to the master at addr, the way
+// redis-cli --cluster reshard does: the new owner imports it, the old one
+// migrates its keys, then each master is told the new owner. between runs
+// once the new owner serves the slot and before the old one is told, the
+// moment at which the old owner still holds its subscribers. MoveSlot
+// returns once every master maps the slot to addr.
+func (c *RedisCluster) MoveSlot(t testing.TB, slot int, addr string, between func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	clients := map[string]*redis.Client{}
+	ids := map[string]string{}
+	for _, n := range c.Nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr, Protocol: 2, DisableIdentity: true})
+		defer cl.Close()
+		id, err := cl.Do(ctx, "CLUSTER", "MYID").Text()
+		if err != nil {
+			t.Fatalf("layertest: CLUSTER MYID on %s: %v", n.Addr, err)
+		}
+		clients[n.Addr], ids[n.Addr] = cl, id
+	}
+	from := c.owner(t, ctx, clients[addr], slot)
+	if from == addr {
+		t.Fatalf("layertest: %s owns slot %d already", addr, slot)
+	}
+	src, dst := clients[from], clients[addr]
+	do := func(cl *redis.Client, args ...any) {
+		t.Helper()
+		if err := cl.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("layertest: %v: %v", args, err)
+		}
+	}
+	do(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[from])
+	do(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[addr])
+	host, port, _ := net.SplitHostPort(addr)
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		if err != nil {
+			t.Fatalf("layertest: CLUSTER GETKEYSINSLOT: %v", err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		do(src, args...)
+	}
+	do(dst, "CLUSTER", "SETSLOT", slot, "NODE", ids[addr])
+	between()
+	do(src, "CLUSTER", "SETSLOT", slot, "NODE", ids[addr])
+	for a, cl := range clients {
+		if a != from && a != addr {
+			do(cl, "CLUSTER", "SETSLOT", slot, "NODE", ids[addr])
+		}
+	}
+	for _, cl := range clients {
+		for c.owner(t, ctx, cl, slot) != addr {
+			if ctx.Err() != nil {
+				t.Fatalf("layertest: slot %d not moved everywhere", slot)
+			}
+			time.Sleep(10 * time.Millisecond) // polling a condition, bounded by ctx
+		}
+	}
+}
+
+// owner returns the address of the master that cl says owns slot.
+func (c *RedisCluster) owner(t testing.TB, ctx context.Context, cl *redis.Client, slot int) string {
+	t.Helper()
+	slots, err := cl.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatalf("layertest: CLUSTER SLOTS: %v", err)
+	}
+	for _, s := range slots {
+		if slot >= s.Start && slot <= s.End && len(s.Nodes) > 0 {
+			return s.Nodes[0].Addr
+		}
+	}
+	return ""
+}
