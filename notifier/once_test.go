@@ -107,15 +107,9 @@ func testListenersSendOnce(t *testing.T, newLayer func() channellayer.Layer) {
 // deployment: instances sharing Redis and a key prefix.
 func redisLayers(t *testing.T) func() channellayer.Layer {
 	client := layertest.RedisClient(t)
-	prefix := layertest.Prefix(t)
-	return func() channellayer.Layer {
-		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: prefix, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = l.Close() })
-		return l
-	}
+	return deployment(t, func(cfg channellayer.RedisConfig) (channellayer.Layer, error) {
+		return channellayer.NewRedis(client, cfg)
+	})
 }
 
 // clusterLayers is redisLayers on a Redis Cluster of its own.
@@ -123,9 +117,17 @@ func clusterLayers(t *testing.T) func() channellayer.Layer {
 	cluster := layertest.StartCluster(t, 3)
 	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
 	t.Cleanup(func() { _ = client.Close() })
-	prefix := layertest.Prefix(t)
+	return deployment(t, func(cfg channellayer.RedisConfig) (channellayer.Layer, error) {
+		return channellayer.NewRedisCluster(client, cfg)
+	})
+}
+
+// deployment returns a function that makes layers with newLayer, all
+// with the same key prefix, each closed when t ends.
+func deployment(t *testing.T, newLayer func(channellayer.RedisConfig) (channellayer.Layer, error)) func() channellayer.Layer {
+	cfg := channellayer.RedisConfig{Prefix: layertest.Prefix(t), Logger: testLogger(t)}
 	return func() channellayer.Layer {
-		l, err := channellayer.NewRedisCluster(client, channellayer.RedisConfig{Prefix: prefix, Logger: testLogger(t)})
+		l, err := newLayer(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
