@@ -2,6 +2,7 @@ package channellayer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -214,6 +215,8 @@ func (l *RedisCluster) shardLocked(addr string) *subscriber {
 	s.own = true
 	s.onLost = l.lost
 	s.onReply = l.reply
+	// Every failure, not only the first: while a master is down its
+	// replica may take over, and only the slot map tells.
 	s.onFail = func(*subscriber) { l.pokeRefresh() }
 	l.shards[addr] = s
 	s.start()
@@ -301,7 +304,19 @@ func (l *RedisCluster) Send(ctx context.Context, channel string, msg Message) er
 		return err
 	}
 	n, err := l.client.SPublish(ctx, topic, payload).Result()
-	return l.published(n, err, fmt.Sprintf("no channel %q", channel))
+	return l.follow(l.published(n, err, fmt.Sprintf("no channel %q", channel)))
+}
+
+// follow has the slot map read again, by go-redis and by the layer, after
+// a send found a master unreachable: a replica may have taken over, which
+// go-redis would otherwise learn only at its next periodic reload (60 s by
+// default), failing every send to those slots until then.
+func (l *RedisCluster) follow(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		l.client.ReloadState(context.Background())
+		l.pokeRefresh()
+	}
+	return err
 }
 
 // GroupAdd implements Layer, as Redis.GroupAdd does.
@@ -336,16 +351,17 @@ func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message)
 		return err
 	}
 	if p, ok := historyFor(l.policies, group); ok {
-		return l.groupSendHistory(ctx, l.client, shardPublishing, l.historyKey(group), group, msg, p)
+		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, l.historyKey(group), group, msg, p))
 	}
 	n, err := l.client.SPublish(ctx, l.groupTopic+group, msg.data).Result()
-	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
+	return l.follow(l.published(n, err, fmt.Sprintf("group %q has no member", group)))
 }
 
 // GroupSendOnce implements OnceSender as Redis.GroupSendOnce does. The
 // source's mark is kept per group, in the group's slot.
 func (l *RedisCluster) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
-	return l.sendOnce(ctx, l.client, shardPublishing, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
+	sent, err := l.sendOnce(ctx, l.client, shardPublishing, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
+	return sent, l.follow(err)
 }
 
 // LastSent implements OnceSender, reading the source's mark.
@@ -368,9 +384,25 @@ func (l *RedisCluster) onceKey(source, group string) string {
 	return "{" + l.groupTopic + group + "}:once:" + source
 }
 
-// History implements Historian, reading the group's stream.
+// History implements Historian, reading the group's stream from the
+// master this instance follows the group on, the one its subscription
+// just moved to when the layer recovers a group after a failover or a
+// slot move: go-redis may still route the slot to the old master until
+// its own slot map is read again. Without a local subscription, or if
+// that master no longer answers for the slot, it reads through the
+// cluster client.
 func (l *RedisCluster) History(ctx context.Context, group, since string, limit int) ([]Message, error) {
-	return l.readHistory(ctx, l.client, l.historyKey, group, since, limit)
+	l.mu.Lock()
+	s := l.home[l.groupTopic+group]
+	l.mu.Unlock()
+	if s != nil {
+		msgs, err := l.readHistory(ctx, s.client, l.historyKey, group, since, limit)
+		if !errors.Is(err, ErrUnavailable) {
+			return msgs, err
+		}
+	}
+	msgs, err := l.readHistory(ctx, l.client, l.historyKey, group, since, limit)
+	return msgs, l.follow(err)
 }
 
 // GroupSendLocal implements LocalSender without touching Redis.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -185,5 +186,81 @@ func TestRedisClusterSlotMove(t *testing.T) {
 	expect(2)
 	send(3)
 	expect(3)
+	in.Empty(t)
+}
+
+// TestRedisClusterFailover kills the master of a group with history;
+// its replica takes over. The instance follows the group to the new
+// master, and its member gets every message sent once the new master
+// took over, in order and once.
+func TestRedisClusterFailover(t *testing.T) {
+	cluster := layertest.StartClusterWithReplicas(t, 3)
+	ctx := context.Background()
+	cfg := channellayer.RedisConfig{Prefix: layertest.Prefix(t), History: layertest.History}
+	cc := clusterClient(t, cluster)
+	l, err := channellayer.NewRedisCluster(cc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pub, err := channellayer.NewRedisCluster(clusterClient(t, cluster), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	const group = "hist.failover"
+	in := layertest.NewInbox(16)
+	ch, err := l.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupAdd(ctx, group, ch); err != nil {
+		t.Fatal(err)
+	}
+	expect := func(i int) {
+		t.Helper()
+		if d := in.Next(t); d.Type != "m" || !strings.HasPrefix(string(d.Data), fmt.Sprintf(`{"n":%d,`, i)) || d.ID == "" {
+			t.Fatalf("got %s (id %q), want message %d with an id", d.Data, d.ID, i)
+		}
+	}
+	if err := pub.GroupSend(ctx, group, layertest.Msg(t, "m", 0)); err != nil {
+		t.Fatal(err)
+	}
+	expect(0)
+
+	master, err := cc.MasterForKey(ctx, cfg.Prefix+":group:"+group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The replica must have message 0, or it loses it when it takes over
+	// and the instance, rightly, tells its member to resync.
+	cluster.WaitReplicated(t, master.Options().Addr)
+	for _, n := range cluster.Nodes {
+		if n.Addr == master.Options().Addr {
+			n.Kill()
+		}
+	}
+	// Sends fail until a replica has taken over; the first that does not
+	// is message 1. Kept is fine: this instance may not be back yet.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := pub.GroupSend(ctx, group, layertest.Msg(t, "m", 1))
+		if err == nil || errors.Is(err, channellayer.ErrNoReceivers) {
+			break
+		}
+		if time.Now().After(deadline) {
+			cluster.LogState(t)
+			t.Fatalf("no replica took over within 30 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the failover, bounded by deadline
+	}
+	for i := 2; i <= 3; i++ {
+		if err := pub.GroupSend(ctx, group, layertest.Msg(t, "m", i)); err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		expect(i)
+	}
 	in.Empty(t)
 }

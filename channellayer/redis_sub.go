@@ -285,7 +285,7 @@ type subscriber struct {
 	// hooks for the cluster layer; called without mu held
 	onLost  func(s *subscriber, topic string) // the server dropped a topic we did not drop
 	onReply func(s *subscriber, err error)    // an error reply, such as MOVED
-	onFail  func(s *subscriber)               // the connection failed
+	onFail  func(s *subscriber)               // the connection failed, or a new one could not be made
 
 	// guarded by c.mu
 	want    map[string]struct{}        // topics this connection should carry
@@ -593,7 +593,7 @@ func (s *subscriber) failed(err error) {
 	if wasUp {
 		s.c.log.Warn("channellayer: Redis subscription connection lost; reconnecting", "addr", s.addr, "err", err)
 	}
-	if first && s.onFail != nil {
+	if s.onFail != nil {
 		s.onFail(s)
 	}
 }

@@ -168,14 +168,15 @@ func (s *RedisServer) Restart() {
 	}
 }
 
-// RedisCluster is a Redis Cluster of masters without replicas, owned by
-// one test.
+// RedisCluster is a Redis Cluster owned by one test.
 type RedisCluster struct {
 	// Nodes are the masters, in the order of their slot ranges.
 	Nodes []*RedisServer
+	// Replicas are the replicas, if the cluster has any.
+	Replicas []*RedisServer
 }
 
-// Addrs returns the address of every node.
+// Addrs returns the address of every master.
 func (c *RedisCluster) Addrs() []string {
 	addrs := make([]string, len(c.Nodes))
 	for i, n := range c.Nodes {
@@ -189,6 +190,18 @@ func (c *RedisCluster) Addrs() []string {
 // cluster_state:ok. It skips t when redis-server or redis-cli is missing.
 func StartCluster(t testing.TB, masters int) *RedisCluster {
 	t.Helper()
+	return startCluster(t, masters, 0)
+}
+
+// StartClusterWithReplicas is StartCluster with one replica for each
+// master, which takes over when its master fails.
+func StartClusterWithReplicas(t testing.TB, masters int) *RedisCluster {
+	t.Helper()
+	return startCluster(t, masters, 1)
+}
+
+func startCluster(t testing.TB, masters, replicas int) *RedisCluster {
+	t.Helper()
 	if masters < 3 {
 		t.Fatalf("layertest: a Redis Cluster needs at least 3 masters, not %d", masters)
 	}
@@ -196,8 +209,8 @@ func StartCluster(t testing.TB, masters int) *RedisCluster {
 	if err != nil {
 		Unavailable(t, "redis-cli binary", err)
 	}
-	c := &RedisCluster{}
-	for range masters {
+	var all []*RedisServer
+	for range masters * (1 + replicas) {
 		port, err := freePort()
 		if err != nil {
 			t.Fatal(err)
@@ -211,30 +224,67 @@ func StartCluster(t testing.TB, masters int) *RedisCluster {
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-port", strconv.Itoa(bus),
 			"--cluster-node-timeout", "2000",
+			"--repl-diskless-sync-delay", "0", // replicas sync at once
 		)
-		c.Nodes = append(c.Nodes, n)
+		all = append(all, n)
 	}
-	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args := []string{"--cluster", "create"}
+	for _, n := range all {
+		args = append(args, n.Addr)
+	}
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("layertest: redis-cli --cluster create: %v\n%s", err, out)
 	}
+	c := &RedisCluster{}
+	for _, n := range all {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr, Protocol: 2, DisableIdentity: true})
+		role, err := cl.Do(ctx, "ROLE").Slice()
+		cl.Close()
+		if err != nil || len(role) == 0 {
+			t.Fatalf("layertest: ROLE of %s: %v %v", n.Addr, role, err)
+		}
+		if role[0] == "master" {
+			c.Nodes = append(c.Nodes, n)
+		} else {
+			c.Replicas = append(c.Replicas, n)
+		}
+	}
+	if len(c.Nodes) != masters {
+		t.Fatalf("layertest: %d masters in the cluster, want %d", len(c.Nodes), masters)
+	}
 	c.WaitOK(t)
+	// A replica that has not synced with its master cannot take over.
+	for _, n := range c.Replicas {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr, Protocol: 2, DisableIdentity: true})
+		for {
+			info, err := cl.Info(ctx, "replication").Result()
+			if err == nil && strings.Contains(info, "master_link_status:up") {
+				break
+			}
+			if ctx.Err() != nil {
+				cl.Close()
+				t.Fatalf("layertest: replica %s never synced: %v", n.Addr, err)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a condition, bounded by ctx
+		}
+		cl.Close()
+	}
 	return c
 }
 
-// WaitOK waits until every running node reports cluster_state:ok and
-// knows every other node.
+// WaitOK waits until every master reports cluster_state:ok and knows
+// every other node.
 func (c *RedisCluster) WaitOK(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for _, n := range c.Nodes {
 		cl := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, PoolSize: 1, Protocol: 2, DisableIdentity: true})
 		for {
-			err := clusterOK(cl, len(c.Nodes))
+			err := clusterOK(cl, len(c.Nodes)+len(c.Replicas))
 			if err == nil {
 				break
 			}
@@ -366,4 +416,72 @@ func (c *RedisCluster) owner(t testing.TB, ctx context.Context, cl *redis.Client
 		}
 	}
 	return ""
+}
+
+// LogState logs what every node says of the cluster (CLUSTER NODES) and
+// the end of its log, for a test that is about to fail.
+func (c *RedisCluster) LogState(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, n := range append(c.Nodes, c.Replicas...) {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr, Protocol: 2, DisableIdentity: true})
+		nodes, err := cl.ClusterNodes(ctx).Result()
+		cl.Close()
+		t.Logf("layertest: %s: CLUSTER NODES (err %v):\n%s", n.Addr, err, nodes)
+		logs, _ := filepath.Glob(filepath.Join(n.dir, "*.log"))
+		for _, f := range logs {
+			b, _ := os.ReadFile(f)
+			t.Logf("layertest: %s:\n%s", f, b[max(0, len(b)-2000):])
+		}
+	}
+}
+
+// WaitReplicated waits until every replica of the master at addr has
+// everything the master has written so far: Redis replicates
+// asynchronously, and a replica that takes over loses what it had not
+// received.
+func (c *RedisCluster) WaitReplicated(t testing.TB, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	cl := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true})
+	defer cl.Close()
+	for {
+		info, err := cl.Info(ctx, "replication").Result()
+		if err == nil && replicated(info) {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("layertest: the replicas of %s did not catch up: %v\n%s", addr, err, info)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, bounded by ctx
+	}
+}
+
+// replicated reports whether INFO replication of a master shows at least
+// one replica and every replica at the master's offset.
+func replicated(info string) bool {
+	var want int64 = -1
+	var offsets []int64
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+			want, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, ",offset=") {
+			_, rest, _ := strings.Cut(line, ",offset=")
+			v, _, _ := strings.Cut(rest, ",")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			offsets = append(offsets, n)
+		}
+	}
+	if want < 0 || len(offsets) == 0 {
+		return false
+	}
+	for _, n := range offsets {
+		if n < want {
+			return false
+		}
+	}
+	return true
 }
