@@ -119,6 +119,78 @@ func commandCalls(info, cmd string) int {
 	return 0
 }
 
+// historyWatch is a member of a group with history on one instance of a
+// cluster, and a second instance that sends to the group.
+type historyWatch struct {
+	t     *testing.T
+	cc    *redis.ClusterClient // the member's instance's client
+	pub   channellayer.Layer
+	in    *layertest.Inbox
+	group string
+	topic string // the group's shard channel
+}
+
+func watchHistory(t *testing.T, cluster *layertest.RedisCluster, group string) *historyWatch {
+	t.Helper()
+	cfg := channellayer.RedisConfig{Prefix: layertest.Prefix(t), History: layertest.History}
+	w := &historyWatch{t: t, cc: clusterClient(t, cluster), in: layertest.NewInbox(16), group: group, topic: cfg.Prefix + ":group:" + group}
+	l, err := channellayer.NewRedisCluster(w.cc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	pub, err := channellayer.NewRedisCluster(clusterClient(t, cluster), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	w.pub = pub
+	ch, err := l.NewChannel(w.in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupAdd(context.Background(), group, ch); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// send sends message i. Kept (no member reached) counts as sent: while
+// the member's instance is between two masters, nobody listens on the
+// new one.
+func (w *historyWatch) send(i int) error {
+	err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(w.t, "m", i))
+	if errors.Is(err, channellayer.ErrNoReceivers) {
+		return nil
+	}
+	return err
+}
+
+func (w *historyWatch) mustSend(i int) {
+	w.t.Helper()
+	if err := w.send(i); err != nil {
+		w.t.Fatalf("send %d: %v", i, err)
+	}
+}
+
+// expect checks that the member's next message is message i, with an id.
+func (w *historyWatch) expect(i int) {
+	w.t.Helper()
+	if d := w.in.Next(w.t); d.Type != "m" || !strings.HasPrefix(string(d.Data), fmt.Sprintf(`{"n":%d,`, i)) || d.ID == "" {
+		w.t.Fatalf("got %s (id %q), want message %d with an id", d.Data, d.ID, i)
+	}
+}
+
+// master returns the address of the master that owns the group.
+func (w *historyWatch) master() string {
+	w.t.Helper()
+	m, err := w.cc.MasterForKey(context.Background(), w.topic)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return m.Options().Addr
+}
+
 // TestRedisClusterSlotMove moves the slot of a group with history to
 // another master. Messages sent once the new master serves the slot, but
 // before the old one lets go of this instance's subscription, reach
@@ -127,66 +199,27 @@ func commandCalls(info, cmd string) int {
 // the new master.
 func TestRedisClusterSlotMove(t *testing.T) {
 	cluster := layertest.StartCluster(t, 3)
-	ctx := context.Background()
-	cfg := channellayer.RedisConfig{Prefix: layertest.Prefix(t), History: layertest.History}
-	cc := clusterClient(t, cluster)
-	l, err := channellayer.NewRedisCluster(cc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	pub, err := channellayer.NewRedisCluster(clusterClient(t, cluster), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	const group = "hist.move"
-	in := layertest.NewInbox(16)
-	ch, err := l.NewChannel(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.GroupAdd(ctx, group, ch); err != nil {
-		t.Fatal(err)
-	}
-	send := func(i int) {
-		t.Helper()
-		// Kept is fine: between the two halves of the move nobody listens
-		// on the new owner.
-		if err := pub.GroupSend(ctx, group, layertest.Msg(t, "m", i)); err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
-			t.Fatalf("send %d: %v", i, err)
-		}
-	}
-	expect := func(i int) {
-		t.Helper()
-		if d := in.Next(t); d.Type != "m" || !strings.HasPrefix(string(d.Data), fmt.Sprintf(`{"n":%d,`, i)) || d.ID == "" {
-			t.Fatalf("got %s (id %q), want message %d with an id", d.Data, d.ID, i)
-		}
-	}
-	send(0)
-	expect(0)
+	w := watchHistory(t, cluster, "hist.move")
+	w.mustSend(0)
+	w.expect(0)
 
-	slot, err := cc.ClusterKeySlot(ctx, cfg.Prefix+":group:"+group).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	owner, err := cc.MasterForKey(ctx, cfg.Prefix+":group:"+group)
+	slot, err := w.cc.ClusterKeySlot(context.Background(), w.topic).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	to := cluster.Nodes[0].Addr
-	if to == owner.Options().Addr {
+	if to == w.master() {
 		to = cluster.Nodes[1].Addr
 	}
 	cluster.MoveSlot(t, int(slot), to, func() {
-		send(1)
-		send(2)
+		w.mustSend(1)
+		w.mustSend(2)
 	})
-	expect(1)
-	expect(2)
-	send(3)
-	expect(3)
-	in.Empty(t)
+	w.expect(1)
+	w.expect(2)
+	w.mustSend(3)
+	w.expect(3)
+	w.in.Empty(t)
 }
 
 // TestRedisClusterFailover kills the master of a group with history;
@@ -195,57 +228,25 @@ func TestRedisClusterSlotMove(t *testing.T) {
 // took over, in order and once.
 func TestRedisClusterFailover(t *testing.T) {
 	cluster := layertest.StartClusterWithReplicas(t, 3)
-	ctx := context.Background()
-	cfg := channellayer.RedisConfig{Prefix: layertest.Prefix(t), History: layertest.History}
-	cc := clusterClient(t, cluster)
-	l, err := channellayer.NewRedisCluster(cc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	pub, err := channellayer.NewRedisCluster(clusterClient(t, cluster), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	const group = "hist.failover"
-	in := layertest.NewInbox(16)
-	ch, err := l.NewChannel(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.GroupAdd(ctx, group, ch); err != nil {
-		t.Fatal(err)
-	}
-	expect := func(i int) {
-		t.Helper()
-		if d := in.Next(t); d.Type != "m" || !strings.HasPrefix(string(d.Data), fmt.Sprintf(`{"n":%d,`, i)) || d.ID == "" {
-			t.Fatalf("got %s (id %q), want message %d with an id", d.Data, d.ID, i)
-		}
-	}
-	if err := pub.GroupSend(ctx, group, layertest.Msg(t, "m", 0)); err != nil {
-		t.Fatal(err)
-	}
-	expect(0)
+	w := watchHistory(t, cluster, "hist.failover")
+	w.mustSend(0)
+	w.expect(0)
 
-	master, err := cc.MasterForKey(ctx, cfg.Prefix+":group:"+group)
-	if err != nil {
-		t.Fatal(err)
-	}
+	master := w.master()
 	// The replica must have message 0, or it loses it when it takes over
 	// and the instance, rightly, tells its member to resync.
-	cluster.WaitReplicated(t, master.Options().Addr)
+	cluster.WaitReplicated(t, master)
 	for _, n := range cluster.Nodes {
-		if n.Addr == master.Options().Addr {
+		if n.Addr == master {
 			n.Kill()
 		}
 	}
 	// Sends fail until a replica has taken over; the first that does not
-	// is message 1. Kept is fine: this instance may not be back yet.
+	// is message 1.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := pub.GroupSend(ctx, group, layertest.Msg(t, "m", 1))
-		if err == nil || errors.Is(err, channellayer.ErrNoReceivers) {
+		err := w.send(1)
+		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -254,13 +255,10 @@ func TestRedisClusterFailover(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling the failover, bounded by deadline
 	}
-	for i := 2; i <= 3; i++ {
-		if err := pub.GroupSend(ctx, group, layertest.Msg(t, "m", i)); err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
-			t.Fatalf("send %d: %v", i, err)
-		}
-	}
+	w.mustSend(2)
+	w.mustSend(3)
 	for i := 1; i <= 3; i++ {
-		expect(i)
+		w.expect(i)
 	}
-	in.Empty(t)
+	w.in.Empty(t)
 }
