@@ -396,12 +396,12 @@ func (l *RedisCluster) History(ctx context.Context, group, since string, limit i
 	s := l.home[l.groupTopic+group]
 	l.mu.Unlock()
 	if s != nil {
-		msgs, err := l.readHistory(ctx, s.client, l.historyKey, group, since, limit)
+		msgs, err := l.readHistory(ctx, s.client, l.historyKey(group), group, since, limit)
 		if !errors.Is(err, ErrUnavailable) {
 			return msgs, err
 		}
 	}
-	msgs, err := l.readHistory(ctx, l.client, l.historyKey, group, since, limit)
+	msgs, err := l.readHistory(ctx, l.client, l.historyKey(group), group, since, limit)
 	return msgs, l.follow(err)
 }
 

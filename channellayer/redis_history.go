@@ -175,12 +175,12 @@ func (c *redisCore) HasHistory(group string) bool {
 
 // History implements Historian, reading the group's Redis Stream.
 func (l *Redis) History(ctx context.Context, group, since string, limit int) ([]Message, error) {
-	return l.readHistory(ctx, l.client, l.historyKey, group, since, limit)
+	return l.readHistory(ctx, l.client, l.historyKey(group), group, since, limit)
 }
 
-// readHistory is History for a layer that keeps group's stream under
-// key(group), read through client.
-func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key func(string) string, group, since string, limit int) ([]Message, error) {
+// readHistory is History for a layer that keeps group's stream at key,
+// read through client.
+func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key, group, since string, limit int) ([]Message, error) {
 	if err := ValidGroupName(group); err != nil {
 		return nil, err
 	}
@@ -190,10 +190,9 @@ func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key f
 	if !c.HasHistory(group) {
 		return nil, fmt.Errorf("%w: group %q keeps no history", ErrHistoryGap, group)
 	}
-	k := key(group)
 	pipe := client.Pipeline()
-	after := pipe.XRangeN(ctx, k, "("+since, "+", int64(limit)+1)
-	last := pipe.XRevRangeN(ctx, k, "+", "-", 1)
+	after := pipe.XRangeN(ctx, key, "("+since, "+", int64(limit)+1)
+	last := pipe.XRevRangeN(ctx, key, "+", "-", 1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable(err)
 	}
