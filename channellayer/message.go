@@ -15,6 +15,7 @@ import (
 type Message struct {
 	typ  string
 	id   string // history id, for messages delivered from a group with history
+	key  string // idempotency key of the send, see WithKey
 	data []byte
 }
 
@@ -105,6 +106,19 @@ func (m Message) Type() string { return m.typ }
 // ID returns the message's history id, or "" when it did not come from
 // a group's history. Bytes then end with the IDField that carries it.
 func (m Message) ID() string { return m.id }
+
+// WithKey returns m carrying the idempotency key key. A layer applies a
+// send of a keyed message at most once per key within its dedupe window:
+// a second send with the same key (a publisher's retry, or a client
+// library's retry after a timeout) is not delivered again and reports
+// what the first one did. The key is not part of the encoded object.
+func (m Message) WithKey(key string) Message {
+	m.key = key
+	return m
+}
+
+// Key returns the idempotency key set with WithKey, or "".
+func (m Message) Key() string { return m.key }
 
 // Bytes returns the encoded JSON object. It is shared: do not modify it.
 func (m Message) Bytes() []byte { return m.data }
