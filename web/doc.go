@@ -33,8 +33,9 @@
 //   - /notifications/ on the same host, reached through static/herald.js
 //     (a WebSocket, or an event stream where WebSockets are blocked),
 //     delivering {"type":"name.gossip","event":"New Post","sender":..,"message":..,"id":N}
-//     with a "herald_id" when the group keeps history, and {"type":"resync"}
-//     when a resumed connection cannot be replayed. Other types are ignored.
+//     with a "herald_id" (and "herald_group") when the group keeps history,
+//     and {"type":"resync","group":..} when a resumed connection cannot be
+//     replayed. Other types are ignored.
 //   - GET /posts?limit=N answering {"posts":[{"id","author","message","created_at"}]},
 //     read at load (50), and again (200, the feed's size) at a reconnection
 //     that could not resume and on every resync, so that posts sent while
@@ -50,7 +51,10 @@
 // static/herald.js is a small client any page can use (README.md documents
 // it). After a lost connection it waits a random time between zero and a
 // ceiling that starts at 0.5 s and doubles per failed attempt up to 10 s
-// (full jitter), then reconnects with ?since=<last herald_id>. A connection
+// (full jitter), then reconnects with ?since= listing the last herald_id it
+// saw in each group (one position per group, named by the frames'
+// "herald_group"; a frame without one counts for the route's default
+// group, sent as a bare id). A connection
 // closed for the client's own fault (1003, 1007, 1008, 1009, 4008) waits at
 // least as for the third attempt. The backoff resets once a connection has
 // stayed open for 5 s, so a server that accepts and drops at once is not
@@ -58,7 +62,9 @@
 // network instead. When WebSockets fail three times without ever opening,
 // or do not exist, it uses an event stream (EventSource) instead, which it
 // also reopens itself with the same backoff and ?since=. It never passes on
-// a message whose herald_id is not after the last one it passed on.
+// a message whose herald_id is not after the last one it passed on in the
+// same group, and a resync frame naming a group clears only that group's
+// position (one naming none clears them all).
 //
 // # Hooks for browser tests
 //

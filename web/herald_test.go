@@ -58,9 +58,9 @@ function world(opts) {
   }));
   w.Herald = ctx.Herald;
   w.h = new ctx.Herald(opts.herald || {});
-  w.got = []; w.resyncs = 0; w.states = [];
+  w.got = []; w.resyncs = 0; w.resynced = []; w.states = [];
   w.h.on('message', (m) => w.got.push(m.n));
-  w.h.on('resync', () => w.resyncs++);
+  w.h.on('resync', (r) => { w.resyncs++; w.resynced.push(r.group === undefined ? '*' : r.group); });
   w.h.on('state', (s) => w.states.push(s));
   // fire runs the latest pending timer, as if its delay had passed.
   w.fire = () => {
@@ -73,8 +73,15 @@ function world(opts) {
   w.ws = () => w.sockets[w.sockets.length - 1];
   w.es = () => w.streams[w.streams.length - 1];
   w.state = () => w.states[w.states.length - 1];
+  // param reads one query parameter of a connection's URL, decoded.
+  w.param = (conn, name) => new URL(conn.url).searchParams.get(name);
+  w.positions = () => JSON.stringify(w.h.positions);
   return w;
 }
+
+// gossip makes a frame of a group with history, as a server that names the
+// group sends it.
+function frame(n, group, id) { return { type: 'name.gossip', n: n, herald_id: id, herald_group: group }; }
 
 scenario = 'ids';
 {
@@ -125,6 +132,115 @@ scenario = 'websocket';
 
   w.h.close();
   check(w.state().state === 'closed' && w.timers.every((t) => !t.fn), 'close left a retry or state ' + w.state().state);
+}
+
+scenario = 'a position per group';
+{
+  const w = world({ herald: { groups: ['team.7', 'bad,name', 'user.u1'] } });
+  w.h.connect();
+  check(w.ws().url === 'ws://example.test/notifications/?groups=team.7%2Cuser.u1', 'first URL ' + w.ws().url);
+  w.ws().open();
+  check(w.state().resumed === false && JSON.stringify(w.state().since) === '{}', 'first open: ' + JSON.stringify(w.state()));
+  w.ws().recv(frame(1, 'gossip', '10-0'));
+  w.ws().recv(frame(2, 'team.7', '5-0'));        // before gossip's position, but in its own group
+  w.ws().recv(frame('old', 'gossip', '9-0'));
+  w.ws().recv(frame(3, 'team.7', '6-0'));
+  w.ws().recv(frame('dup', 'team.7', '5-0'));
+  w.ws().recv(frame(4, 'gossip', '10-1'));
+  w.ws().recv(frame(5, '__proto__', '1-0'));
+  w.ws().recv(frame('dup', '__proto__', '1-0'));
+  check(JSON.stringify(w.got) === '[1,2,3,4,5]', 'delivered ' + JSON.stringify(w.got));
+  check(w.positions() === '{"gossip":"10-1","team.7":"6-0","__proto__":"1-0"}', 'positions ' + w.positions());
+  check(w.h.lastId === '1-0', 'lastId ' + w.h.lastId);
+
+  w.ws().drop(1012);
+  w.fire();
+  check(w.param(w.ws(), 'since') === 'gossip:10-1,team.7:6-0,__proto__:1-0' && w.param(w.ws(), 'groups') === 'team.7,user.u1',
+    'resume URL ' + w.ws().url);
+  w.ws().open();
+  check(w.state().resumed === true && JSON.stringify(w.state().since) === w.positions(), 'resumed open: ' + JSON.stringify(w.state()));
+
+  const sub = { type: 'subscribe', group: 'team.7' };
+  w.h.send(sub);
+  w.h.send({ type: 'subscribe', group: 'team.7', since: '1-0' });
+  w.h.send({ type: 'subscribe', group: 'team.8' });
+  w.h.send({ type: 'unsubscribe', group: 'gossip' });
+  check(JSON.stringify(w.ws().sent) === JSON.stringify([
+    '{"type":"subscribe","group":"team.7","since":"6-0"}',
+    '{"type":"subscribe","group":"team.7","since":"1-0"}',
+    '{"type":"subscribe","group":"team.8"}',
+    '{"type":"unsubscribe","group":"gossip"}',
+  ]), 'sent ' + JSON.stringify(w.ws().sent));
+  check(sub.since === undefined, 'send changed the page\'s frame');
+
+  w.ws().recv({ type: 'resync', group: 'team.7' });
+  check(w.positions() === '{"gossip":"10-1","__proto__":"1-0"}' && w.h.lastId === '1-0', 'resync of team.7: ' + w.positions() + ', lastId ' + w.h.lastId);
+  w.ws().recv(frame(6, 'team.7', '2-0')); // its new history starts lower
+  w.ws().recv(frame('dup', 'gossip', '10-1'));
+  w.ws().recv(frame(7, 'gossip', '11-0'));
+  w.ws().recv({ type: 'resync', group: 'gossip' });
+  check(w.positions() === '{"__proto__":"1-0","team.7":"2-0"}' && w.h.lastId === '', 'resync of gossip: ' + w.positions() + ', lastId ' + w.h.lastId);
+  w.ws().recv(frame(8, 'gossip', '1-5'));
+  w.ws().recv({ type: 'resync' });       // names no group: all of them
+  check(w.positions() === '{}' && w.h.lastId === '', 'resync of all: ' + w.positions() + ', lastId ' + w.h.lastId);
+  check(JSON.stringify(w.resynced) === '["team.7","gossip","*"]', 'resync events ' + JSON.stringify(w.resynced));
+  check(JSON.stringify(w.got) === '[1,2,3,4,5,6,7,8]', 'delivered ' + JSON.stringify(w.got));
+  w.ws().drop(1012);
+  w.fire();
+  check(w.param(w.ws(), 'since') === null, 'since after resync of all ' + w.ws().url);
+}
+
+scenario = 'since option';
+{
+  const w = world({ herald: { since: { gossip: '4-0', 'team.7': '2-0', '': '1-0', 'bad:name': '1-0', x: 'not-an-id' } } });
+  check(w.h.lastId === '1-0', 'lastId ' + w.h.lastId);
+  w.h.connect();
+  check(w.param(w.ws(), 'since') === '1-0,gossip:4-0,team.7:2-0', 'first URL ' + w.ws().url);
+  w.ws().open();
+  w.ws().recv(frame(1, 'gossip', '5-0')); // the server names groups: '' was resumed as one of them
+  check(w.positions() === '{"gossip":"5-0","team.7":"2-0"}', 'positions ' + w.positions());
+  w.ws().drop(1012);
+  w.fire();
+  check(w.param(w.ws(), 'since') === 'gossip:5-0,team.7:2-0', 'resume URL ' + w.ws().url);
+}
+
+scenario = 'since string, server that names groups';
+{
+  const w = world({ herald: { since: '5-0' } });
+  w.h.connect();
+  check(w.param(w.ws(), 'since') === '5-0', 'first URL ' + w.ws().url);
+  w.ws().open();
+  w.ws().recv(frame(1, 'gossip', '6-0'));
+  w.ws().recv(frame('dup', 'gossip', '6-0'));
+  check(w.positions() === '{"gossip":"6-0"}' && w.h.lastId === '6-0', 'positions ' + w.positions());
+  w.ws().drop(1012);
+  w.fire();
+  check(w.param(w.ws(), 'since') === 'gossip:6-0', 'resume URL ' + w.ws().url);
+  check(JSON.stringify(w.got) === '[1]', 'delivered ' + JSON.stringify(w.got));
+
+  const v = world({ herald: { since: '5-0' } });
+  v.h.connect();
+  v.ws().open();
+  v.ws().recv({ type: 'resync', group: 'gossip' }); // 5-0 is gone
+  check(v.positions() === '{}' && v.h.lastId === '', 'after resync: ' + v.positions() + ', lastId ' + v.h.lastId);
+  v.ws().drop(1012);
+  v.fire();
+  check(v.param(v.ws(), 'since') === null, 'the lost position was sent again: ' + v.ws().url);
+}
+
+scenario = 'event stream in several groups';
+{
+  const w = world({ websocket: false, herald: { groups: ['a', 'b'], since: { a: '1-0', b: '2-0' } } });
+  w.h.connect();
+  check(w.param(w.es(), 'since') === 'a:1-0,b:2-0' && w.param(w.es(), 'groups') === 'a,b', 'SSE URL ' + w.es().url);
+  w.es().open();
+  w.es().recv(frame(1, 'a', '1-1'));
+  w.es().recv(frame(2, 'b', '2-1'));
+  w.es().recv(frame('dup', 'a', '1-0'));
+  w.es().fail();
+  w.fire();
+  check(w.param(w.es(), 'since') === 'a:1-1,b:2-1', 'SSE resume URL ' + w.es().url);
+  check(JSON.stringify(w.got) === '[1,2]', 'delivered ' + JSON.stringify(w.got));
 }
 
 scenario = 'backoff';
@@ -244,8 +360,10 @@ process.stdout.write(JSON.stringify(failures));
 `
 
 // TestClientBehaviour drives herald.js with fake transports and timers:
-// resume URLs, id order and de-duplication, resync, backoff with full
-// jitter and its reset, the SSE fallback, send and close.
+// resume URLs, id order and de-duplication, a position per group (the
+// ?since= it builds, the since it adds to a subscribe frame, a resync that
+// clears one group), backoff with full jitter and its reset, the SSE
+// fallback, send and close.
 func TestClientBehaviour(t *testing.T) {
 	node := needNode(t)
 	dir := t.TempDir()

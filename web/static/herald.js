@@ -5,24 +5,30 @@
 //   <script src="/static/herald.js"></script>
 //   const herald = new Herald({ token: jwt });     // every option is optional
 //   herald.on('message', (msg) => show(msg));      // each frame, parsed
-//   herald.on('resync', () => reloadEverything()); // what was missed is gone
+//   herald.on('resync', (r) => reload(r.group));   // what was missed is gone (no group: in every group)
 //   herald.on('state', (s) => render(s.state));    // connecting, open, waiting, offline, closed
 //   herald.connect();
 //   herald.send({ type: 'subscribe', group: 'team.7' }); // WebSocket only
 //
-// It reconnects with capped exponential backoff and full jitter, resumes
-// from the last "herald_id" it saw (?since=), falls back to an event stream
-// (EventSource) where WebSockets are unavailable or blocked, tries them
-// again now and then while on the stream, and never
-// hands the page an id it has already handed it. README.md describes the
-// options and events.
+// It reconnects with capped exponential backoff and full jitter, falls back
+// to an event stream (EventSource) where WebSockets are unavailable or
+// blocked, and tries them again now and then while on the stream.
+//
+// It keeps one position per group, herald.positions: the last "herald_id"
+// seen in each group ("herald_group" names it; a frame without one, from an
+// older server, counts for the connection's default group, key ''). Every
+// connection resumes all of them (?since=id,group:id,...), a subscribe frame
+// sent with send() carries its group's position, a resync naming a group
+// forgets only that group's, and it never hands the page an id at or before
+// its group's position. README.md describes the options and events.
 (function (global) {
   'use strict';
 
   const DEFAULTS = {
     url: '/notifications/', // endpoint, resolved against the page; ws: or wss: follows http: or https:
     token: null,            // string, or function returning one, sent as ?token= on every connect
-    since: '',              // herald_id to resume from on the first connect
+    since: '',              // herald_id to resume the default group from, or {group: herald_id}; '' in it is the default group
+    groups: [],             // groups to join at every connect (?groups=), for event streams, which cannot subscribe
     transport: 'auto',      // 'auto', 'websocket' or 'eventsource'
     fallbackAfter: 3,       // failed WebSocket attempts, none of them ever open, before 'auto' uses SSE
     probeAfter: 60000,      // ms on an event stream 'auto' fell back to before it tries a WebSocket again, beside it (0: never)
@@ -34,6 +40,16 @@
   // Close codes by which the server objects to the client itself (bad or too
   // many frames, reading too slowly): retrying at once would only repeat it.
   const NOT_AT_ONCE = [1003, 1007, 1008, 1009, 4008];
+
+  // A group name as the server accepts it; only these can go into ?since=
+  // and ?groups=, whose syntax uses ',' and ':'.
+  const GROUP = /^[A-Za-z0-9._-]{1,99}$/;
+
+  // idMap makes an empty group -> id map. It has no prototype, so that a
+  // group may be called anything the server allows, "__proto__" included.
+  function idMap(from) {
+    return Object.assign(Object.create(null), from);
+  }
 
   // parseId splits an id "<ms>-<seq>" into its two digit strings, without
   // leading zeros, or returns null. Both parts may exceed 2^53, so they are
@@ -63,7 +79,18 @@
   function Herald(options) {
     if (!(this instanceof Herald)) return new Herald(options);
     this.options = Object.assign({}, DEFAULTS, options);
-    this.lastId = parseId(this.options.since) ? this.options.since : '';
+    this.positions = idMap(); // group -> last herald_id seen; '' is the default group of a server that names none
+    const since = this.options.since;
+    if (typeof since === 'string') {
+      if (parseId(since)) this.positions[''] = since;
+    } else if (since && typeof since === 'object') {
+      for (const g of Object.keys(since)) {
+        if ((g === '' || GROUP.test(g)) && parseId(since[g])) this.positions[g] = since[g];
+      }
+    }
+    this.lastId = this.positions[''] || ''; // the last herald_id seen in any group
+    this._lastGroup = '';    // the group lastId is from
+    this._sent = idMap();    // the positions the current connection asked to resume from
     this.state = 'closed';
     this.transport = '';
     this._handlers = {};
@@ -139,22 +166,44 @@
 
   // send writes frame, an object, as JSON on the WebSocket. It returns false,
   // sending nothing, unless a WebSocket is open: event streams are one-way.
+  // A subscribe frame without "since" gets its group's position, so that
+  // what the group sent meanwhile is replayed; frame itself is not changed.
   Herald.prototype.send = function (frame) {
     const ws = this._conn;
     if (this.transport !== 'websocket' || !ws || ws.readyState !== 1) return false;
+    if (frame && frame.type === 'subscribe' && typeof frame.group === 'string' && frame.group !== '' &&
+        frame.since === undefined && this.positions[frame.group] !== undefined) {
+      frame = Object.assign({}, frame, { since: this.positions[frame.group] });
+    }
     ws.send(JSON.stringify(frame));
     return true;
   };
 
-  // _url builds the endpoint URL for the scheme family ('ws' or 'http').
+  // _url builds the endpoint URL for the scheme family ('ws' or 'http') and
+  // returns it with a copy of the positions it resumes from: every group's,
+  // the default group's bare, the others as group:id.
   Herald.prototype._url = function (family) {
     const u = new URL(this.options.url, global.location.href);
     const secure = u.protocol === 'https:' || u.protocol === 'wss:';
     u.protocol = family + (secure ? 's:' : ':');
-    if (this.lastId) u.searchParams.set('since', this.lastId);
+    const since = idMap();
+    const entries = [];
+    if (this.positions['']) {
+      since[''] = this.positions[''];
+      entries.push(since['']);
+    }
+    for (const g of Object.keys(this.positions)) {
+      if (g === '' || !GROUP.test(g)) continue;
+      since[g] = this.positions[g];
+      entries.push(g + ':' + since[g]);
+    }
+    if (entries.length > 0) u.searchParams.set('since', entries.join(','));
+    const groups = Array.isArray(this.options.groups)
+      ? this.options.groups.filter((g) => typeof g === 'string' && GROUP.test(g)) : [];
+    if (groups.length > 0) u.searchParams.set('groups', groups.join(','));
     const token = typeof this.options.token === 'function' ? this.options.token() : this.options.token;
     if (token) u.searchParams.set('token', token);
-    return u.href;
+    return { href: u.href, since: since };
   };
 
   Herald.prototype._open = function () {
@@ -165,21 +214,22 @@
     const useWS = t === 'websocket' || (t === 'auto' && typeof global.WebSocket === 'function' &&
       (this._wsWorked || this._wsFailures < this.options.fallbackAfter));
     this.transport = useWS ? 'websocket' : 'eventsource';
-    const resumed = this.lastId !== '';
     this._setState('connecting');
-    let conn;
+    let conn, u;
     try {
-      conn = useWS ? new global.WebSocket(this._url('ws')) : new global.EventSource(this._url('http'));
+      u = this._url(useWS ? 'ws' : 'http');
+      conn = useWS ? new global.WebSocket(u.href) : new global.EventSource(u.href);
     } catch (_) {
       return this._lost(1006);
     }
-    this._attach(conn, useWS, resumed);
+    this._attach(conn, useWS, u.since);
   };
 
   // _attach makes conn, just created or already open, the connection in
-  // use.
-  Herald.prototype._attach = function (conn, useWS, resumed) {
+  // use; since is what its URL resumes from.
+  Herald.prototype._attach = function (conn, useWS, since) {
     this._conn = conn;
+    this._sent = since;
     this.transport = useWS ? 'websocket' : 'eventsource';
     const mine = (fn) => (ev) => { if (this._conn === conn) fn(ev); };
     const opened = () => {
@@ -192,7 +242,7 @@
         // through now, or later.
         this._probeTimer = setTimeout(() => this._startProbe(), this.options.probeAfter);
       }
-      this._setState('open', { resumed: resumed });
+      this._setState('open', { resumed: Object.keys(since).length > 0, since: idMap(since) });
     };
     if (conn.readyState === 1) opened();
     else conn.addEventListener('open', mine(opened));
@@ -212,15 +262,16 @@
   };
 
   // _startProbe tries a WebSocket while the event stream it fell back to
-  // goes on. If it opens, it takes over: it resumed from the last id seen,
-  // so nothing is missed, and what both deliver is passed on once. If it
+  // goes on. If it opens, it takes over: it resumed from the positions
+  // held when it started, so nothing is missed, and what both deliver is passed on once. If it
   // fails, the next try comes probeAfter later.
   Herald.prototype._startProbe = function () {
     this._probeTimer = 0;
     if (this._stopped || this.transport !== 'eventsource' || !this._conn) return;
-    let ws;
+    let ws, u;
     try {
-      ws = new global.WebSocket(this._url('ws'));
+      u = this._url('ws');
+      ws = new global.WebSocket(u.href);
     } catch (_) {
       return;
     }
@@ -235,7 +286,7 @@
       }
       this._conn = null;
       old.close();
-      this._attach(ws, true, this.lastId !== '');
+      this._attach(ws, true, u.since);
     });
     ws.addEventListener('close', () => {
       if (this._probe !== ws) return;
@@ -255,7 +306,7 @@
   };
 
   // _frame handles one received frame: a resync frame, or a message that is
-  // passed on unless its herald_id is not after the last one seen.
+  // passed on unless its herald_id is not after its group's position.
   Herald.prototype._frame = function (data) {
     let msg;
     try {
@@ -266,15 +317,43 @@
     if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return;
     if (msg.type === 'resync') {
       // The old position means nothing now; new ids may even be smaller.
-      this.lastId = '';
+      // A resync that names no group (an older server) is for all of them.
+      if (typeof msg.group === 'string' && msg.group !== '') {
+        this._named();
+        this._forget(msg.group);
+      } else {
+        for (const g of Object.keys(this.positions)) this._forget(g);
+      }
       this._emit('resync', msg);
       return;
     }
     if (parseId(msg.herald_id)) {
-      if (this.lastId && compareIds(msg.herald_id, this.lastId) <= 0) return;
+      let g = '';
+      if (typeof msg.herald_group === 'string' && GROUP.test(msg.herald_group)) {
+        g = msg.herald_group;
+        this._named();
+      }
+      const at = this.positions[g];
+      if (at !== undefined && compareIds(msg.herald_id, at) <= 0) return;
+      this.positions[g] = msg.herald_id;
       this.lastId = msg.herald_id;
+      this._lastGroup = g;
     }
     this._emit('message', msg);
+  };
+
+  // _forget drops group's position, and lastId if it came from there.
+  Herald.prototype._forget = function (group) {
+    delete this.positions[group];
+    if (this._lastGroup === group) this.lastId = '';
+  };
+
+  // _named is called when the server names the group of a frame. A server
+  // that does has resumed the default-group position '' this connection
+  // sent, if any, as soon as it connected, and reports it under the
+  // group's name from then on: sending it again would only repeat that.
+  Herald.prototype._named = function () {
+    if (this._sent[''] !== undefined && this.positions[''] === this._sent['']) this._forget('');
   };
 
   // _lost schedules the next attempt after the connection ended with code.
