@@ -40,11 +40,16 @@
 //     read at load (50), and again (200, the feed's size) at a reconnection
 //     that could not resume and on every resync, so that posts sent while
 //     the page was away still appear; a failed read is retried every 10 s.
+//     Such a reload replaces the feed (it is emptied first, and what the
+//     stream brings meanwhile stays): what it showed may come from a server
+//     that restarted and whose post ids started over.
 //   - POST /posts taking {"author","message"}, answering 201 with the post,
 //     or 4xx/5xx with {"error":"..."}, which the page shows under the form.
 //
 // Posts are keyed by id: one that arrives both by GET and by the stream is
-// shown once, and the feed is ordered by id, newest on top.
+// shown once, and the feed is ordered by id, newest on top. A name.gossip
+// message without a numeric "id" (a backend's group send) is shown too, on
+// top when it arrives, once per herald_id, or every time if it has none.
 //
 // # Reconnecting
 //
@@ -72,7 +77,8 @@
 //	                  or "reconnecting" (any later attempt, the wait before
 //	                  it, or offline; .is-offline marks the last)
 //	#feed             the list of posts, newest first, aria-live="polite"
-//	[data-post-id=N]  one post, with children .author and .message
+//	[data-post-id=N]  one post, with children .author and .message (a
+//	                  message without a post id is an .post without it)
 //	#post-form        the form, with #author, #message and the #send button
 //	#form-error       the error text of the last failed send; empty otherwise
 //	#retry            "Retry now" button, shown while waiting to reconnect

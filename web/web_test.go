@@ -309,7 +309,7 @@ process.stdout.write(JSON.stringify({
     let msg;
     try { msg = JSON.parse(f); } catch (_) { return null; }
     const p = h.postFromMessage(msg);
-    return p && { id: p.id, author: p.author, message: p.message };
+    return p && JSON.stringify([p.id, p.key, p.author, p.message]);
   }),
   times: cases.times.map((s) => h.relativeTime(new Date(s), now)),
 }));
@@ -324,24 +324,25 @@ func TestScriptLogic(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	type post struct {
-		ID      int64  `json:"id"`
-		Author  string `json:"author"`
-		Message string `json:"message"`
-	}
+	// Each frame's post as [id, key, author, message], or "" when the page
+	// ignores the frame.
 	frames := []struct {
 		frame string
-		want  *post
+		want  string
 	}{
-		{`{"type":"name.gossip","event":"New Post","sender":"ann","message":"hi <b>","id":7}`, &post{7, "ann", "hi <b>"}},
-		{`{"type":"name.gossip","sender":"bo","message":"x","id":"12"}`, &post{12, "bo", "x"}},
-		{`{"type":"error","error":"too big"}`, nil},
-		{`{"type":"name.gossip","sender":"bo","message":"no id"}`, nil},
-		{`{"type":"name.gossip","id":1.5}`, nil},
-		{`{"type":"something.new","id":3}`, nil},
-		{`not json`, nil},
-		{`null`, nil},
-		{`[1,2]`, nil},
+		{`{"type":"name.gossip","event":"New Post","sender":"ann","message":"hi <b>","id":7}`, `[7,"7","ann","hi <b>"]`},
+		{`{"type":"name.gossip","sender":"bo","message":"x","id":"12","herald_id":"5-0"}`, `[12,"12","bo","x"]`},
+		{`{"type":"error","error":"too big"}`, ""},
+		{`{"type":"name.gossip","sender":"bo","message":"no id"}`, `[null,null,"bo","no id"]`},
+		{`{"type":"name.gossip","message":"kept","herald_id":"5-1","herald_group":"gossip"}`, `[null,"h:gossip/5-1","","kept"]`},
+		{`{"type":"name.gossip","message":"from an older server","herald_id":"5-1"}`, `[null,"h:/5-1","","from an older server"]`},
+		{`{"type":"name.gossip","sender":"bo","message":"bad id","id":1.5}`, `[null,null,"bo","bad id"]`},
+		{`{"type":"name.gossip","id":1.5}`, ""},
+		{`{"type":"name.gossip","sender":"bo"}`, ""},
+		{`{"type":"something.new","id":3}`, ""},
+		{`not json`, ""},
+		{`null`, ""},
+		{`[1,2]`, ""},
 	}
 	times := []struct{ at, want string }{
 		{"2026-01-02T12:00:00Z", "just now"},
@@ -378,25 +379,234 @@ func TestScriptLogic(t *testing.T) {
 		t.Fatalf("node harness: %v\n%s", err, stderr.String())
 	}
 	var got struct {
-		Frames []*post  `json:"frames"`
-		Times  []string `json:"times"`
+		Frames []*string `json:"frames"`
+		Times  []string  `json:"times"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("harness output %q: %v", out, err)
 	}
 
 	for i, f := range frames {
-		g := got.Frames[i]
-		switch {
-		case f.want == nil && g != nil:
-			t.Errorf("parseFrame(%s) = %+v, want ignored", f.frame, *g)
-		case f.want != nil && (g == nil || *g != *f.want):
-			t.Errorf("parseFrame(%s) = %+v, want %+v", f.frame, g, *f.want)
+		g := ""
+		if got.Frames[i] != nil {
+			g = *got.Frames[i]
+		}
+		if g != f.want {
+			t.Errorf("postFromMessage(%s) = %q, want %q", f.frame, g, f.want)
 		}
 	}
 	for i, tm := range times {
 		if g := got.Times[i]; g != tm.want {
 			t.Errorf("relativeTime(%s) = %q, want %q", tm.at, g, tm.want)
 		}
+	}
+}
+
+// pageHarness runs herald.js and app.js together in a node context with a
+// small fake document, a fake WebSocket, fetch and timers, and plays the
+// scenarios below against the page's feed. It prints the failed checks as a
+// JSON list of strings.
+const pageHarness = `
+const fs = require('node:fs');
+const vm = require('node:vm');
+const failures = [];
+let scenario = '';
+function check(ok, what) { if (!ok) failures.push(scenario + ': ' + what); }
+
+// El is the little of a DOM element that app.js uses.
+class El {
+  constructor(tag) {
+    this.tagName = tag; this.children = []; this.parent = null; this.dataset = {}; this.attrs = {};
+    this.className = ''; this.text = ''; this.hidden = false; this.value = ''; this.style = { setProperty() {} };
+    const el = this, classes = () => el.className.split(' ').filter(Boolean);
+    this.classList = {
+      add(c) { if (!classes().includes(c)) el.className = classes().concat(c).join(' '); },
+      remove(c) { el.className = classes().filter((x) => x !== c).join(' '); },
+      toggle(c, on) { if (on) this.add(c); else this.remove(c); },
+    };
+  }
+  get textContent() { return this.children.length ? this.children.map((c) => c.textContent).join('') : this.text; }
+  set textContent(v) { for (const c of this.children) c.parent = null; this.children = []; this.text = String(v); }
+  get firstElementChild() { return this.children[0] || null; }
+  get lastElementChild() { return this.children[this.children.length - 1] || null; }
+  append(...nodes) { for (const n of nodes) this.insertBefore(n, null); }
+  insertBefore(n, ref) {
+    n.remove();
+    const i = ref ? this.children.indexOf(ref) : -1;
+    if (i < 0) this.children.push(n); else this.children.splice(i, 0, n);
+    n.parent = this;
+    return n;
+  }
+  remove() { if (this.parent) { this.parent.children.splice(this.parent.children.indexOf(this), 1); this.parent = null; } }
+  setAttribute(k, v) { this.attrs[k] = String(v); }
+  removeAttribute(k) { delete this.attrs[k]; }
+  hasAttribute(k) { return k in this.attrs; }
+  addEventListener() {}
+  focus() {}
+  querySelectorAll(sel) {
+    const out = [];
+    const match = (e) => sel[0] === '.' ? e.className.split(' ').includes(sel.slice(1)) : e.tagName === sel;
+    const walk = (e) => { for (const c of e.children) { if (match(c)) out.push(c); walk(c); } };
+    walk(this);
+    return out;
+  }
+  querySelector(sel) { return this.querySelectorAll(sel)[0] || null; }
+}
+
+function page() {
+  const p = { sockets: [], fetches: [], timers: [] };
+  const byId = {};
+  for (const id of ['status', 'retry', 'feed', 'feed-empty', 'feed-notice', 'post-form', 'author', 'message', 'send', 'form-error']) {
+    byId[id] = new El(id === 'feed' ? 'ol' : 'div');
+  }
+  const inStatus = { '#status .status-label': new El('span'), '#status .status-detail': new El('span') };
+  class FakeWS {
+    constructor(url) { this.url = url; this.readyState = 0; this.ls = {}; p.sockets.push(this); }
+    addEventListener(t, fn) { (this.ls[t] = this.ls[t] || []).push(fn); }
+    fire(t, ev) { for (const fn of this.ls[t] || []) fn(ev || {}); }
+    open() { this.readyState = 1; this.fire('open'); }
+    recv(obj) { this.fire('message', { data: JSON.stringify(obj) }); }
+    drop(code) { this.readyState = 3; this.fire('close', { code: code }); }
+    send() {}
+    close() { this.readyState = 3; }
+  }
+  const timer = (fn, ms) => {
+    if (ms === undefined) { // herald.js rethrowing what a handler threw
+      try { fn(); } catch (err) { check(false, 'a handler threw: ' + err.stack); }
+      return 0;
+    }
+    p.timers.push({ fn: fn, ms: ms });
+    return p.timers.length;
+  };
+  const g = {
+    URL: URL, AbortController: AbortController, console: console,
+    location: { href: 'http://example.test/' },
+    navigator: { onLine: true, platform: '' },
+    localStorage: { getItem: () => null, setItem() {} },
+    WebSocket: FakeWS,
+    setTimeout: timer,
+    clearTimeout: (id) => { if (id && p.timers[id - 1]) p.timers[id - 1].fn = null; },
+    setInterval: () => 0, clearInterval() {}, // the countdown and the times' refresh: not run
+    document: {
+      visibilityState: 'visible',
+      getElementById: (id) => byId[id] || null,
+      querySelector: (sel) => inStatus[sel] || null,
+      createElement: (tag) => new El(tag),
+      addEventListener() {},
+    },
+    fetch: (url, opts) => new Promise((resolve, reject) => {
+      const f = { url: url, answer: (posts) => resolve({ ok: true, status: 200, json: async () => ({ posts: posts }) }) };
+      p.fetches.push(f);
+      opts.signal.addEventListener('abort', () => reject(new Error('aborted')));
+    }),
+  };
+  const ctx = vm.createContext(g);
+  vm.runInContext('Math.random = () => 0.5;', ctx);
+  vm.runInContext(fs.readFileSync(process.argv[2], 'utf8'), ctx, { filename: 'herald.js' });
+  vm.runInContext(fs.readFileSync(process.argv[3], 'utf8'), ctx, { filename: 'app.js' });
+  p.ws = () => p.sockets[p.sockets.length - 1];
+  // feed lists what the page shows, top to bottom, as "id message" ("-" for
+  // a post without an id).
+  p.feed = () => JSON.stringify(byId.feed.children.map((li) =>
+    (li.dataset.postId || '-') + ' ' + li.querySelector('.message').textContent));
+  // load answers the newest GET /posts, after checking it is the only one
+  // waiting, as the page must have superseded the others.
+  p.load = async (posts) => {
+    await settle();
+    const f = p.fetches[p.fetches.length - 1];
+    check(f && /^\/posts\?limit=\d+$/.test(f.url), 'no GET /posts: ' + (f && f.url));
+    f.answer(posts);
+    await settle();
+  };
+  // retry runs the reconnection herald.js scheduled.
+  p.retry = () => {
+    const t = p.timers.filter((t) => t.fn && t.ms < 10000).pop();
+    check(t, 'no retry was scheduled');
+    if (t) { const fn = t.fn; t.fn = null; fn(); }
+  };
+  return p;
+}
+
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+const post = (id, message) => ({ id: id, author: 'ana', message: message, created_at: '2026-01-02T12:00:00Z' });
+const gossip = (id, message, hid) => ({ type: 'name.gossip', event: 'New Post', sender: 'ana', message: message, id: id, herald_id: hid, herald_group: 'gossip' });
+
+(async () => {
+  scenario = 'restart of an in-memory server';
+  {
+    const p = page();
+    p.ws().open();
+    await p.load([post(3, 'three'), post(2, 'two'), post(1, 'one')]);
+    p.ws().recv(gossip(4, 'four', '100-0'));
+    check(p.feed() === '["4 four","3 three","2 two","1 one"]', 'before the restart ' + p.feed());
+
+    p.ws().drop(1012); // restarted, with an empty history and ids that start over
+    p.retry();
+    check(new URL(p.ws().url).searchParams.get('since') === 'gossip:100-0', 'resume URL ' + p.ws().url);
+    p.ws().open();
+    p.ws().recv({ type: 'resync', group: 'gossip' });
+    p.ws().recv(gossip(1, 'new one', '5-0')); // while the reload is under way
+    await p.load([post(1, 'new one')]);
+    check(p.feed() === '["1 new one"]', 'after the resync ' + p.feed());
+    p.ws().recv(gossip(2, 'new two', '5-1')); // an id the page showed before the restart
+    check(p.feed() === '["2 new two","1 new one"]', 'a post after the restart ' + p.feed());
+  }
+
+  scenario = 'a connection that could not resume';
+  {
+    const p = page();
+    p.ws().open();
+    await p.load([post(2, 'two'), post(1, 'one')]);
+    p.ws().drop(1012); // no history id seen: the next connection cannot resume
+    p.retry();
+    p.ws().open();
+    await p.load([post(1, 'new one')]);
+    check(p.feed() === '["1 new one"]', 'after reconnecting ' + p.feed());
+  }
+
+  scenario = 'messages without a post id';
+  {
+    const p = page();
+    p.ws().open();
+    await p.load([post(1, 'one')]);
+    const note = { type: 'name.gossip', event: 'New Post', sender: 'ops', message: 'Deploy finished' };
+    p.ws().recv(note);
+    p.ws().recv(note); // no id to tell it from another: shown again
+    p.ws().recv(Object.assign({ herald_id: '7-0', herald_group: 'gossip' }, note, { message: 'kept' }));
+    p.ws().recv(gossip(2, 'two', '7-1'));
+    p.ws().recv({ type: 'name.gossip', sender: 'ops' }); // nothing to show
+    check(p.feed() === '["2 two","- kept","- Deploy finished","- Deploy finished","1 one"]', 'feed ' + p.feed());
+  }
+
+  process.stdout.write(JSON.stringify(failures));
+})().catch((err) => { process.stdout.write(JSON.stringify([String(err && err.stack)])); });
+`
+
+// TestFeedAcrossRestart runs the page against a server that restarts with
+// an empty history and post ids that start over: the resync must replace
+// the feed, so that the stale posts go and the new ones, whose ids repeat
+// theirs, are shown. A reconnection that could not resume replaces the feed
+// too, and a message without a post id (a backend's group send) is shown.
+func TestFeedAcrossRestart(t *testing.T) {
+	node := needNode(t)
+	dir := t.TempDir()
+	scripts := writeScripts(t, dir)
+	harness := filepath.Join(dir, "page_harness.js")
+	if err := os.WriteFile(harness, []byte(pageHarness), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd := exec.CommandContext(t.Context(), node, harness, scripts["static/herald.js"], scripts["static/app.js"])
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node harness: %v\n%s", err, stderr.String())
+	}
+	var failures []string
+	if err := json.Unmarshal(out, &failures); err != nil {
+		t.Fatalf("harness output %q: %v", out, err)
+	}
+	for _, f := range failures {
+		t.Error(f)
 	}
 }

@@ -13,13 +13,24 @@
   const RECENT_RETRY_MS = 10000; // retry a failed GET /posts this often
   const AUTHOR_KEY = 'herald.author';
 
+  // postId reads a post id, a number or a string of digits, or returns null.
+  function postId(raw) {
+    let id = raw;
+    if (typeof id === 'string' && /^\d{1,15}$/.test(id)) id = Number(id);
+    return Number.isSafeInteger(id) ? id : null;
+  }
+
   // normalizePost turns a post from the API or a frame into
-  // {id, author, message, createdAt}, or null when it has no usable id.
+  // {id, key, author, message, createdAt}, or null when it has no usable id.
+  // key is what the feed shows it once by: its id, as a string.
   function normalizePost(raw) {
     if (!raw || typeof raw !== 'object') return null;
-    let id = raw.id;
-    if (typeof id === 'string' && /^\d{1,15}$/.test(id)) id = Number(id);
-    if (!Number.isSafeInteger(id)) return null;
+    const id = postId(raw.id);
+    if (id === null) return null;
+    return makePost(raw, id, String(id));
+  }
+
+  function makePost(raw, id, key) {
     let createdAt = null;
     if (typeof raw.created_at === 'string' && raw.created_at !== '') {
       const d = new Date(raw.created_at);
@@ -27,6 +38,7 @@
     }
     return {
       id: id,
+      key: key,
       author: raw.author == null ? '' : String(raw.author),
       message: raw.message == null ? '' : String(raw.message),
       createdAt: createdAt,
@@ -35,15 +47,20 @@
 
   // postFromMessage reads one message from herald.js. It returns a post for a
   // "name.gossip" notification and null for anything else, so new frame types
-  // on the server never break an old page.
+  // on the server never break an old page. A notification without a post id
+  // (a backend's group send) is shown too, if it has a message: with id null,
+  // keyed by its herald_id when it has one, or by nothing (key null: every
+  // copy is shown; herald.js already drops repeats of ids it saw).
   function postFromMessage(msg) {
     if (!msg || typeof msg !== 'object' || msg.type !== 'name.gossip') return null;
-    return normalizePost({
-      id: msg.id,
-      author: msg.sender,
-      message: msg.message,
-      created_at: msg.created_at,
-    });
+    const raw = { author: msg.sender, message: msg.message, created_at: msg.created_at };
+    const id = postId(msg.id);
+    if (id !== null) return makePost(raw, id, String(id));
+    if (typeof msg.message !== 'string' || msg.message === '') return null;
+    const key = typeof msg.herald_id === 'string' && msg.herald_id !== ''
+      ? 'h:' + (typeof msg.herald_group === 'string' ? msg.herald_group : '') + '/' + msg.herald_id
+      : null;
+    return makePost(raw, null, key);
   }
 
   const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
@@ -91,7 +108,9 @@
 
   // ---- Feed ---------------------------------------------------------------
 
-  const shown = new Map(); // post id -> <li>, so each post appears once
+  const shown = new Map(); // post key -> <li>, so each post appears once
+  let unkeyed = 0;         // posts shown with no key, each given its own
+  let cleared = null;      // keys clearFeed removed, until the reload answers: not news when they come back
   let recentLoaded = false;  // a GET /posts has succeeded
   let recentSettled = false; // a GET /posts has finished, either way
 
@@ -103,7 +122,7 @@
 
   function renderPost(post) {
     const li = el('li', 'post');
-    li.dataset.postId = String(post.id);
+    if (post.id !== null) li.dataset.postId = String(post.id);
 
     const name = post.author.trim();
     const avatar = el('span', 'avatar');
@@ -130,23 +149,30 @@
     return li;
   }
 
-  // addPost puts post in the feed in id order (newest on top) unless that id
-  // is already shown. New arrivals are highlighted.
+  // addPost puts post in the feed in id order (newest on top) unless its key
+  // is already shown. A post without an id goes on top, above the posts
+  // shown so far, and below those with a larger id that come later. New
+  // arrivals are highlighted.
   function addPost(post, highlight) {
-    if (!post || shown.has(post.id)) return;
+    if (!post || (post.key !== null && shown.has(post.key))) return;
+    const key = post.key !== null ? post.key : 'n:' + ++unkeyed;
+    const first = ui.feed.firstElementChild;
+    const order = post.id !== null ? post.id : Math.floor(first ? Number(first.dataset.order) : 0) + 0.5;
     const last = ui.feed.lastElementChild;
-    if (shown.size >= FEED_LIMIT && last && post.id < Number(last.dataset.postId)) return;
+    if (shown.size >= FEED_LIMIT && last && order < Number(last.dataset.order)) return;
 
     const li = renderPost(post);
+    li.dataset.key = key;
+    li.dataset.order = String(order);
     let before = null;
     for (const child of ui.feed.children) {
-      if (Number(child.dataset.postId) < post.id) {
+      if (Number(child.dataset.order) <= order) {
         before = child;
         break;
       }
     }
     ui.feed.insertBefore(li, before);
-    shown.set(post.id, li);
+    shown.set(key, li);
 
     if (highlight) {
       li.classList.add('is-new');
@@ -154,9 +180,20 @@
     }
     while (shown.size > FEED_LIMIT) {
       const oldest = ui.feed.lastElementChild;
-      shown.delete(Number(oldest.dataset.postId));
+      shown.delete(oldest.dataset.key);
       oldest.remove();
     }
+    updateEmpty();
+  }
+
+  // clearFeed removes every post, for a reload that replaces the feed: after
+  // a resync, or a connection that could not resume, what the page shows
+  // may belong to a server that is gone (one whose post ids started over
+  // when it restarted), and keeping it would hide new posts with those ids.
+  function clearFeed() {
+    cleared = new Set([...(cleared || []), ...shown.keys()]);
+    for (const li of shown.values()) li.remove();
+    shown.clear();
     updateEmpty();
   }
 
@@ -219,11 +256,17 @@
       });
       if (!res.ok) throw new Error(await errorText(res));
       const body = await res.json();
+      if (recentRequest !== ctl) return; // superseded: its answer may be older than the feed
       const posts = body && Array.isArray(body.posts) ? body.posts : [];
       // Posts missed while disconnected are news; the first load is not.
       const highlight = recentLoaded;
+      const known = cleared || new Set();
+      cleared = null;
       ui.feed.setAttribute('aria-busy', 'true');
-      for (const raw of posts) addPost(normalizePost(raw), highlight);
+      for (const raw of posts) {
+        const post = normalizePost(raw);
+        addPost(post, highlight && post !== null && !known.has(post.key));
+      }
       ui.feed.setAttribute('aria-busy', 'false');
       recentLoaded = true;
       setNotice('');
@@ -247,12 +290,20 @@
   // herald.js reconnects, resumes from the last message id it saw and drops
   // repeats; the page only has to reload the feed when that cannot cover a
   // gap: at a connection that did not resume (the first, or one after
-  // messages that carried no id), and on resync. Posts are keyed by id, so
-  // what both the reload and the stream bring is shown once.
+  // messages that carried no id), and on resync. Such a reload replaces the
+  // feed: it is cleared first, and what the stream brings meanwhile is kept.
+  // Posts are keyed by id, so what both the reload and the stream bring is
+  // shown once.
   const herald = new Herald();
   let everOpened = false;
   let tickTimer = 0;
   let retryAt = 0;
+
+  // reload replaces the feed with the newest posts.
+  function reload() {
+    clearFeed();
+    loadRecent(FEED_LIMIT);
+  }
 
   function setStatus(state, label, detail) {
     ui.status.dataset.state = state;
@@ -277,7 +328,8 @@
         break;
       case 'open':
         setStatus('open', 'Connected', s.transport === 'eventsource' ? 'receive only' : '');
-        if (!s.resumed) loadRecent(everOpened ? FEED_LIMIT : RECENT_LIMIT);
+        if (!s.resumed && everOpened) reload();
+        else if (!s.resumed) loadRecent(RECENT_LIMIT);
         everOpened = true;
         break;
       case 'waiting':
@@ -429,7 +481,7 @@
 
     herald.on('state', onState);
     herald.on('message', (msg) => addPost(postFromMessage(msg), true));
-    herald.on('resync', () => loadRecent(FEED_LIMIT));
+    herald.on('resync', reload);
     updateEmpty();
     herald.connect();
     loadRecent(RECENT_LIMIT);
