@@ -168,14 +168,17 @@
   // sending nothing, unless a WebSocket is open: event streams are one-way.
   // A subscribe frame without "since" gets its group's position, so that
   // what the group sent meanwhile is replayed; frame itself is not changed.
+  // An unsubscribe frame forgets the group's position: subscribing again
+  // later starts afresh rather than replaying all that came in between.
   Herald.prototype.send = function (frame) {
     const ws = this._conn;
     if (this.transport !== 'websocket' || !ws || ws.readyState !== 1) return false;
-    if (frame && frame.type === 'subscribe' && typeof frame.group === 'string' && frame.group !== '' &&
-        frame.since === undefined && this.positions[frame.group] !== undefined) {
-      frame = Object.assign({}, frame, { since: this.positions[frame.group] });
+    const group = frame && typeof frame.group === 'string' && frame.group !== '' ? frame.group : null;
+    if (group !== null && frame.type === 'subscribe' && frame.since === undefined && this.positions[group] !== undefined) {
+      frame = Object.assign({}, frame, { since: this.positions[group] });
     }
     ws.send(JSON.stringify(frame));
+    if (group !== null && frame.type === 'unsubscribe') this._forget(group);
     return true;
   };
 
