@@ -325,7 +325,8 @@
         this._named();
         this._forget(msg.group);
       } else {
-        for (const g of Object.keys(this.positions)) this._forget(g);
+        for (const g of Object.keys(this.positions)) delete this.positions[g];
+        this.lastId = '';
       }
       this._emit('resync', msg);
       return;
