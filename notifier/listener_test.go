@@ -373,3 +373,69 @@ func TestRecentWaitsForListener(t *testing.T) {
 		t.Fatalf("Recent once started: %v, %v; want the one post", posts, err)
 	}
 }
+
+// TestListenerPace: with Config.Pace, each row waits until Pace returns,
+// rows go on in order as it lets them, and cancelling the Listener while
+// it waits stops it cleanly without sending the waiting row.
+func TestListenerPace(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	asked := make(chan struct{}, 16)
+	room := make(chan struct{})
+	l, err := notifier.New(pool, layer, notifier.Config{Logger: testLogger(t), Pace: func(ctx context.Context) error {
+		asked <- struct{}{}
+		select {
+		case <-room:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	waitReady(t, l, true)
+
+	waitAsked := func() {
+		t.Helper()
+		select {
+		case <-asked:
+		case <-time.After(waitFor):
+			t.Fatalf("Pace not called within %v", waitFor)
+		}
+		select {
+		case g := <-in:
+			t.Fatalf("delivered %s while Pace blocked", brief(g))
+		default:
+		}
+	}
+	posts := []notifier.Post{insert(t, pool, "paced", "1"), insert(t, pool, "paced", "2")}
+	for _, p := range posts {
+		waitAsked()
+		room <- struct{}{}
+		in.expect(t, p)
+	}
+
+	insert(t, pool, "paced", "never sent")
+	waitAsked()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run returned %v, want context.Canceled", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("Run did not return within %v of its context's end", waitFor)
+	}
+	select {
+	case g := <-in:
+		t.Fatalf("delivered %s after Pace failed", brief(g))
+	default:
+	}
+}
