@@ -101,8 +101,20 @@
 //
 // PostgresStore inserts rows and leaves delivery to the trigger and the
 // Listeners. MemoryStore, for a Herald without Postgres, keeps the newest
-// MaxRecent posts in memory and delivers each one itself with GroupSend.
-// Both validate with ValidatePost.
+// MaxRecent posts in memory and delivers each one itself with GroupSend;
+// a post the layer cannot take waits, in order, in an outbox that its Run
+// delivers once the layer is back. Its post ids start from the time the
+// store was made, so a restart does not repeat them. Both validate with
+// ValidatePost, and a stored post is never an error: Create reports
+// whether it was delivered yet (Created.Delivery).
+//
+// A Create with an idempotency key (NewPost.IdempotencyKey) is applied
+// once: a retry with the same key within IdempotencyLifetime (24 hours)
+// returns the first result, and the same key for another post fails with
+// ErrIdempotencyKeyReused. PostgresStore records the key in
+// herald_idempotency in the post's own transaction, so a retry on any
+// instance finds it; the Listeners prune keys older than a day.
+// MemoryStore remembers the last 10,000 keys of its process.
 //
 // # Concurrency
 //

@@ -487,8 +487,10 @@ func (l *Listener) sourceName(b Bridge) string {
 }
 
 // prune deletes log rows older than the retention that this Listener has
-// delivered, a batch at a time, and records the highest seq deleted. Every Listener prunes; concurrent
-// prunes wait on each other's row locks and do not conflict.
+// delivered, a batch at a time, and records the highest seq deleted; and
+// the idempotency keys of posts older than IdempotencyLifetime. Every
+// Listener prunes; concurrent prunes wait on each other's row locks and
+// do not conflict.
 func (l *Listener) prune(ctx context.Context, conn *pgx.Conn) error {
 	l.lastPrune = time.Now()
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
@@ -501,6 +503,12 @@ func (l *Listener) prune(ctx context.Context, conn *pgx.Conn) error {
 		WHERE EXISTS (SELECT FROM gone)`, l.retention, pruneBatch, l.last)
 	if err != nil {
 		return fmt.Errorf("prune the log: %w", err)
+	}
+	_, err = conn.Exec(qctx, `DELETE FROM herald_idempotency WHERE key IN (
+			SELECT key FROM herald_idempotency WHERE created_at < now() - $1::interval LIMIT $2)`,
+		IdempotencyLifetime, pruneBatch)
+	if err != nil {
+		return fmt.Errorf("prune the idempotency keys: %w", err)
 	}
 	return nil
 }

@@ -196,6 +196,9 @@ type postRequest struct {
 	Message *string `json:"message"`
 }
 
+// createPost answers 201 with the post and its "delivery" for every
+// stored post, delivered yet ("sent") or not ("pending": the log or the
+// store's outbox delivers it). Anything else means nothing was stored.
 func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
 	body, ok := a.readBody(w, r)
 	if !ok {
@@ -216,15 +219,16 @@ func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, `"author" and "message" are both required`)
 		return
 	}
-	post, err := a.Posts.Create(r.Context(), *req.Author, *req.Message)
+	created, err := a.Posts.Create(r.Context(), notifier.NewPost{Author: *req.Author, Message: *req.Message})
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusCreated, post)
+		writeJSON(w, http.StatusCreated, created)
 	case errors.Is(err, notifier.ErrInvalidPost):
 		WriteError(w, http.StatusBadRequest, err.Error())
 	default:
 		a.logger().Warn("router: creating post failed", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "could not store the post: " + err.Error(), Code: "unavailable"})
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "the post was not stored: " + err.Error(), Code: "unavailable"})
 	}
 }
 
