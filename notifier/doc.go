@@ -74,7 +74,10 @@
 // follow in commit order, each once and with its history id. No client
 // gets a row without the id it can resume from, so a client that
 // reconnects during or after the outage resumes the held rows from the
-// group's history. Ready is false while the Listener holds.
+// group's history. Ready is false while the Listener holds. Commit order
+// is kept across bridges, so one held row holds the rows of every bridge
+// behind it (on Redis Cluster, a group whose master is down holds the
+// others too, until its replica takes over).
 //
 // Rows stay in the log for Retention (default 24 hours); every Listener
 // prunes older rows it has delivered. A Listener away longer than that

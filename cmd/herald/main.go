@@ -259,7 +259,7 @@ func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Cont
 			}
 		}
 		if l != nil && !l.Ready() {
-			return errors.New("notifier: not listening to Postgres")
+			return errors.New("notifier: not listening to Postgres, or holding posts until the channel layer takes them")
 		}
 		return nil
 	}
