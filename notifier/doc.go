@@ -69,8 +69,9 @@
 // When a layer that can send once cannot be reached (a send fails with
 // channellayer.ErrUnavailable), the Listener holds: it offers the same
 // row again with jittered exponential backoff (from MinBackoff, at most
-// 5 seconds apart) and delivers nothing after it, while it keeps reading
-// its connection. Once the layer takes the row, the rows held meanwhile
+// 5 seconds apart), once the layer answers its probe (channellayer.Checker,
+// which on Redis includes this instance's subscription), and delivers
+// nothing after it, while it keeps reading its connection. Once the layer takes the row, the rows held meanwhile
 // follow in commit order, each once and with its history id. No client
 // gets a row without the id it can resume from, so a client that
 // reconnects during or after the outage resumes the held rows from the

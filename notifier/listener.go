@@ -92,6 +92,7 @@ type Listener struct {
 	bridges    map[string]Bridge        // by Table
 	once       channellayer.OnceSender  // nil if the layer is not one
 	local      channellayer.LocalSender // nil if the layer is not one
+	checker    channellayer.Checker     // nil if the layer has no probe
 	send       func(context.Context, string, channellayer.Message) error
 	log        *slog.Logger
 	minBackoff time.Duration
@@ -168,6 +169,7 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 	}
 	l.once, _ = layer.(channellayer.OnceSender)
 	l.local, _ = layer.(channellayer.LocalSender)
+	l.checker = checker(layer)
 	switch {
 	case l.local != nil:
 		l.send = l.local.GroupSendLocal
@@ -246,8 +248,10 @@ func (l *Listener) session(ctx context.Context) (wasReady bool, err error) {
 	}
 	listening := false
 	for {
-		if err := l.catchUp(ctx, conn); err != nil {
-			return wasReady, err
+		if !l.held || l.layerBack(ctx) {
+			if err := l.catchUp(ctx, conn); err != nil {
+				return wasReady, err
+			}
 		}
 		if l.held {
 			// Not ready: rows are committed that no client can get yet.
@@ -275,6 +279,20 @@ func (l *Listener) session(ctx context.Context) (wasReady bool, err error) {
 			}
 		}
 	}
+}
+
+// layerBack reports whether a held row may be offered again: the layer
+// answers its probe, when it has one (channellayer.Checker), which for
+// the Redis layers includes this instance's subscription. Offering the
+// row before that would send it to every instance but this one, whose
+// members would then depend on a recovery from history to get it.
+func (l *Listener) layerBack(ctx context.Context) bool {
+	if l.checker == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	return l.checker.Check(ctx) == nil
 }
 
 // nextHoldWait returns how long to wait before offering a held row

@@ -175,10 +175,17 @@ func testFreshListenerSendsWhatNoneSent(t *testing.T, newLayer func() channellay
 	in.expectAll(t, pool, missed)
 }
 
-// countingOnce counts the rows a Listener offers its layer.
+// countingOnce counts the rows a Listener offers its layer, and the
+// probes of the layer.
 type countingOnce struct {
 	*channellayer.Redis
 	offers atomic.Int32
+	checks atomic.Int32
+}
+
+func (c *countingOnce) Check(ctx context.Context) error {
+	c.checks.Add(1)
+	return c.Redis.Check(ctx)
 }
 
 func (c *countingOnce) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (bool, error) {
@@ -222,12 +229,13 @@ func TestListenerHoldsRowsWhileTheLayerIsDown(t *testing.T) {
 		held = append(held, insert(t, pool, "held", fmt.Sprint(i)))
 	}
 	waitReady(t, l, false)
-	// The first held row offered twice more: it is retried, not skipped.
-	offers := layer.offers.Load()
+	// The Listener probes the layer twice before offering the held row
+	// again: it waits, rather than skipping the row.
+	checks := layer.checks.Load()
 	deadline := time.Now().Add(waitFor)
-	for layer.offers.Load() < offers+2 {
+	for layer.checks.Load() < checks+2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the held row was not offered again within %v", waitFor)
+			t.Fatalf("the layer was not probed again within %v", waitFor)
 		}
 		time.Sleep(5 * time.Millisecond) // polling a counter, bounded by deadline
 	}
