@@ -226,3 +226,24 @@ func TestMemoryStoreHoldsPostsWhileTheLayerIsDown(t *testing.T) {
 		t.Errorf("%d posts still pending", n)
 	}
 }
+
+// TestMemoryStoreBacklogFull: once MaxPending posts wait for the layer,
+// Create refuses more, and stores nothing, rather than grow without
+// bound.
+func TestMemoryStoreBacklogFull(t *testing.T) {
+	layer := channellayer.NewMemory()
+	store, err := notifier.NewMemoryStore(layer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer.Close()
+	for range notifier.MaxPending {
+		create(t, store, notifier.NewPost{Author: "ann", Message: "waits"})
+	}
+	if _, err := store.Create(t.Context(), notifier.NewPost{Author: "ann", Message: "one too many"}); !errors.Is(err, notifier.ErrBacklogFull) {
+		t.Fatalf("Create past MaxPending: %v, want ErrBacklogFull", err)
+	}
+	if recent, _ := store.Recent(t.Context(), 1); len(recent) != 1 || recent[0].Message != "waits" {
+		t.Fatalf("the refused post was stored: %+v", recent)
+	}
+}
