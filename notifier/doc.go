@@ -33,19 +33,30 @@
 //
 // # Delivery
 //
-// Every instance reads every row, so a Listener delivers only to its own
-// instance's members, with GroupSendLocal when the layer implements
-// channellayer.LocalSender (both Herald layers do). A client connected to
-// any instance then gets each row of a bridged table once, in commit
-// order, from the Listener of its own instance, including rows committed
-// while that Listener was away. With a layer that cannot send locally the
-// Listener falls back to GroupSend, which reaches every instance; run a
-// single Listener per shared layer then.
+// Every instance reads every row. On a layer that can send once
+// (channellayer.OnceSender: the memory, Redis and Redis Cluster layers),
+// every Listener offers every row and the layer sends the first offer to
+// the group's members on every instance, with a history id where the
+// group keeps history. On a layer that can only send locally
+// (channellayer.LocalSender), each Listener delivers to its own
+// instance's members. Either way a client gets each row of a bridged
+// table once, in commit order, including rows committed while a Listener
+// was away. With a layer that can do neither the Listener falls back to
+// GroupSend, which reaches every instance; run a single Listener per
+// shared layer then.
 //
 // A group with no member is not an error. A row a bridge cannot encode,
-// and any other send error, is logged and not retried. Clients that miss
-// a row (offline, slow, or behind a failed send) can read it from its
-// table, as with Store.Recent.
+// and a send that fails for any reason but an unreachable layer, is
+// logged and not retried. Clients that miss a row (offline, slow, or
+// behind a failed send) can read it from its table, as with Store.Recent.
+//
+// # Pacing
+//
+// Config.Pace, when set, is called before each row is sent and waited
+// for; it returns when the receivers can take more. A burst in the log
+// (thousands of rows in one transaction) is then delivered as fast as the
+// members take it, rather than overrunning their queues: the log is
+// durable, so the rows can wait.
 //
 // # Outages
 //
@@ -54,6 +65,20 @@
 // listening again it first delivers the rows logged meanwhile, then goes
 // on live. Ready is false from the failure until that catch-up is done. A
 // fresh Listener starts at the end of the log and delivers nothing older.
+//
+// When a layer that can send once cannot be reached (a send fails with
+// channellayer.ErrUnavailable), the Listener holds: it offers the same
+// row again with jittered exponential backoff (from MinBackoff, at most
+// 5 seconds apart), once the layer answers its probe (channellayer.Checker,
+// which on Redis includes this instance's subscription), and delivers
+// nothing after it, while it keeps reading its connection. Once the layer takes the row, the rows held meanwhile
+// follow in commit order, each once and with its history id. No client
+// gets a row without the id it can resume from, so a client that
+// reconnects during or after the outage resumes the held rows from the
+// group's history. Ready is false while the Listener holds. Commit order
+// is kept across bridges, so one held row holds the rows of every bridge
+// behind it (on Redis Cluster, a group whose master is down holds the
+// others too, until its replica takes over).
 //
 // Rows stay in the log for Retention (default 24 hours); every Listener
 // prunes older rows it has delivered. A Listener away longer than that
@@ -80,8 +105,20 @@
 //
 // PostgresStore inserts rows and leaves delivery to the trigger and the
 // Listeners. MemoryStore, for a Herald without Postgres, keeps the newest
-// MaxRecent posts in memory and delivers each one itself with GroupSend.
-// Both validate with ValidatePost.
+// MaxRecent posts in memory and delivers each one itself with GroupSend;
+// a post the layer cannot take waits, in order, in an outbox that its Run
+// delivers once the layer is back. Its post ids start from the time the
+// store was made, so a restart does not repeat them. Both validate with
+// ValidatePost, and a stored post is never an error: Create reports
+// whether it was delivered yet (Created.Delivery).
+//
+// A Create with an idempotency key (NewPost.IdempotencyKey) is applied
+// once: a retry with the same key within IdempotencyLifetime (24 hours)
+// returns the first result, and the same key for another post fails with
+// ErrIdempotencyKeyReused. PostgresStore records the key in
+// herald_idempotency in the post's own transaction, so a retry on any
+// instance finds it; the Listeners prune keys older than a day.
+// MemoryStore remembers the last 10,000 keys of its process.
 //
 // # Concurrency
 //

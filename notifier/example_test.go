@@ -37,7 +37,7 @@ func ExampleListener() {
 	// The HTTP API writes through the store; the trigger and every
 	// instance's Listener deliver.
 	store := notifier.NewPostgresStore(pool, nil)
-	if _, err := store.Create(ctx, "ann", "hello"); err != nil {
+	if _, err := store.Create(ctx, notifier.NewPost{Author: "ann", Message: "hello"}); err != nil {
 		log.Print(err)
 	}
 

@@ -39,11 +39,10 @@ const pruneBatch = 10000
 // maxPruneEvery caps the time between two prunes.
 const maxPruneEvery = 10 * time.Minute
 
-// layerRetry is how long, after the layer could not be reached, rows go
-// straight to this instance's members without being offered to the
-// layer first. A layer that hangs rather than refuses (a dead network
-// path) would otherwise hold every row for its timeouts.
-const layerRetry = 5 * time.Second
+// maxHoldBackoff caps the wait between two offers of a row the layer
+// could not take (see Listener.deliver), so that held rows flow within
+// seconds of the layer's return, whatever MaxBackoff is.
+const maxHoldBackoff = 5 * time.Second
 
 // applicationName marks the Listener's session in pg_stat_activity
 // unless the connection string names one already.
@@ -75,6 +74,14 @@ type Config struct {
 	// Listener may be away and still catch up everything. Every Listener
 	// prunes older rows. Default: DefaultRetention (24h).
 	Retention time.Duration
+	// Pace, if set, is called before each row is sent and waited for: it
+	// returns when the receivers can take more, so that a burst in the
+	// log (a bulk import of thousands of rows) is delivered as fast as
+	// the members accept it rather than overrunning their queues. An
+	// error ends the wait: the row is not sent, and the Listener starts
+	// its connection again after backoff (or returns, when ctx is done).
+	// Default (nil): no pacing.
+	Pace func(ctx context.Context) error
 }
 
 // Listener delivers the rows of bridged tables, read from the log in
@@ -85,12 +92,14 @@ type Listener struct {
 	bridges    map[string]Bridge        // by Table
 	once       channellayer.OnceSender  // nil if the layer is not one
 	local      channellayer.LocalSender // nil if the layer is not one
+	checker    channellayer.Checker     // nil if the layer has no probe
 	send       func(context.Context, string, channellayer.Message) error
 	log        *slog.Logger
 	minBackoff time.Duration
 	maxBackoff time.Duration
 	poll       time.Duration
 	retention  time.Duration
+	pace       func(context.Context) error
 
 	running atomic.Bool
 	ready   atomic.Bool
@@ -101,7 +110,8 @@ type Listener struct {
 	epoch     string    // the log's epoch, read with last
 	last      int64     // highest seq delivered (or skipped)
 	lastPrune time.Time // when this Listener last pruned the log
-	localTill time.Time // until then rows go to local members only (see layerRetry)
+	held      bool      // the row after last waits for the layer (see deliver)
+	holdWait  time.Duration
 }
 
 // New returns a Listener that reads the log through connections
@@ -148,6 +158,7 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 		maxBackoff: cfg.MaxBackoff,
 		poll:       cfg.PollInterval,
 		retention:  cfg.Retention,
+		pace:       cfg.Pace,
 		begun:      make(chan struct{}),
 	}
 	for _, b := range bridges {
@@ -158,6 +169,7 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 	}
 	l.once, _ = layer.(channellayer.OnceSender)
 	l.local, _ = layer.(channellayer.LocalSender)
+	l.checker = checker(layer)
 	switch {
 	case l.local != nil:
 		l.send = l.local.GroupSendLocal
@@ -234,23 +246,83 @@ func (l *Listener) session(ctx context.Context) (wasReady bool, err error) {
 	if err := l.prune(ctx, conn); err != nil {
 		return false, err
 	}
-	if err := l.catchUp(ctx, conn); err != nil {
-		return false, err
-	}
-	l.ready.Store(true)
-	l.log.Info("notifier: listening", "channel", Channel, "bridges", len(l.bridges), "caught_up", l.last-from, "last_seq", l.last)
-
+	listening := false
 	for {
-		if err := l.wait(ctx, conn); err != nil {
-			return true, err
+		if !l.held || l.layerBack(ctx) {
+			if err := l.catchUp(ctx, conn); err != nil {
+				return wasReady, err
+			}
 		}
-		if err := l.catchUp(ctx, conn); err != nil {
+		if l.held {
+			// Not ready: rows are committed that no client can get yet.
+			l.ready.Store(false)
+			if err := l.pause(ctx, conn, l.nextHoldWait()); err != nil {
+				return wasReady, err
+			}
+			continue
+		}
+		l.holdWait = 0
+		if !l.ready.Load() {
+			l.ready.Store(true)
+			wasReady = true
+		}
+		if !listening {
+			listening = true
+			l.log.Info("notifier: listening", "channel", Channel, "bridges", len(l.bridges), "caught_up", l.last-from, "last_seq", l.last)
+		}
+		if err := l.wait(ctx, conn); err != nil {
 			return true, err
 		}
 		if time.Since(l.lastPrune) >= min(l.retention, maxPruneEvery) {
 			if err := l.prune(ctx, conn); err != nil {
 				return true, err
 			}
+		}
+	}
+}
+
+// layerBack reports whether a held row may be offered again: the layer
+// answers its probe, when it has one (channellayer.Checker), which for
+// the Redis layers includes this instance's subscription. Offering the
+// row before that would send it to every instance but this one, whose
+// members would then depend on a recovery from history to get it.
+func (l *Listener) layerBack(ctx context.Context) bool {
+	if l.checker == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	return l.checker.Check(ctx) == nil
+}
+
+// nextHoldWait returns how long to wait before offering a held row
+// again: jittered exponential backoff from MinBackoff (at least 50ms),
+// capped at MaxBackoff and at maxHoldBackoff.
+func (l *Listener) nextHoldWait() time.Duration {
+	ceiling := min(l.maxBackoff, maxHoldBackoff)
+	if l.holdWait == 0 {
+		l.holdWait = max(l.minBackoff, 50*time.Millisecond)
+	} else {
+		l.holdWait = 2 * l.holdWait
+	}
+	l.holdWait = max(min(l.holdWait, ceiling), time.Millisecond)
+	return l.holdWait/2 + rand.N(l.holdWait/2+1)
+}
+
+// pause waits d, reading and discarding the notifications that arrive
+// meanwhile: a held row is offered again after its backoff however busy
+// the log, and the connection keeps being read.
+func (l *Listener) pause(ctx context.Context, conn *pgx.Conn, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		waitCtx, cancel := context.WithDeadline(ctx, deadline)
+		_, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		if err != nil {
+			if pgconn.Timeout(err) && ctx.Err() == nil {
+				return nil
+			}
+			return err
 		}
 	}
 }
@@ -352,7 +424,12 @@ func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
 			return fmt.Errorf("read the log: %w", err)
 		}
 		for _, e := range page {
-			l.deliver(ctx, e.Seq, e.Source, e.Data)
+			if err := l.deliver(ctx, e.Seq, e.Source, e.Data); err != nil {
+				return err
+			}
+			if l.held {
+				return nil
+			}
 		}
 		if len(page) < pageSize {
 			return nil
@@ -360,49 +437,66 @@ func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// deliver sends one logged row to its bridge's group.
+// deliver sends one logged row to its bridge's group, after Pace if set.
 //
 // On a layer that can send once (OnceSender), every instance offers every
 // row, and the first offer sends it to the members of every instance,
 // with a history id where the group keeps history: a client that loses
 // its instance resumes the rows it missed on another. When the layer
-// cannot be reached, the row goes to this instance's members directly, so
-// that a layer outage does not stop rows from reaching clients; for the
-// next layerRetry, rows go that way without trying the layer. On other
-// layers each instance delivers every row to its own members only
-// (LocalSender).
+// cannot be reached (ErrUnavailable), the row is held: deliver sets
+// l.held and leaves l.last before it, and the session offers it again
+// after a backoff, then goes on in order. Nothing reaches a client
+// without the id it can resume from, and nothing is lost meanwhile, as
+// the log is durable. On other layers each instance delivers every row to
+// its own members only (LocalSender).
 //
-// A row that cannot be encoded, and a failed send, are logged and not
-// retried: the row is not lost for good, as it stays in its table.
-func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []byte) {
-	l.last = seq
+// A row that cannot be encoded, and a send that fails otherwise, are
+// logged and not retried: the row is not lost for good, as it stays in
+// its table. deliver returns an error only when Pace fails or ctx ends;
+// the row is then neither sent nor skipped.
+func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []byte) error {
 	b, ok := l.bridges[source]
 	if !ok {
+		l.last = seq
 		l.log.Debug("notifier: skipping a row of a table this instance does not bridge", "table", source, "seq", seq)
-		return
+		return nil
 	}
 	msg, err := b.message(row)
 	if err != nil {
+		l.last = seq
 		l.log.Warn("notifier: skipping a row", "err", err, "table", source, "seq", seq, "row", truncate(string(row)))
-		return
+		return nil
 	}
-	switch {
-	case l.once != nil && l.local != nil && time.Now().Before(l.localTill):
-		err = l.local.GroupSendLocal(ctx, b.Group, msg)
-	case l.once != nil:
-		_, err = l.once.GroupSendOnce(ctx, l.sourceName(b), seq, b.Group, msg)
-		if errors.Is(err, channellayer.ErrUnavailable) && l.local != nil {
-			l.localTill = time.Now().Add(layerRetry)
-			l.log.Warn("notifier: the layer is unreachable; delivering rows to this instance's clients only for a while",
-				"err", err, "table", source, "seq", seq, "group", b.Group, "retry_in", layerRetry)
-			err = l.local.GroupSendLocal(ctx, b.Group, msg)
+	if l.pace != nil {
+		if err := l.pace(ctx); err != nil {
+			return fmt.Errorf("pace: %w", err)
 		}
-	default:
+	}
+	if l.once != nil {
+		_, err = l.once.GroupSendOnce(ctx, l.sourceName(b), seq, b.Group, msg)
+	} else {
 		err = l.send(ctx, b.Group, msg)
 	}
-	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) && ctx.Err() == nil {
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err() // not known to be sent: a later Run offers it again
+	}
+	if l.once != nil && errors.Is(err, channellayer.ErrUnavailable) {
+		if !l.held {
+			l.log.Warn("notifier: the layer is unreachable; holding rows until it is back",
+				"err", err, "table", source, "seq", seq, "group", b.Group)
+		}
+		l.held = true
+		return nil
+	}
+	if l.held {
+		l.held = false
+		l.log.Info("notifier: the layer is back; delivering the rows held meanwhile", "from_seq", seq)
+	}
+	l.last = seq
+	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 		l.log.Warn("notifier: delivery failed", "err", err, "table", source, "seq", seq, "group", b.Group)
 	}
+	return nil
 }
 
 // sourceName names the rows of bridge b in this log for OnceSender.
@@ -411,8 +505,10 @@ func (l *Listener) sourceName(b Bridge) string {
 }
 
 // prune deletes log rows older than the retention that this Listener has
-// delivered, a batch at a time, and records the highest seq deleted. Every Listener prunes; concurrent
-// prunes wait on each other's row locks and do not conflict.
+// delivered, a batch at a time, and records the highest seq deleted; and
+// the idempotency keys of posts older than IdempotencyLifetime. Every
+// Listener prunes; concurrent prunes wait on each other's row locks and
+// do not conflict.
 func (l *Listener) prune(ctx context.Context, conn *pgx.Conn) error {
 	l.lastPrune = time.Now()
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
@@ -425,6 +521,12 @@ func (l *Listener) prune(ctx context.Context, conn *pgx.Conn) error {
 		WHERE EXISTS (SELECT FROM gone)`, l.retention, pruneBatch, l.last)
 	if err != nil {
 		return fmt.Errorf("prune the log: %w", err)
+	}
+	_, err = conn.Exec(qctx, `DELETE FROM herald_idempotency WHERE key IN (
+			SELECT key FROM herald_idempotency WHERE created_at < now() - $1::interval LIMIT $2)`,
+		IdempotencyLifetime, pruneBatch)
+	if err != nil {
+		return fmt.Errorf("prune the idempotency keys: %w", err)
 	}
 	return nil
 }

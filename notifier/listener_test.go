@@ -287,17 +287,18 @@ func TestPostgresStore(t *testing.T) {
 	startListener(t, pool, layer, notifier.Config{})
 	store := notifier.NewPostgresStore(pool, nil)
 
-	if _, err := store.Create(t.Context(), " ", "hi"); !errors.Is(err, notifier.ErrInvalidPost) {
+	if _, err := store.Create(t.Context(), notifier.NewPost{Author: " ", Message: "hi"}); !errors.Is(err, notifier.ErrInvalidPost) {
 		t.Errorf("Create with blank author: %v, want ErrInvalidPost", err)
 	}
 	var created []notifier.Post
 	for i := range 3 {
-		p, err := store.Create(t.Context(), "  hank ", fmt.Sprint("post ", i))
+		c, err := store.Create(t.Context(), notifier.NewPost{Author: "  hank ", Message: fmt.Sprint("post ", i)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.ID == 0 || p.Author != "hank" || p.CreatedAt.IsZero() {
-			t.Fatalf("Create returned %+v", p)
+		p := c.Post
+		if p.ID == 0 || p.Author != "hank" || p.CreatedAt.IsZero() || c.Delivery != notifier.DeliveryPending || c.Replayed {
+			t.Fatalf("Create returned %+v", c)
 		}
 		created = append(created, p)
 		in.expect(t, p) // delivered by the trigger and the Listener
@@ -371,5 +372,145 @@ func TestRecentWaitsForListener(t *testing.T) {
 	posts, err := store.Recent(t.Context(), 10)
 	if err != nil || len(posts) != 1 || posts[0].ID != p.ID {
 		t.Fatalf("Recent once started: %v, %v; want the one post", posts, err)
+	}
+}
+
+// TestListenerPace: with Config.Pace, each row waits until Pace returns,
+// rows go on in order as it lets them, and cancelling the Listener while
+// it waits stops it cleanly without sending the waiting row.
+func TestListenerPace(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	layer := channellayer.NewMemory()
+	in := join(t, layer)
+	asked := make(chan struct{}, 16)
+	room := make(chan struct{})
+	l, err := notifier.New(pool, layer, notifier.Config{Logger: testLogger(t), Pace: func(ctx context.Context) error {
+		asked <- struct{}{}
+		select {
+		case <-room:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	waitReady(t, l, true)
+
+	waitAsked := func() {
+		t.Helper()
+		select {
+		case <-asked:
+		case <-time.After(waitFor):
+			t.Fatalf("Pace not called within %v", waitFor)
+		}
+		select {
+		case g := <-in:
+			t.Fatalf("delivered %s while Pace blocked", brief(g))
+		default:
+		}
+	}
+	posts := []notifier.Post{insert(t, pool, "paced", "1"), insert(t, pool, "paced", "2")}
+	for _, p := range posts {
+		waitAsked()
+		room <- struct{}{}
+		in.expect(t, p)
+	}
+
+	insert(t, pool, "paced", "never sent")
+	waitAsked()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run returned %v, want context.Canceled", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("Run did not return within %v of its context's end", waitFor)
+	}
+	select {
+	case g := <-in:
+		t.Fatalf("delivered %s after Pace failed", brief(g))
+	default:
+	}
+}
+
+// TestPostgresStoreIdempotency: Creates with the same key, one after the
+// other or at once, store one post and answer alike; the same key for
+// another post is refused; a key is free again after
+// IdempotencyLifetime, and a Listener prunes expired keys.
+func TestPostgresStoreIdempotency(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, true)
+	store := notifier.NewPostgresStore(pool, nil)
+	np := notifier.NewPost{Author: "ann", Message: "once", IdempotencyKey: "key-1"}
+
+	results := make([]notifier.Created, 8)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			c, err := store.Create(t.Context(), np)
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = c
+		})
+	}
+	wg.Wait()
+	replays := 0
+	for _, c := range results {
+		if c.Post != results[0].Post || c.Delivery != notifier.DeliveryPending {
+			t.Fatalf("answers differ: %+v and %+v", c, results[0])
+		}
+		if c.Replayed {
+			replays++
+		}
+	}
+	if replays != len(results)-1 {
+		t.Fatalf("%d of %d answers are replays, want all but one", replays, len(results))
+	}
+	count := func() (n int) {
+		t.Helper()
+		if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM posts").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d posts stored, want 1", n)
+	}
+
+	np.Message = "another"
+	if _, err := store.Create(t.Context(), np); !errors.Is(err, notifier.ErrIdempotencyKeyReused) {
+		t.Fatalf("same key, other post: %v, want ErrIdempotencyKeyReused", err)
+	}
+
+	// A day later the key is free again.
+	if _, err := pool.Exec(t.Context(), "UPDATE herald_idempotency SET created_at = now() - interval '25 hours'"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := store.Create(t.Context(), np); err != nil || c.Replayed || c.ID == results[0].ID {
+		t.Fatalf("Create with an expired key = %+v, %v; want a new post", c, err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("%d posts stored, want 2", n)
+	}
+
+	// The Listener prunes the keys older than a day when it starts.
+	if _, err := pool.Exec(t.Context(), "UPDATE herald_idempotency SET created_at = now() - interval '25 hours'"); err != nil {
+		t.Fatal(err)
+	}
+	create(t, store, notifier.NewPost{Author: "ann", Message: "fresh", IdempotencyKey: "key-2"})
+	startListener(t, pool, channellayer.NewMemory(), notifier.Config{})
+	rows, _ := pool.Query(t.Context(), "SELECT key FROM herald_idempotency")
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(keys) != 1 || keys[0] != "key-2" {
+		t.Fatalf("keys after the prune: %v (%v), want [key-2]", keys, err)
 	}
 }

@@ -62,6 +62,16 @@ CREATE TABLE IF NOT EXISTS herald_log_state (
 ALTER TABLE herald_log_state ADD COLUMN IF NOT EXISTS epoch text NOT NULL DEFAULT gen_random_uuid()::text;
 INSERT INTO herald_log_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 
+-- The idempotency keys of POST /posts, each written in the transaction of
+-- the post it created and pruned by the Listeners after a day.
+CREATE TABLE IF NOT EXISTS herald_idempotency (
+	key          text PRIMARY KEY,
+	request_hash bytea NOT NULL,
+	post_id      bigint,
+	created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS herald_idempotency_created_at ON herald_idempotency (created_at);
+
 -- Runs as a deferred constraint trigger, so at commit. The advisory lock
 -- is held until the transaction ends: no other transaction can number a
 -- row until this one has committed (or rolled back), so seq order is
@@ -94,7 +104,8 @@ CREATE CONSTRAINT TRIGGER ` + triggerName + `
 	FOR EACH ROW EXECUTE FUNCTION herald_log_row(%[2]s);
 `
 
-// Migrate creates the posts table and the log if they are missing, and
+// Migrate creates the posts table, the log and the table of idempotency
+// keys (herald_idempotency) if they are missing, and
 // (re)installs the log trigger on the table of each bridge; with no
 // bridges, on posts (PostsBridge). Bridged tables other than posts must
 // exist. It is safe to run from several instances at once: they take

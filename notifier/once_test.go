@@ -175,10 +175,17 @@ func testFreshListenerSendsWhatNoneSent(t *testing.T, newLayer func() channellay
 	in.expectAll(t, pool, missed)
 }
 
-// countingOnce counts the rows a Listener offers its layer.
+// countingOnce counts the rows a Listener offers its layer, and the
+// probes of the layer.
 type countingOnce struct {
 	*channellayer.Redis
 	offers atomic.Int32
+	checks atomic.Int32
+}
+
+func (c *countingOnce) Check(ctx context.Context) error {
+	c.checks.Add(1)
+	return c.Redis.Check(ctx)
 }
 
 func (c *countingOnce) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (bool, error) {
@@ -186,34 +193,107 @@ func (c *countingOnce) GroupSendOnce(ctx context.Context, source string, seq int
 	return c.Redis.GroupSendOnce(ctx, source, seq, group, msg)
 }
 
-// TestListenerStopsWaitingOnAHungLayer: when the path to Redis goes
-// silent, the first row waits for the layer's timeout and then goes to
-// this instance's members directly; the rows after it go there at once,
-// without being offered to the hung layer first and waiting again.
-func TestListenerStopsWaitingOnAHungLayer(t *testing.T) {
+// TestListenerHoldsRowsWhileTheLayerIsDown cuts the path to Redis: the
+// posts committed meanwhile reach no client, not even this instance's
+// own without a history id, and the Listener says it is not ready. Once
+// Redis is reachable again they arrive in order, once, each with an id,
+// and a client resuming from the last id it had before the cut finds
+// them in the group's history.
+func TestListenerHoldsRowsWhileTheLayerIsDown(t *testing.T) {
 	t.Parallel()
 	client := layertest.RedisClient(t) // skips when Redis is down
 	proxy := layertest.StartProxy(t, client.Options().Addr)
-	hung := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ReadTimeout: 300 * time.Millisecond,
-		WriteTimeout: 300 * time.Millisecond, MaxRetries: -1, Protocol: 2, DisableIdentity: true})
-	t.Cleanup(func() { hung.Close() })
-	rl, err := channellayer.NewRedis(hung, channellayer.RedisConfig{Prefix: layertest.Prefix(t), Logger: testLogger(t)})
+	cut := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 300 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1,
+		Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { cut.Close() })
+	rl, err := channellayer.NewRedis(cut, channellayer.RedisConfig{Prefix: layertest.Prefix(t), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rl.Close() })
 	layer := &countingOnce{Redis: rl}
 	pool := newPool(t, true)
-	in := join(t, layer)
-	startListener(t, pool, layer, notifier.Config{})
+	raw := joinRaw(t, layer, notifier.DefaultGroup)
+	l := startListener(t, pool, layer, notifier.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+
+	insert(t, pool, "before", "live")
+	before := nextFrame(t, raw)
+	if before.HeraldID == "" {
+		t.Fatalf("post before the cut came without a history id: %+v", before)
+	}
 
 	proxy.Freeze()
-	const n = 10
-	for i := range n {
-		p := insert(t, pool, "hung", fmt.Sprint(i))
-		in.expect(t, p)
+	var held []notifier.Post
+	for i := range 3 {
+		held = append(held, insert(t, pool, "held", fmt.Sprint(i)))
 	}
-	if got := layer.offers.Load(); got > 2 {
-		t.Fatalf("%d of %d rows were offered to the hung layer, want the first only", got, n)
+	waitReady(t, l, false)
+	// The Listener probes the layer twice before offering the held row
+	// again: it waits, rather than skipping the row.
+	checks := layer.checks.Load()
+	deadline := time.Now().Add(waitFor)
+	for layer.checks.Load() < checks+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the layer was not probed again within %v", waitFor)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a counter, bounded by deadline
+	}
+	select {
+	case data := <-raw:
+		t.Fatalf("delivered while the layer was unreachable: %s", data)
+	default:
+	}
+
+	proxy.Thaw()
+	waitReady(t, l, true)
+	want := append(held, insert(t, pool, "sentinel", "after")) // anything twice comes before it
+	last, err := channellayer.ParseID(before.HeraldID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range want {
+		f := nextFrame(t, raw)
+		id, err := channellayer.ParseID(f.HeraldID)
+		if f.ID != p.ID || f.Message != p.Message || err != nil || id.Compare(last) <= 0 {
+			t.Fatalf("post %d: got %+v (id error %v), want post %d with an id after %v", i, f, err, p.ID, last)
+		}
+		last = id
+	}
+	resumed, err := rl.History(t.Context(), notifier.DefaultGroup, before.HeraldID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resumed) != len(want) {
+		t.Fatalf("resuming from %s gave %d messages, want %d", before.HeraldID, len(resumed), len(want))
+	}
+	for i, m := range resumed {
+		var f frame
+		if err := json.Unmarshal(m.Bytes(), &f); err != nil || f.ID != want[i].ID {
+			t.Fatalf("resumed message %d: %s (%v), want post %d", i, m.Bytes(), err, want[i].ID)
+		}
+	}
+}
+
+// frame is a post announcement as a member of a history group gets it.
+type frame struct {
+	ID       int64  `json:"id"`
+	Message  string `json:"message"`
+	HeraldID string `json:"herald_id"`
+}
+
+// nextFrame decodes the next message of ch, or fails after waitFor.
+func nextFrame(t *testing.T, ch chan []byte) frame {
+	t.Helper()
+	select {
+	case data := <-ch:
+		var f frame
+		if err := json.Unmarshal(data, &f); err != nil {
+			t.Fatalf("undecodable message %s: %v", data, err)
+		}
+		return f
+	case <-time.After(waitFor):
+		t.Fatalf("no message within %v", waitFor)
+		return frame{}
 	}
 }

@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -32,8 +33,31 @@ const (
 	EventNewPost = "New Post"
 )
 
-// ErrInvalidPost reports a post that breaks the rules of ValidatePost.
-var ErrInvalidPost = errors.New("notifier: invalid post")
+var (
+	// ErrInvalidPost reports a post that breaks the rules of ValidatePost.
+	ErrInvalidPost = errors.New("notifier: invalid post")
+	// ErrIdempotencyKeyReused reports a Create whose idempotency key was
+	// used, within IdempotencyLifetime, for a different post.
+	ErrIdempotencyKeyReused = errors.New("notifier: idempotency key already used for a different post")
+	// ErrBacklogFull reports a Create refused, and not stored, because
+	// MaxPending posts already wait for the layer. Retry later.
+	ErrBacklogFull = errors.New("notifier: too many posts waiting for the channel layer")
+)
+
+// IdempotencyLifetime is how long Create remembers an idempotency key:
+// a retry within it is answered with the first result.
+const IdempotencyLifetime = 24 * time.Hour
+
+// The delivery of a created post, as Created.Delivery reports it.
+const (
+	// DeliverySent: the store handed the post to the channel layer.
+	DeliverySent = "sent"
+	// DeliveryPending: the post is stored and its delivery follows
+	// without the client doing anything: the Listeners deliver it from
+	// the log (PostgresStore), or the store does once the layer is back
+	// (MemoryStore).
+	DeliveryPending = "pending"
+)
 
 // Post is one row of the posts table.
 type Post struct {
@@ -43,14 +67,40 @@ type Post struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// NewPost is a post to create.
+type NewPost struct {
+	Author  string
+	Message string
+	// IdempotencyKey, if not empty, makes a retried Create apply once:
+	// within IdempotencyLifetime, a Create with the same key returns the
+	// first one's result, with Replayed set, instead of storing another
+	// post; one with the same key but another author or message fails
+	// with ErrIdempotencyKeyReused. The HTTP API takes it from the
+	// Idempotency-Key header.
+	IdempotencyKey string
+}
+
+// Created is the result of Store.Create. Its JSON form is the post's with
+// "delivery" added.
+type Created struct {
+	Post
+	// Delivery is DeliverySent or DeliveryPending.
+	Delivery string `json:"delivery"`
+	// Replayed reports a result of an earlier Create with the same
+	// idempotency key.
+	Replayed bool `json:"-"`
+}
+
 // Store keeps posts for the HTTP API. Implementations are safe for
 // concurrent use.
 type Store interface {
 	// Create validates and stores a post and returns it with its id and
-	// time. The author is stored trimmed. An invalid post yields an error
-	// wrapping ErrInvalidPost; any other error means the store or the
-	// layer could not be reached.
-	Create(ctx context.Context, author, message string) (Post, error)
+	// time, and whether it was delivered yet. The author is stored
+	// trimmed. A stored post is never an error: what the store could not
+	// deliver yet it delivers later (Created.Delivery). An error means
+	// nothing was stored: ErrInvalidPost, ErrIdempotencyKeyReused,
+	// ErrBacklogFull, or the store could not be reached.
+	Create(ctx context.Context, p NewPost) (Created, error)
 	// Recent returns up to limit posts, newest first. limit is capped at
 	// MaxRecent; below 1 it returns none.
 	Recent(ctx context.Context, limit int) ([]Post, error)
@@ -104,4 +154,15 @@ func GossipMessage(p Post) (channellayer.Message, error) {
 		Message: p.Message,
 		ID:      p.ID,
 	})
+}
+
+// requestHash identifies what a keyed Create asked for, so that a key
+// reused for another post is told apart from a retry. Neither field may
+// hold NUL (ValidatePost), so the separator is unambiguous.
+func requestHash(author, message string) []byte {
+	h := sha256.New()
+	h.Write([]byte(author))
+	h.Write([]byte{0})
+	h.Write([]byte(message))
+	return h.Sum(nil)
 }

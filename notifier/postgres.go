@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,19 +34,77 @@ func NewPostgresStore(pool *pgxpool.Pool, l *Listener) *PostgresStore {
 	return &PostgresStore{pool: pool, listener: l}
 }
 
-// Create implements Store.
-func (s *PostgresStore) Create(ctx context.Context, author, message string) (Post, error) {
-	if err := ValidatePost(author, message); err != nil {
-		return Post{}, err
+// Create implements Store. The post is always DeliveryPending: the
+// trigger logs it at commit and the Listeners deliver it. A keyed Create
+// records its key in herald_idempotency in the post's transaction, so
+// that a retry on any instance finds it.
+func (s *PostgresStore) Create(ctx context.Context, np NewPost) (Created, error) {
+	if err := ValidatePost(np.Author, np.Message); err != nil {
+		return Created{}, err
 	}
-	rows, _ := s.pool.Query(ctx,
-		"INSERT INTO posts (author, message) VALUES ($1, $2) RETURNING id, author, message, created_at",
-		strings.TrimSpace(author), message)
-	p, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Post])
-	if err != nil {
-		return Post{}, fmt.Errorf("notifier: create post: %w", err)
+	author := strings.TrimSpace(np.Author)
+	c := Created{Delivery: DeliveryPending}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if np.IdempotencyKey != "" {
+			replayed, err := claimKey(ctx, tx, np.IdempotencyKey, requestHash(author, np.Message), &c.Post)
+			if err != nil || replayed {
+				c.Replayed = replayed
+				return err
+			}
+		}
+		rows, _ := tx.Query(ctx,
+			"INSERT INTO posts (author, message) VALUES ($1, $2) RETURNING id, author, message, created_at",
+			author, np.Message)
+		p, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Post])
+		if err != nil {
+			return err
+		}
+		c.Post = p
+		if np.IdempotencyKey != "" {
+			_, err = tx.Exec(ctx, "UPDATE herald_idempotency SET post_id = $2 WHERE key = $1", np.IdempotencyKey, p.ID)
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrIdempotencyKeyReused):
+		return Created{}, err
+	case err != nil:
+		return Created{}, fmt.Errorf("notifier: create post: %w", err)
 	}
-	return p, nil
+	return c, nil
+}
+
+// claimKey records key for the post tx is about to create, or, if an
+// earlier Create recorded it, reads that one's post into p and reports
+// replayed. A concurrent Create with the same key makes the insert wait
+// until that one's transaction ends, so one of them creates the post and
+// the other replays it.
+func claimKey(ctx context.Context, tx pgx.Tx, key string, hash []byte, p *Post) (replayed bool, err error) {
+	// An expired key is free again, whether or not a prune removed it.
+	if _, err := tx.Exec(ctx, "DELETE FROM herald_idempotency WHERE key = $1 AND created_at < now() - $2::interval",
+		key, IdempotencyLifetime); err != nil {
+		return false, err
+	}
+	tag, err := tx.Exec(ctx, "INSERT INTO herald_idempotency (key, request_hash) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+		key, hash)
+	if err != nil || tag.RowsAffected() == 1 {
+		return false, err
+	}
+	var first []byte
+	var id int64
+	if err := tx.QueryRow(ctx, "SELECT request_hash, post_id FROM herald_idempotency WHERE key = $1", key).Scan(&first, &id); err != nil {
+		return false, err
+	}
+	if !bytes.Equal(first, hash) {
+		return false, ErrIdempotencyKeyReused
+	}
+	rows, _ := tx.Query(ctx, "SELECT id, author, message, created_at FROM posts WHERE id = $1", id)
+	*p, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Post])
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Deleted since: the answer still names the post that was made.
+		*p, err = Post{ID: id}, nil
+	}
+	return true, err
 }
 
 // Recent implements Store.

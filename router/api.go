@@ -35,6 +35,8 @@ type API struct {
 	Ready func(ctx context.Context) error
 	// Logger receives server-side failures. Default slog.Default().
 	Logger *slog.Logger
+
+	memo *memo // answers to keyed sends, made by Mount
 }
 
 // Mount adds the API's routes to r:
@@ -45,7 +47,20 @@ type API struct {
 //	GET  /posts                       recent posts, newest first
 //	GET  /healthz                     the process is alive
 //	GET  /readyz                      the layer and database are reachable
+//
+// The POST routes take an Idempotency-Key header (1 to 255 printable
+// ASCII bytes): a retried request with the same key is applied once and
+// answered as the first was, with the header Idempotent-Replayed: true;
+// the same key with another body is answered 422,
+// idempotency_key_reused. Answers that invite a retry (503, 429) are not
+// replayed: the retry is tried again. Posts keep their keys in the store
+// (herald_idempotency with Postgres, so every instance finds them); a
+// send's key goes with the message to the layer (Message.WithKey, as
+// "group:<group>:<key>" or "channel:<channel>:<key>"), and the API also
+// remembers the last 10,000 keyed send answers of its instance for 24
+// hours. Mount must be called once per API.
 func (a *API) Mount(r chi.Router) {
+	a.memo = newMemo()
 	r.Route("/api", func(r chi.Router) {
 		r.Use(a.authorize)
 		r.Post("/groups/{group}/send", a.groupSend)
@@ -115,7 +130,7 @@ const (
 // reached nobody is a 404.
 func (a *API) groupSend(w http.ResponseWriter, r *http.Request) {
 	group := chi.URLParam(r, "group")
-	a.send(w, r, func(ctx context.Context, msg channellayer.Message) (string, error) {
+	a.send(w, r, "group:"+group, func(ctx context.Context, msg channellayer.Message) (string, error) {
 		err := a.Layer.GroupSend(ctx, group, msg)
 		if errors.Is(err, channellayer.ErrNoReceivers) {
 			if h := a.historian(); h != nil && h.HasHistory(group) {
@@ -128,24 +143,45 @@ func (a *API) groupSend(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) channelSend(w http.ResponseWriter, r *http.Request) {
 	channel := chi.URLParam(r, "channel")
-	a.send(w, r, func(ctx context.Context, msg channellayer.Message) (string, error) {
+	a.send(w, r, "channel:"+channel, func(ctx context.Context, msg channellayer.Message) (string, error) {
 		return statusSent, a.Layer.Send(ctx, channel, msg)
 	})
 }
 
 // send parses the request's message and hands it to send, which returns
-// the status of the 202 answer.
-func (a *API) send(w http.ResponseWriter, r *http.Request, send func(context.Context, channellayer.Message) (string, error)) {
+// the status of the 202 answer. scope names the target, so that one
+// Idempotency-Key used for two targets makes two requests.
+func (a *API) send(w http.ResponseWriter, r *http.Request, scope string, send func(context.Context, channellayer.Message) (string, error)) {
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
 	body, ok := a.readBody(w, r)
 	if !ok {
 		return
 	}
+	if key == "" {
+		a.sendBody(w, r.Context(), body, "", send)
+		return
+	}
+	key = scope + ":" + key
+	a.memo.do(w, r, key, body, func(w http.ResponseWriter) {
+		a.sendBody(w, r.Context(), body, key, send)
+	})
+}
+
+// sendBody answers a send of body, keyed with key unless it is empty.
+func (a *API) sendBody(w http.ResponseWriter, ctx context.Context, body []byte, key string,
+	send func(context.Context, channellayer.Message) (string, error)) {
 	msg, err := channellayer.ParseMessage(body)
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	status, err := send(r.Context(), msg)
+	if key != "" {
+		msg = msg.WithKey(key)
+	}
+	status, err := send(ctx, msg)
 	if err != nil {
 		a.layerError(w, err)
 		return
@@ -187,6 +223,7 @@ func (a *API) layerError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusTooManyRequests, ErrorBody{Error: err.Error(), Code: "full"})
 	default:
 		a.logger().Warn("router: layer send failed", "err", err)
+		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: err.Error(), Code: "unavailable"})
 	}
 }
@@ -196,7 +233,14 @@ type postRequest struct {
 	Message *string `json:"message"`
 }
 
+// createPost answers 201 with the post and its "delivery" for every
+// stored post, delivered yet ("sent") or not ("pending": the log or the
+// store's outbox delivers it). Anything else means nothing was stored.
 func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
+	key, ok := idempotencyKey(w, r)
+	if !ok {
+		return
+	}
 	body, ok := a.readBody(w, r)
 	if !ok {
 		return
@@ -216,15 +260,24 @@ func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, `"author" and "message" are both required`)
 		return
 	}
-	post, err := a.Posts.Create(r.Context(), *req.Author, *req.Message)
+	created, err := a.Posts.Create(r.Context(), notifier.NewPost{Author: *req.Author, Message: *req.Message, IdempotencyKey: key})
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusCreated, post)
+		if created.Replayed {
+			w.Header().Set(replayedHeader, "true")
+		}
+		writeJSON(w, http.StatusCreated, created)
 	case errors.Is(err, notifier.ErrInvalidPost):
 		WriteError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, notifier.ErrIdempotencyKeyReused):
+		writeJSON(w, http.StatusUnprocessableEntity, ErrorBody{
+			Error: "this Idempotency-Key was used for another post; use a new key for a new post",
+			Code:  "idempotency_key_reused",
+		})
 	default:
 		a.logger().Warn("router: creating post failed", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "could not store the post: " + err.Error(), Code: "unavailable"})
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "the post was not stored: " + err.Error(), Code: "unavailable"})
 	}
 }
 

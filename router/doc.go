@@ -9,11 +9,20 @@
 // Upgrade Required.
 //
 // API adds the HTTP API for backend services: group and channel sends
-// through the channel layer, posts, and health checks. Errors are JSON
-// ({"error": "...", "code": "..."}) with a status that says what went
-// wrong: 400 bad input, 401 bad token, 404 nobody to receive, 413 too
-// large, 503 layer or database down. A message that went nowhere is never
-// answered with a 2xx; a group send that reached no member but was kept
-// in the group's history did not go nowhere, and is answered 202
-// {"status":"kept"} (a member got it: {"status":"sent"}).
+// through the channel layer, posts, and health checks. Every write
+// answers what happened. Errors are JSON ({"error": "...", "code":
+// "..."}) with a status that says what went wrong: 400 bad input, 401 bad
+// token, 404 nobody to receive, 413 too large, 422 an Idempotency-Key
+// reused for another request, 429 receivers full and 503 layer or
+// database down (both with Retry-After: nothing was applied, or, after a
+// timeout, the publisher cannot know; retry with the same key). A message
+// that went nowhere is never answered with a 2xx; a group send that
+// reached no member but was kept in the group's history did not go
+// nowhere, and is answered 202 {"status":"kept"} (a member got it:
+// {"status":"sent"}). A stored post is answered 201 with its "delivery":
+// "sent", or "pending" when the notifier's log or the in-memory store's
+// outbox will deliver it; never 503.
+//
+// The write routes take an Idempotency-Key header, so that a retry is
+// applied once (see API.Mount).
 package router

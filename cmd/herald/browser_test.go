@@ -113,13 +113,13 @@ func TestTwoPagesSeeAPost(t *testing.T) {
 
 	for i, tab := range []context.Context{tab1, tab2} {
 		tctx, cancel := context.WithTimeout(tab, 20*time.Second)
-		err := chromedp.Do(tctx, chromedp.WaitVisible(`#feed [data-post-id="1"] .message`))
+		err := chromedp.Do(tctx, chromedp.WaitVisible(`#feed [data-post-id] .message`))
 		if err != nil {
 			cancel()
 			t.Fatalf("tab %d: waiting for the post: %v", i+1, err)
 		}
-		author, err1 := chromedp.Run(tctx, chromedp.Text(`#feed [data-post-id="1"] .author`))
-		text, err2 := chromedp.Run(tctx, chromedp.Text(`#feed [data-post-id="1"] .message`))
+		author, err1 := chromedp.Run(tctx, chromedp.Text(`#feed [data-post-id] .author`))
+		text, err2 := chromedp.Run(tctx, chromedp.Text(`#feed [data-post-id] .message`))
 		count, err3 := chromedp.Run(tctx, chromedp.Evaluate[int](`document.querySelectorAll('#feed [data-post-id]').length`))
 		cancel()
 		if err := errors.Join(err1, err2, err3); err != nil {

@@ -326,11 +326,13 @@ func TestMemoryDefault(t *testing.T) {
 	in.waitReady(t)
 	c1, c2 := dialNotifications(t, in.addr), dialNotifications(t, in.addr)
 	joinedEverywhere(t, in)
-	if st := in.post(t, "/posts", `{"author":"ana","message":"hello"}`); st != http.StatusCreated {
-		t.Fatalf("POST /posts: %d", st)
+	st, body := in.postBody(t, "/posts", `{"author":"ana","message":"hello"}`)
+	var created struct{ ID float64 }
+	if err := json.Unmarshal([]byte(body), &created); st != http.StatusCreated || err != nil || created.ID <= 0 {
+		t.Fatalf("POST /posts: %d %s", st, body)
 	}
 	for _, c := range []*client{c1, c2} {
-		if got := c.next(); got["message"] != "hello" || got["sender"] != "ana" || got["id"] != float64(1) {
+		if got := c.next(); got["message"] != "hello" || got["sender"] != "ana" || got["id"] != created.ID {
 			t.Fatalf("got %v", got)
 		}
 	}

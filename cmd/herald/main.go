@@ -153,10 +153,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 			migrateThenListen(bgCtx, pool, bridges, listener, log)
 		}()
 	} else {
-		posts, err = notifier.NewMemoryStore(layer, consumer.NotificationGroup)
+		memPosts, err := notifier.NewMemoryStore(layer, consumer.NotificationGroup)
 		if err != nil {
 			return err
 		}
+		posts = memPosts
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			_ = memPosts.Run(bgCtx) // delivers the posts kept while the layer is down
+		}()
 	}
 
 	rt := router.New(conns, log)
@@ -253,7 +259,7 @@ func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Cont
 			}
 		}
 		if l != nil && !l.Ready() {
-			return errors.New("notifier: not listening to Postgres")
+			return errors.New("notifier: not listening to Postgres, or holding posts until the channel layer takes them")
 		}
 		return nil
 	}
