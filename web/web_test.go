@@ -441,7 +441,8 @@ class El {
   setAttribute(k, v) { this.attrs[k] = String(v); }
   removeAttribute(k) { delete this.attrs[k]; }
   hasAttribute(k) { return k in this.attrs; }
-  addEventListener() {}
+  addEventListener(t, fn) { (this.ls = this.ls || {})[t] = fn; }
+  fire(t, ev) { if (this.ls && this.ls[t]) return this.ls[t](Object.assign({ preventDefault() {} }, ev)); }
   focus() {}
   querySelectorAll(sel) {
     const out = [];
@@ -454,8 +455,9 @@ class El {
 }
 
 function page() {
-  const p = { sockets: [], fetches: [], timers: [] };
+  const p = { sockets: [], fetches: [], timers: [], keys: 0 };
   const byId = {};
+  p.byId = byId;
   for (const id of ['status', 'retry', 'feed', 'feed-empty', 'feed-notice', 'post-form', 'author', 'message', 'send', 'form-error']) {
     byId[id] = new El(id === 'feed' ? 'ol' : 'div');
   }
@@ -494,8 +496,14 @@ function page() {
       createElement: (tag) => new El(tag),
       addEventListener() {},
     },
+    crypto: { randomUUID: () => 'key-' + (++p.keys) },
     fetch: (url, opts) => new Promise((resolve, reject) => {
-      const f = { url: url, answer: (posts) => resolve({ ok: true, status: 200, json: async () => ({ posts: posts }) }) };
+      const f = {
+        url: url, opts: opts,
+        answer: (posts) => resolve({ ok: true, status: 200, json: async () => ({ posts: posts }) }),
+        created: (post) => resolve({ ok: true, status: 201, json: async () => post }),
+        fail: () => reject(new Error('network down')),
+      };
       p.fetches.push(f);
       opts.signal.addEventListener('abort', () => reject(new Error('aborted')));
     }),
@@ -576,6 +584,31 @@ const gossip = (id, message, hid) => ({ type: 'name.gossip', event: 'New Post', 
     p.ws().recv(gossip(2, 'two', '7-1'));
     p.ws().recv({ type: 'name.gossip', sender: 'ops' }); // nothing to show
     check(p.feed() === '["2 two","- kept","- Deploy finished","- Deploy finished","1 one"]', 'feed ' + p.feed());
+  }
+
+  scenario = 'a retried post keeps its Idempotency-Key';
+  {
+    const p = page();
+    p.ws().open();
+    await p.load([]);
+    const send = async (message) => {
+      p.byId.author.value = 'ana';
+      p.byId.message.value = message;
+      p.byId['post-form'].fire('submit');
+      await settle();
+      return p.fetches[p.fetches.length - 1];
+    };
+    const key = (f) => f && f.opts && f.opts.method === 'POST' && f.opts.headers['Idempotency-Key'];
+    const first = await send('hello');
+    check(key(first), 'the POST carries no Idempotency-Key');
+    first.fail();
+    await settle();
+    const retry = await send('hello');
+    check(key(retry) && key(retry) === key(first), 'the retry sent key ' + key(retry) + ', the first ' + key(first));
+    retry.created(post(9, 'hello'));
+    await settle();
+    const next = await send('another');
+    check(key(next) && key(next) !== key(first), 'a new post reused the key ' + key(next));
   }
 
   process.stdout.write(JSON.stringify(failures));

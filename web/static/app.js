@@ -397,6 +397,18 @@
     ui.form.setAttribute('aria-busy', on ? 'true' : 'false');
   }
 
+  // draft is the post being sent, with the Idempotency-Key its retries
+  // share; it is cleared once the server has answered with success.
+  let draft = null;
+
+  function newKey() {
+    const c = globalThis.crypto;
+    if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+    let key = '';
+    for (let i = 0; i < 4; i++) key += Math.floor(Math.random() * 0x100000000).toString(16).padStart(8, '0');
+    return key;
+  }
+
   async function submit(ev) {
     ev.preventDefault();
     if (sending) return;
@@ -407,12 +419,18 @@
 
     clearError();
     setSending(true);
+    // A retry of the same text (after a timeout or a lost connection) sends
+    // the same key, so the server stores the post once even if the first
+    // request reached it.
+    if (!draft || draft.author !== author || draft.message !== message) {
+      draft = { author: author, message: message, key: newKey() };
+    }
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);
     try {
       const res = await fetch('/posts', {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Idempotency-Key': draft.key },
         body: JSON.stringify({ author: author, message: message }),
         signal: ctl.signal,
       });
@@ -420,6 +438,7 @@
         showError(await errorText(res));
         return;
       }
+      draft = null;
       saveAuthor(author);
       ui.message.value = '';
       let post = null;
