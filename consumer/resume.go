@@ -133,20 +133,24 @@ func (c *Conn) release(group, since string, replay []channellayer.Message, err e
 		}
 		replay = nil
 	}
-	n := 0
+	// The replay does not count against the queue bound (see account):
+	// it is bounded by Server.MaxReplay instead.
+	before := c.queued
 	if resync {
-		c.queue = append(c.queue, item{data: resyncFrame(group)})
-		n++
+		it := item{data: resyncFrame(group)}
+		c.queue = append(c.queue, it)
+		c.queued += it.cost()
 	} else {
 		for _, m := range replay {
-			c.queue = append(c.queue, item{msgType: m.Type(), group: group, id: m.ID(), data: m.Bytes()})
+			it := item{msgType: m.Type(), group: group, id: m.ID(), data: m.Bytes()}
+			c.queue = append(c.queue, it)
+			c.queued += it.cost()
 			if id, err := channellayer.ParseID(m.ID()); err == nil {
 				last = id
 			}
 		}
-		n += len(replay)
 	}
-	c.replayed += n
+	c.exempt += c.queued - before
 	if resync {
 		delete(c.floor, group)
 	} else {
@@ -158,6 +162,7 @@ func (c *Conn) release(group, since string, replay []channellayer.Message, err e
 	for _, it := range held {
 		if !resync && it.id != "" {
 			if id, err := channellayer.ParseID(it.id); err == nil && id.Compare(last) <= 0 {
+				c.account(-it.cost())
 				continue // replayed already
 			}
 		}

@@ -258,7 +258,7 @@ func resumeHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h.layer = l
-	h.srv = &consumer.Server{Layer: l, QueueSize: 1024}
+	h.srv = &consumer.Server{Layer: l, QueueBytes: 16 << 20}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/notifications/", func(w http.ResponseWriter, r *http.Request) {
 		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: consumer.NewNotification("")})

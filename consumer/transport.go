@@ -25,8 +25,9 @@ import (
 // one write and one deadline for everything that was waiting, however
 // many frames that is.
 type transport interface {
-	// frame adds one frame to b; id is its history id, or "".
-	frame(b *batch, id string, data []byte)
+	// frame adds one frame to b; id is its history id, or "", and group
+	// the group of that history, if known.
+	frame(b *batch, group, id string, data []byte)
 	// keepAlive adds to b what checks on a quiet client: a WebSocket ping
 	// whose payload is seq, or an event stream's comment.
 	keepAlive(b *batch, seq uint32)
@@ -125,7 +126,7 @@ type wsTransport struct {
 	deflate *deflater // the Server's, when the client negotiated permessage-deflate
 }
 
-func (t wsTransport) frame(b *batch, _ string, data []byte) {
+func (t wsTransport) frame(b *batch, _, _ string, data []byte) {
 	n := len(b.buf)
 	if z := t.compressed(data); z != nil {
 		b.buf = appendFrameHeader(b.buf, opText, len(z))
@@ -374,7 +375,7 @@ func (t *sseTransport) raw(b []byte) error {
 	return t.rc.Flush()
 }
 
-func (t *sseTransport) frame(b *batch, id string, data []byte) {
+func (t *sseTransport) frame(b *batch, group, id string, data []byte) {
 	n := len(b.buf)
 	if id != "" {
 		b.buf = append(b.buf, "id: "...)
