@@ -44,9 +44,7 @@ func NewNotification(group string) Constructor {
 	}
 	routes := &Routes{}
 	routes.HandleFunc(NotificationType, ForwardToClient)
-	routes.HandleFunc(channellayer.ResyncType, func(_ context.Context, c *Conn, _ channellayer.Message) error {
-		return c.SendJSON(Resync{Type: "resync"})
-	})
+	routes.HandleFunc(channellayer.ResyncType, forwardResync)
 	j := &JSON{Routes: routes, OnConnect: n.connect, OnReceive: n.receive, OnDisconnect: n.disconnect}
 	return func(*http.Request) Consumer { return j }
 }
@@ -70,6 +68,21 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 		return nil
 	}
 	return err
+}
+
+// forwardResync tells the client to reload the group whose messages the
+// layer lost: the group the message was sent to, or, when it came to the
+// channel alone, the group its data names.
+func forwardResync(_ context.Context, c *Conn, msg channellayer.Message) error {
+	group := c.dispatching
+	if group == "" {
+		var named struct {
+			Group string `json:"group"`
+		}
+		_ = json.Unmarshal(msg.Bytes(), &named)
+		group = named.Group
+	}
+	return c.Send(resyncFrame(group))
 }
 
 // resumeFrom returns the id a client resumes from: the Last-Event-ID an

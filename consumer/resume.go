@@ -13,8 +13,8 @@ import (
 // and what it missed can no longer be replayed: older than the group's
 // history, more than Server.MaxReplay messages, unknown to the history, or
 // lost while the instance's link to the layer was down. The live stream
-// follows; the client should reload its state. Group is empty when the
-// layer itself lost track.
+// follows; the client should reload its state of Group, the group it
+// names.
 type Resync struct {
 	Type  string `json:"type"` // "resync"
 	Group string `json:"group,omitempty"`
