@@ -97,6 +97,15 @@ type Conn struct {
 	// dispatching is the group of the layer message being dispatched, if
 	// known. Only the writer reads and writes it.
 	dispatching string
+
+	// Resume positions the client gave when it connected, guarded by mu:
+	// seeds are those of the groups resumed before the transport started,
+	// with which an event stream's position vector starts; remembered are
+	// those of groups a later subscribe resumes; def is the group a
+	// position without one is for.
+	seeds      []position
+	remembered []position
+	def        string
 }
 
 type item struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/heraldhq/herald/channellayer"
 )
@@ -44,8 +45,51 @@ func (c *Conn) JoinFrom(ctx context.Context, group, since string) error {
 		c.release(group, since, nil, err)
 		return err
 	}
+	c.seed(group, since)
 	c.Resume(ctx, group, since)
 	return err
+}
+
+// seed records where the client resumes group from, before the
+// transport starts, as the start of an event stream's position vector.
+func (c *Conn) seed(group, since string) {
+	if _, err := channellayer.ParseID(since); err != nil {
+		return // it resyncs: no position to keep
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return
+	}
+	for i, p := range c.seeds {
+		if p.group == group {
+			c.seeds[i].id = since
+			return
+		}
+	}
+	c.seeds = append(c.seeds, position{group: group, id: since})
+}
+
+// remember keeps positions for groups the client may subscribe to
+// later, def being the group a position without one is for.
+func (c *Conn) remember(def string, ps []position) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.def, c.remembered = def, ps
+}
+
+// rememberedSince returns, once, the position the client gave at connect
+// for group.
+func (c *Conn) rememberedSince(group string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, p := range c.remembered {
+		if p.group == group || (p.group == "" && group == c.def) {
+			c.remembered = slices.Delete(c.remembered, i, i+1)
+			return p.id, true
+		}
+	}
+	return "", false
 }
 
 // Resume replays to the client the messages of group, which it has

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -371,6 +372,9 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 			c.Logger().Debug("consumer: event stream failed at start", "err", err)
 			return
 		}
+		c.mu.Lock()
+		st.def, st.pos = c.def, slices.Clone(c.seeds)
+		c.mu.Unlock()
 		// The stream is the response: the handler serves it to the end.
 		handedOff = true
 		s.run(c, st, func() error {
