@@ -64,6 +64,17 @@
 // (a large one is sent from the shared bytes themselves, with a vectored
 // write).
 //
+// # Resuming
+//
+// A client resumes groups that keep a history from where it was:
+// Conn.JoinFrom replays what it missed, then the live stream, or sends a
+// Resync frame naming the group when that is impossible. Positions come as
+// comma-separated entries, each a bare history id (the route's default
+// group) or group:id; the Notification consumer reads them from the
+// "since" query parameter, the Last-Event-ID header and the resume frame,
+// and an event stream in several groups writes the whole list as each
+// event's id.
+//
 // # Client frames
 //
 // Text frames must be valid UTF-8 (else close 1007) and at most
