@@ -83,7 +83,9 @@ func TestQueueBytesCutsAClientThatStopsReading(t *testing.T) {
 func TestWaitForRoomWaitsForTheDrain(t *testing.T) {
 	rec := newRecorder()
 	h := newHarness(t, single(rec), func(s *consumer.Server) {
-		s.QueueBytes, s.WriteTimeout, s.PingInterval = 1<<20, time.Minute, -1
+		// Half of it is far more than socket buffers hold (a few MiB on
+		// loopback), so a pressed client is one whose writer is stuck.
+		s.QueueBytes, s.WriteTimeout, s.PingInterval = 64<<20, time.Minute, -1
 	})
 	if err := h.srv.WaitForRoom(canceled()); err != nil {
 		t.Fatalf("nobody pressed: %v", err)
@@ -94,7 +96,7 @@ func TestWaitForRoomWaitsForTheDrain(t *testing.T) {
 	// makes WaitForRoom say at once whether it would wait.
 	pad := strings.Repeat("x", 16<<10)
 	pressed := false
-	for i := 0; i < 4000 && !pressed; i++ {
+	for i := 0; i < 4000 && !pressed; i++ { // 4000 messages pass the bound
 		if err := h.groupSend("room", map[string]any{"type": "chat.message", "i": i, "pad": pad}); err != nil {
 			t.Fatal(err)
 		}
