@@ -70,14 +70,3 @@ func appendPositions(b []byte, ps []position) []byte {
 	}
 	return b
 }
-
-// since returns the position of group in ps, where def is the group a
-// position without a group is for.
-func since(ps []position, def, group string) (string, bool) {
-	for _, p := range ps {
-		if p.group == group || (p.group == "" && group == def) {
-			return p.id, true
-		}
-	}
-	return "", false
-}
