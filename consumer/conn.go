@@ -55,12 +55,18 @@ type Conn struct {
 	// the writer took and has not yet written; exempt is the part of it
 	// that a resume's replay may still hold, which the bound
 	// (srv.queueBytes()) does not count. pressed says the counted part is
-	// above half of the bound, and is counted in srv.pressed.
+	// above half of the bound, since pressedAt; it is counted in
+	// srv.pressed until it ends or, if it lasts WriteTimeout (excused,
+	// when pressTimer fires), until then: a client that stays that full
+	// must not hold producers back.
 	mu           sync.Mutex
 	queue        []item
 	queued       int
 	exempt       int
 	pressed      bool
+	excused      bool
+	pressedAt    time.Time
+	pressTimer   *time.Timer
 	writer       func()         // runs srv.write(c)
 	lastWrite    time.Time      // when the last writer that wrote finished
 	lastFrames   int64          // how many frames that writer wrote
@@ -317,8 +323,31 @@ func (c *Conn) account(delta int) {
 	c.pressed = pressed
 	if pressed {
 		c.srv.pressed.Add(1)
+		c.pressedAt, c.excused = time.Now(), false
+		if c.pressTimer == nil {
+			c.pressTimer = time.AfterFunc(c.srv.writeTimeout(), c.excuse)
+		} else {
+			c.pressTimer.Reset(c.srv.writeTimeout())
+		}
 		return
 	}
+	c.pressTimer.Stop()
+	if !c.excused {
+		c.srv.pressed.Add(-1)
+		c.srv.roomMade()
+	}
+}
+
+// excuse stops counting the client as pressed once it has been for
+// WriteTimeout: WaitForRoom no longer waits for it, and the producers'
+// pace fills its queue up to the bound, where it is cut as too slow.
+func (c *Conn) excuse() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.pressed || c.excused || time.Since(c.pressedAt) < c.srv.writeTimeout() {
+		return // drained meanwhile, or a timer of an earlier pressing
+	}
+	c.excused = true
 	c.srv.pressed.Add(-1)
 	c.srv.roomMade()
 }

@@ -215,10 +215,12 @@ func (s *Server) queueBytes() int {
 // durable log: call it before each send to pace the sends to what the
 // clients take. It returns nil at once when no connection of s has more
 // than half of QueueBytes queued; otherwise it waits until none has, or
-// until WriteTimeout has passed since it began waiting (a client that
-// stays that full is slow, and is cut when its queue or a write says so:
-// it must not stall everyone), and returns nil; if ctx ends first it
-// returns ctx.Err(). When nobody is pressed it costs one atomic load.
+// until WriteTimeout has passed since it began waiting, and returns nil;
+// if ctx ends first it returns ctx.Err(). A connection that has had more
+// than half queued for WriteTimeout no longer counts: a client that stays
+// that full is slow, and must not stall everyone; at the producers' pace
+// its queue reaches QueueBytes and it is cut. When nobody is pressed it
+// costs one atomic load.
 func (s *Server) WaitForRoom(ctx context.Context) error {
 	if s.pressed.Load() <= 0 {
 		return nil
