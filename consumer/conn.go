@@ -316,10 +316,14 @@ func (c *Conn) account(delta int) {
 		c.queued = 0 // a writer reporting what it wrote after the close
 	}
 	c.exempt = min(c.exempt, c.queued)
-	pressed := c.counted() > c.srv.queueBytes()/2
-	if pressed == c.pressed {
-		return
+	if (c.counted() > c.srv.queueBytes()/2) != c.pressed {
+		c.press(!c.pressed)
 	}
+}
+
+// press records that the client became pressed or stopped being so.
+// c.mu must be held.
+func (c *Conn) press(pressed bool) {
 	c.pressed = pressed
 	if pressed {
 		c.srv.pressed.Add(1)
@@ -393,7 +397,10 @@ func (c *Conn) push(it item) bool {
 			}
 		}
 	}
-	c.account(n)
+	c.queued += n // account(n), without the call on every message's path
+	if !c.pressed && c.counted() > c.srv.queueBytes()/2 {
+		c.press(true)
+	}
 	if it.group != "" && it.msgType != "" {
 		if h, ok := c.held[it.group]; ok {
 			c.held[it.group] = append(h, it)
@@ -495,7 +502,9 @@ type turn struct {
 func (c *Conn) take(spare []item, idle bool, frames int64, done int) turn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.account(-done)
+	if done != 0 {
+		c.account(-done)
+	}
 	if c.closing {
 		if c.closeStarted {
 			return turn{stop: true} // the peer is gone (ping timeout)
