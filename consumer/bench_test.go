@@ -105,7 +105,7 @@ func benchFanout(b *testing.B, members int, tcp, raw bool, burst int) {
 	// No WriteDelay: one op follows the last at once, so every client
 	// would count as busy and each op would wait the delay. The load tool
 	// measures the delay's effect at a steady rate.
-	conns := &consumer.Server{Layer: layer, QueueSize: 4096, MaxConnections: members, MaxConnectionsPerAddr: members, WriteDelay: -1}
+	conns := &consumer.Server{Layer: layer, QueueBytes: 64 << 20, MaxConnections: members, MaxConnectionsPerAddr: members, WriteDelay: -1}
 	ctor := consumer.NewNotification("")
 	var ln net.Listener
 	client := &http.Client{}

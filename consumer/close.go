@@ -33,8 +33,9 @@ const (
 	// client did not answer a ping in time. A client that sees the
 	// connection drop should reconnect with backoff.
 	StatusPingTimeout websocket.StatusCode = 4002
-	// StatusTooSlow: the client did not read fast enough and its outbound
-	// queue filled up, so it was cut off rather than let grow. Reconnect
-	// with backoff; messages queued for it were lost.
+	// StatusTooSlow: the client did not read fast enough: the bytes queued
+	// for it would have passed Server.QueueBytes, so it was cut off rather
+	// than let grow. Reconnect with backoff, resuming from the last id it
+	// has; messages queued for it were not written.
 	StatusTooSlow websocket.StatusCode = 4008
 )

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/coder/websocket"
 
@@ -46,13 +47,26 @@ type Conn struct {
 	cancel context.CancelFunc
 
 	// The outbound queue: layer messages to dispatch and frames to write,
-	// in arrival order, bounded by srv.queueSize(). The writer swaps it out
-	// whole, so producers never wait on a write. There is a writer
-	// goroutine only while there is something to write: the first push
-	// into an empty queue starts it, and it ends when the queue is empty
-	// and everything taken has been sent.
+	// in arrival order. The writer swaps it out whole, so producers never
+	// wait on a write. There is a writer goroutine only while there is
+	// something to write: the first push into an empty queue starts it,
+	// and it ends when the queue is empty and everything taken has been
+	// sent. queued is the cost of the items queued or held, and of those
+	// the writer took and has not yet written; exempt is the part of it
+	// that a resume's replay may still hold, which the bound
+	// (srv.queueBytes()) does not count. pressed says the counted part is
+	// above half of the bound, since pressedAt; it is counted in
+	// srv.pressed until it ends or, if it lasts WriteTimeout (excused,
+	// when pressTimer fires), until then: a client that stays that full
+	// must not hold producers back.
 	mu           sync.Mutex
 	queue        []item
+	queued       int
+	exempt       int
+	pressed      bool
+	excused      bool
+	pressedAt    time.Time
+	pressTimer   *time.Timer
 	writer       func()         // runs srv.write(c)
 	lastWrite    time.Time      // when the last writer that wrote finished
 	lastFrames   int64          // how many frames that writer wrote
@@ -78,15 +92,26 @@ type Conn struct {
 	pong     atomic.Bool
 
 	// Resuming: live messages of a group being resumed wait in held until
-	// the replay is queued; replayed counts queued items that the queue
-	// bound does not count; flowed holds, per group, the first history id
+	// the replay is queued; flowed holds, per group, the first history id
 	// the writer took; floor holds, per resumed group, the last id the
 	// client has (the resume point or the last replayed id), below which a
 	// late live copy is a duplicate.
-	held     map[string][]item
-	replayed int
-	flowed   map[string]string
-	floor    map[string]channellayer.ID
+	held   map[string][]item
+	flowed map[string]string
+	floor  map[string]channellayer.ID
+
+	// dispatching is the group of the layer message being dispatched, if
+	// known. Only the writer reads and writes it.
+	dispatching string
+
+	// Resume positions the client gave when it connected, guarded by mu:
+	// seeds are those of the groups resumed before the transport started,
+	// with which an event stream's position vector starts; remembered are
+	// those of groups a later subscribe resumes; def is the group a
+	// position without one is for.
+	seeds      []position
+	remembered []position
+	def        string
 }
 
 type item struct {
@@ -95,6 +120,13 @@ type item struct {
 	id      string // its history id, or the id of a frame to write
 	data    []byte
 }
+
+// itemOverhead is what a queued item costs besides its payload: its slot
+// in the queue. Counting it bounds a flood of tiny messages too.
+const itemOverhead = int(unsafe.Sizeof(item{}))
+
+// cost is what the item counts against Server.QueueBytes.
+func (it *item) cost() int { return len(it.data) + itemOverhead }
 
 // ID returns the connection's id, unique within this process, which every
 // log line about the connection carries.
@@ -204,9 +236,9 @@ func (c *Conn) Logger() *slog.Logger {
 // Context returns a context that ends when the connection is over.
 func (c *Conn) Context() context.Context { return c.ctx }
 
-// Deliver implements groups.Member. It never blocks: when the outbound
-// queue is full the client is too slow, and it is closed with
-// StatusTooSlow.
+// Deliver implements groups.Member. It never blocks: when the bytes
+// queued for the client would pass Server.QueueBytes the client is too
+// slow, and it is closed with StatusTooSlow.
 func (c *Conn) Deliver(msgType string, data []byte) {
 	c.push(item{msgType: msgType, data: data})
 }
@@ -220,7 +252,9 @@ func (c *Conn) DeliverFrom(group, id, msgType string, data []byte) {
 // sendID queues a frame that carries the history id id, which the event
 // stream writes as the event's id.
 func (c *Conn) sendID(id string, data []byte) bool {
-	return c.push(item{id: id, data: data})
+	// Called from Dispatch, on the writer: the group is the dispatched
+	// message's, which an event stream's position vector needs.
+	return c.push(item{group: c.dispatching, id: id, data: data})
 }
 
 // Send queues one text frame for the client. data is written as it is and
@@ -255,11 +289,85 @@ func (c *Conn) closeLocked(code websocket.StatusCode, reason string) {
 	}
 	c.closing, c.closeCode, c.closeWhy, c.byUs = true, code, reason, true
 	if code == StatusTooSlow {
-		c.srv.droppedSlow.Add(int64(len(c.queue)))
+		n := len(c.queue)
+		for _, h := range c.held {
+			n += len(h)
+		}
+		c.srv.droppedSlow.Add(int64(n))
 	}
 	c.queue = nil
 	c.held = nil
+	c.account(-c.queued)
 	c.kick()
+}
+
+// account adds delta to the bytes queued for the client, and keeps the
+// server's count of pressed connections (those above half of the bound)
+// for WaitForRoom. c.mu must be held.
+//
+// A replay is queued ahead of the live messages that follow it and is
+// written first, so what the writer reports written is taken off the
+// replay's exemption only once the replay is more than what is left:
+// while a replay is being written the bound is looser by at most the
+// replay's size, and once everything is written nothing is exempt.
+func (c *Conn) account(delta int) {
+	c.queued += delta
+	if c.queued < 0 || c.closing {
+		c.queued = 0 // a writer reporting what it wrote after the close
+	}
+	c.exempt = min(c.exempt, c.queued)
+	if (c.counted() > c.srv.queueBytes()/2) != c.pressed {
+		c.press(!c.pressed)
+	}
+}
+
+// press records that the client became pressed or stopped being so.
+// c.mu must be held.
+func (c *Conn) press(pressed bool) {
+	c.pressed = pressed
+	if pressed {
+		c.srv.pressed.Add(1)
+		c.pressedAt, c.excused = time.Now(), false
+		if c.pressTimer == nil {
+			c.pressTimer = time.AfterFunc(c.srv.writeTimeout(), c.excuse)
+		} else {
+			c.pressTimer.Reset(c.srv.writeTimeout())
+		}
+		return
+	}
+	c.pressTimer.Stop()
+	if !c.excused {
+		c.srv.pressed.Add(-1)
+		c.srv.roomMade()
+	}
+}
+
+// excuse stops counting the client as pressed once it has been for
+// WriteTimeout: WaitForRoom no longer waits for it, and the producers'
+// pace fills its queue up to the bound, where it is cut as too slow.
+func (c *Conn) excuse() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.pressed || c.excused || time.Since(c.pressedAt) < c.srv.writeTimeout() {
+		return // drained meanwhile, or a timer of an earlier pressing
+	}
+	c.excused = true
+	c.srv.pressed.Add(-1)
+	c.srv.roomMade()
+}
+
+// counted is what of the queue counts against the bound. c.mu must be
+// held.
+func (c *Conn) counted() int { return c.queued - c.exempt }
+
+// wrote is the writer's report that items costing n bytes were written.
+func (c *Conn) wrote(n int) {
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.account(-n)
+	c.mu.Unlock()
 }
 
 func (c *Conn) push(it item) bool {
@@ -269,18 +377,17 @@ func (c *Conn) push(it item) bool {
 		c.srv.droppedGone.Add(1)
 		return false
 	}
-	queued := len(c.queue) - c.replayed
-	for _, h := range c.held {
-		queued += len(h)
-	}
-	if queued >= c.srv.queueSize() {
+	n := it.cost()
+	// A single item larger than the bound is let in when nothing else
+	// waits: it is large, not slow.
+	if q := c.counted(); q > 0 && q+n > c.srv.queueBytes() {
 		c.srv.slow.Add(1)
 		c.srv.droppedSlow.Add(1) // this one; closeLocked counts the queue
-		c.Logger().Warn("consumer: client too slow, closing", "queued", queued)
+		c.Logger().Warn("consumer: client too slow, closing", "queued_bytes", q, "limit", c.srv.queueBytes())
 		c.closeLocked(StatusTooSlow, "too slow: outbound queue full")
 		return false
 	}
-	if it.id != "" && c.floor != nil {
+	if it.id != "" && it.msgType != "" && c.floor != nil {
 		if f, ok := c.floor[it.group]; ok {
 			if id, err := channellayer.ParseID(it.id); err == nil && id.Compare(f) <= 0 {
 				// Published before the resume point or replayed already, and
@@ -289,6 +396,10 @@ func (c *Conn) push(it item) bool {
 				return true
 			}
 		}
+	}
+	c.queued += n // account(n), without the call on every message's path
+	if !c.pressed && c.counted() > c.srv.queueBytes()/2 {
+		c.press(true)
 	}
 	if it.group != "" && it.msgType != "" {
 		if h, ok := c.held[it.group]; ok {
@@ -363,6 +474,7 @@ func (c *Conn) start(t transport) {
 func (c *Conn) end() {
 	c.mu.Lock()
 	c.ended = true
+	c.account(-c.queued)
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -385,10 +497,14 @@ type turn struct {
 // take hands the writer everything queued, with the keep-alive if one is
 // due. idle says the writer holds nothing unsent; then an empty queue
 // ends the writer (stop), and the next push starts another. frames is
-// how many frames the writer has written.
-func (c *Conn) take(spare []item, idle bool, frames int64) turn {
+// how many frames the writer has written, and done what the items it
+// finished with since its last report cost.
+func (c *Conn) take(spare []item, idle bool, frames int64, done int) turn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if done != 0 {
+		c.account(-done)
+	}
 	if c.closing {
 		if c.closeStarted {
 			return turn{stop: true} // the peer is gone (ping timeout)
@@ -413,7 +529,6 @@ func (c *Conn) take(spare []item, idle bool, frames int64) turn {
 		return turn{stop: true}
 	}
 	t.items = c.queue
-	c.replayed = 0
 	for _, it := range t.items {
 		if it.id != "" && it.group != "" {
 			if c.flowed == nil {

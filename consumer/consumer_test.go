@@ -341,7 +341,7 @@ func TestConnectOutcomes(t *testing.T) {
 
 func TestSlowClientIsCutOffAlone(t *testing.T) {
 	rec := newRecorder()
-	h := newHarness(t, func(*http.Request) consumer.Consumer { return rec }, func(s *consumer.Server) { s.QueueSize = 8 })
+	h := newHarness(t, func(*http.Request) consumer.Consumer { return rec }, func(s *consumer.Server) { s.QueueBytes = 8 << 16 })
 	slow := h.dial("") // never reads until cut off
 	waitFor(t, "slow joined", func() bool { return rec.channelName() != "" })
 

@@ -21,10 +21,30 @@
 // to write: it calls Dispatch and writes frames, and nothing else writes
 // to the socket but coder/websocket's own control frames. Keep-alive pings
 // are driven by a timer, not a goroutine. Layer messages and frames wait
-// in one bounded queue (Server.QueueSize, default 256); the layer's
-// Deliver and Conn.Send never block. When the queue is full the client is
-// too slow: it is closed with StatusTooSlow (4008) and counted in Stats,
-// and nobody else waits for it.
+// in one queue bounded in bytes (Server.QueueBytes, default 1 MiB): the
+// payloads queued and those the writer has taken but not yet written,
+// plus a small fixed cost per message. The layer's Deliver and Conn.Send
+// never block. A client is too slow when its queue would pass the bound,
+// or when a write to it does not complete within Server.WriteTimeout: it
+// is closed (StatusTooSlow, 4008, for the queue), counted in Stats, and
+// nobody else waits for it. A burst that the client drains in time is
+// never a reason to close it. A resuming client's replay is bounded by
+// Server.MaxReplay instead, and is not counted.
+//
+// So a slow client costs the server at most QueueBytes of queued
+// messages (payloads of group messages are shared with the other
+// recipients), plus the batch its writer is sending (up to 64 KiB of
+// copied frames and one more frame), for at most WriteTimeout and a half
+// before it is dropped.
+//
+// # Backpressure
+//
+// A producer that can wait, such as a reader of a durable log, calls
+// Server.WaitForRoom before each send: it returns at once while no
+// connection has more than half of QueueBytes queued, and otherwise waits
+// until the pressed connections drain, at most WriteTimeout, so that one
+// client that stays full does not stall everyone. The layer's subscription
+// reader never waits.
 //
 // # Writing
 //
@@ -43,6 +63,17 @@
 // writer puts a forwarded message's bytes straight after its frame header
 // (a large one is sent from the shared bytes themselves, with a vectored
 // write).
+//
+// # Resuming
+//
+// A client resumes groups that keep a history from where it was:
+// Conn.JoinFrom replays what it missed, then the live stream, or sends a
+// Resync frame naming the group when that is impossible. Positions come as
+// comma-separated entries, each a bare history id (the route's default
+// group) or group:id; the Notification consumer reads them from the
+// "since" query parameter, the Last-Event-ID header and the resume frame,
+// and an event stream in several groups writes the whole list as each
+// event's id.
 //
 // # Client frames
 //

@@ -1,12 +1,14 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -29,6 +31,17 @@ const NotificationType = "name.gossip"
 // history id of the last one it saw in the "since" query parameter, in
 // the Last-Event-ID header (event streams), or in a first frame
 // {"type":"resume","since":"<id>"}. See Conn.JoinFrom.
+//
+// A client in several groups gives a position per group, in the same
+// places: comma-separated entries, each a bare id (the default group) or
+// group:id, as in since=41-0,orders:17-3. The "groups" query parameter
+// (comma-separated) joins more groups at connect, each as a subscribe
+// would, resumed from its entry; this is how an event stream, which
+// sends no frames, gets several groups. An entry for a group not joined
+// at connect resumes it when the client subscribes to it without a
+// "since" of its own. An event stream in several groups writes the
+// connection's whole position list as each event's id, so that
+// Last-Event-ID resumes every group; in one group, the bare id.
 type Notification struct {
 	// Group to join; NotificationGroup if empty.
 	Group string
@@ -44,36 +57,108 @@ func NewNotification(group string) Constructor {
 	}
 	routes := &Routes{}
 	routes.HandleFunc(NotificationType, ForwardToClient)
-	routes.HandleFunc(channellayer.ResyncType, func(_ context.Context, c *Conn, _ channellayer.Message) error {
-		return c.SendJSON(Resync{Type: "resync"})
-	})
+	routes.HandleFunc(channellayer.ResyncType, forwardResync)
 	j := &JSON{Routes: routes, OnConnect: n.connect, OnReceive: n.receive, OnDisconnect: n.disconnect}
 	return func(*http.Request) Consumer { return j }
 }
 
+// unreadable stands for a position the client gave that cannot be read:
+// resuming from it yields a resync.
+const unreadable = "?"
+
 func (n *Notification) connect(ctx context.Context, c *Conn) error {
-	if !c.MayJoin(n.Group) {
-		// A client whose token does not cover the default group can still
-		// subscribe to the groups it does cover.
-		return nil
+	r := c.Request()
+	raw := resumeFrom(r)
+	ps, perr := parsePositions(raw)
+	if perr != nil {
+		c.Logger().Debug("consumer: resume positions not understood; the client must resync", "since", raw, "err", perr)
 	}
-	var err error
-	if since := resumeFrom(c.Request()); since != "" {
-		err = c.JoinFrom(ctx, n.Group, since)
-	} else {
-		err = c.Join(ctx, n.Group)
+	c.remember(n.Group, ps)
+	join := func(group string) error {
+		since, ok := c.rememberedSince(group)
+		if perr != nil {
+			// Every group joined now may have missed messages: each gets a
+			// resync rather than silence.
+			since, ok = unreadable, true
+		}
+		var err error
+		if ok {
+			err = c.JoinFrom(ctx, group, since)
+		} else {
+			err = c.Join(ctx, group)
+		}
+		if errors.Is(err, channellayer.ErrUnavailable) {
+			// The membership stands and takes effect when the layer
+			// returns; the browser stays connected rather than
+			// reconnecting in a loop.
+			c.Logger().Warn("consumer: joining group while the layer is down", "group", group, "err", err)
+			return nil
+		}
+		return err
 	}
-	if errors.Is(err, channellayer.ErrUnavailable) {
-		// The membership stands and takes effect when the layer returns;
-		// the browser stays connected rather than reconnecting in a loop.
-		c.Logger().Warn("consumer: joining group while the layer is down", "group", n.Group, "err", err)
-		return nil
+	// A client whose token does not cover the default group can still
+	// join the groups it does cover.
+	if c.MayJoin(n.Group) {
+		if err := join(n.Group); err != nil {
+			return err
+		}
 	}
-	return err
+	stream := IsEventStream(r)
+	for _, g := range queryGroups(r) {
+		if slices.Contains(c.Groups(), g) {
+			continue
+		}
+		switch err := join(g); {
+		case err == nil:
+		case errors.Is(err, ErrForbiddenGroup), errors.Is(err, ErrTooManyGroups), errors.Is(err, channellayer.ErrInvalidName):
+			if stream {
+				// An event stream cannot be answered a frame it did not ask
+				// for by frame; it joins what it may.
+				c.Logger().Debug("consumer: group refused", "group", g, "err", err)
+			} else if err := c.SendJSON(SubscriptionError{Type: "error", Error: err.Error(), Group: g}); err != nil {
+				return err
+			}
+			if errors.Is(err, ErrTooManyGroups) {
+				return nil // so would every group after it
+			}
+		default:
+			return err
+		}
+	}
+	return nil
 }
 
-// resumeFrom returns the id a client resumes from: the Last-Event-ID an
-// EventSource sends when it reconnects, or the "since" query parameter.
+// queryGroups returns the groups the "groups" query parameter lists.
+func queryGroups(r *http.Request) []string {
+	var gs []string
+	for _, v := range r.URL.Query()["groups"] {
+		for g := range strings.SplitSeq(v, ",") {
+			if g != "" && !slices.Contains(gs, g) {
+				gs = append(gs, g)
+			}
+		}
+	}
+	return gs
+}
+
+// forwardResync tells the client to reload the group whose messages the
+// layer lost: the group the message was sent to, or, when it came to the
+// channel alone, the group its data names.
+func forwardResync(_ context.Context, c *Conn, msg channellayer.Message) error {
+	group := c.dispatching
+	if group == "" {
+		var named struct {
+			Group string `json:"group"`
+		}
+		_ = json.Unmarshal(msg.Bytes(), &named)
+		group = named.Group
+	}
+	return c.Send(resyncFrame(group))
+}
+
+// resumeFrom returns the positions a client resumes from: the
+// Last-Event-ID an EventSource sends when it reconnects, or the "since"
+// query parameter.
 func resumeFrom(r *http.Request) string {
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		return id
@@ -109,9 +194,10 @@ type WhoAmI struct {
 
 // request is a client frame the notification consumer understands.
 type request struct {
-	Type  string // "whoami", "subscribe", "unsubscribe" or "resume"
-	Group string // for subscribe and unsubscribe; resume: default group if empty
-	Since string // for resume, and optionally subscribe: a history id
+	Type      string     // "whoami", "subscribe", "unsubscribe" or "resume"
+	Group     string     // for subscribe and unsubscribe, and optionally resume
+	Since     string     // for resume with a group, and optionally subscribe: a history id
+	Positions []position // for resume without a group: a position per group
 }
 
 // decodeRequest reads a request from a decoded client frame.
@@ -139,7 +225,13 @@ func decodeRequest(obj map[string]json.RawMessage) (request, error) {
 			if err := json.Unmarshal(raw, &r.Group); err != nil || r.Group == "" {
 				return r, errors.New(`"group" must be a string`)
 			}
+			break
 		}
+		ps, err := parsePositions(r.Since)
+		if err != nil {
+			return r, fmt.Errorf(`"since" is not a history id or a list of group:id: %v`, err)
+		}
+		r.Positions, r.Since = ps, ""
 	default:
 		return r, fmt.Errorf("unknown frame type %q (want whoami, subscribe, unsubscribe or resume)", r.Type)
 	}
@@ -160,18 +252,29 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 	case "whoami":
 		return c.SendJSON(WhoAmI{Type: "whoami", Channel: c.Channel()})
 	case "resume":
-		group := r.Group
-		if group == "" {
-			group = n.Group
+		if r.Group != "" {
+			r.Positions = []position{{group: r.Group, id: r.Since}}
 		}
-		if !slices.Contains(c.Groups(), group) {
-			return c.SendJSON(SubscriptionError{Type: "error", Error: "resume: not a member of the group; subscribe with \"since\" instead", Group: group})
+		joined := c.Groups()
+		for _, p := range r.Positions {
+			group := cmp.Or(p.group, n.Group)
+			if !slices.Contains(joined, group) {
+				if err := c.SendJSON(SubscriptionError{Type: "error", Error: "resume: not a member of the group; subscribe with \"since\" instead", Group: group}); err != nil {
+					return err
+				}
+				continue
+			}
+			c.Resume(ctx, group, p.id)
 		}
-		c.Resume(ctx, group, r.Since)
 		return nil
 	case "subscribe":
-		if r.Since != "" {
-			err = c.JoinFrom(ctx, r.Group, r.Since)
+		since := r.Since
+		if since == "" {
+			// A position the client gave when it connected.
+			since, _ = c.rememberedSince(r.Group)
+		}
+		if since != "" {
+			err = c.JoinFrom(ctx, r.Group, since)
 			break
 		}
 		err = c.Join(ctx, r.Group)

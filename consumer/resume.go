@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/heraldhq/herald/channellayer"
 )
@@ -13,8 +14,8 @@ import (
 // and what it missed can no longer be replayed: older than the group's
 // history, more than Server.MaxReplay messages, unknown to the history, or
 // lost while the instance's link to the layer was down. The live stream
-// follows; the client should reload its state. Group is empty when the
-// layer itself lost track.
+// follows; the client should reload its state of Group, the group it
+// names.
 type Resync struct {
 	Type  string `json:"type"` // "resync"
 	Group string `json:"group,omitempty"`
@@ -44,8 +45,51 @@ func (c *Conn) JoinFrom(ctx context.Context, group, since string) error {
 		c.release(group, since, nil, err)
 		return err
 	}
+	c.seed(group, since)
 	c.Resume(ctx, group, since)
 	return err
+}
+
+// seed records where the client resumes group from, before the
+// transport starts, as the start of an event stream's position vector.
+func (c *Conn) seed(group, since string) {
+	if _, err := channellayer.ParseID(since); err != nil {
+		return // it resyncs: no position to keep
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return
+	}
+	for i, p := range c.seeds {
+		if p.group == group {
+			c.seeds[i].id = since
+			return
+		}
+	}
+	c.seeds = append(c.seeds, position{group: group, id: since})
+}
+
+// remember keeps positions for groups the client may subscribe to
+// later, def being the group a position without one is for.
+func (c *Conn) remember(def string, ps []position) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.def, c.remembered = def, ps
+}
+
+// rememberedSince returns, once, the position the client gave at connect
+// for group.
+func (c *Conn) rememberedSince(group string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, p := range c.remembered {
+		if p.group == group || (p.group == "" && group == c.def) {
+			c.remembered = slices.Delete(c.remembered, i, i+1)
+			return p.id, true
+		}
+	}
+	return "", false
 }
 
 // Resume replays to the client the messages of group, which it has
@@ -133,20 +177,24 @@ func (c *Conn) release(group, since string, replay []channellayer.Message, err e
 		}
 		replay = nil
 	}
-	n := 0
+	// The replay does not count against the queue bound (see account):
+	// it is bounded by Server.MaxReplay instead.
+	before := c.queued
 	if resync {
-		c.queue = append(c.queue, item{data: resyncFrame(group)})
-		n++
+		it := item{data: resyncFrame(group)}
+		c.queue = append(c.queue, it)
+		c.queued += it.cost()
 	} else {
 		for _, m := range replay {
-			c.queue = append(c.queue, item{msgType: m.Type(), group: group, id: m.ID(), data: m.Bytes()})
+			it := item{msgType: m.Type(), group: group, id: m.ID(), data: m.Bytes()}
+			c.queue = append(c.queue, it)
+			c.queued += it.cost()
 			if id, err := channellayer.ParseID(m.ID()); err == nil {
 				last = id
 			}
 		}
-		n += len(replay)
 	}
-	c.replayed += n
+	c.exempt += c.queued - before
 	if resync {
 		delete(c.floor, group)
 	} else {
@@ -158,6 +206,7 @@ func (c *Conn) release(group, since string, replay []channellayer.Message, err e
 	for _, it := range held {
 		if !resync && it.id != "" {
 			if id, err := channellayer.ParseID(it.id); err == nil && id.Compare(last) <= 0 {
+				c.account(-it.cost())
 				continue // replayed already
 			}
 		}

@@ -258,7 +258,7 @@ func resumeHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h.layer = l
-	h.srv = &consumer.Server{Layer: l, QueueSize: 1024}
+	h.srv = &consumer.Server{Layer: l, QueueBytes: 16 << 20}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/notifications/", func(w http.ResponseWriter, r *http.Request) {
 		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: consumer.NewNotification("")})
@@ -304,5 +304,48 @@ func TestResumeLosesNothing(t *testing.T) {
 			}, publish, nil, func() string { return fmt.Sprintf("%+v %+v", h.srv.Stats(), h.layer.LocalStats()) })
 			checkSequence(t, got, 10000)
 		})
+	}
+}
+
+// A resync from the layer names its group, whether it came through the
+// group (the consumer knows the group) or to the channel alone (its data
+// names it).
+func TestResyncNamesItsGroup(t *testing.T) {
+	h := resumeHarness(t)
+	h.srv.PublicGroups = []string{"gossip", "room"}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.http.URL, "http")+"/notifications/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","group":"room"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"subscribed","group":"room"}` {
+		t.Fatalf("subscribe: %s %v", p, err)
+	}
+	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
+	if err := h.layer.GroupSend(ctx, "room", resync); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"resync","group":"room"}` {
+		t.Fatalf("resync through the group: %s %v", p, err)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"whoami"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, p, err := c.Read(ctx)
+	var who consumer.WhoAmI
+	if err != nil || json.Unmarshal(p, &who) != nil {
+		t.Fatalf("whoami: %s %v", p, err)
+	}
+	named, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType, "group": "gossip"})
+	if err := h.layer.Send(ctx, who.Channel, named); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"resync","group":"gossip"}` {
+		t.Fatalf("resync to the channel: %s %v", p, err)
 	}
 }

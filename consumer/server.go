@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,9 +32,15 @@ type Server struct {
 	// may open a connection, besides the server's own host (which is
 	// always allowed). Default: only the server's own host.
 	OriginPatterns []string
-	// QueueSize is how many outbound messages may wait for one client
-	// before it is closed as too slow (StatusTooSlow). Default 256.
-	QueueSize int
+	// QueueBytes bounds what may wait for one client: the payloads of the
+	// messages and frames queued for it, and of those its writer has taken
+	// but not yet written, plus a small fixed cost per message (its queue
+	// slot, under 100 bytes). A client whose queue would pass it is too
+	// slow and is closed with StatusTooSlow; a burst that the client
+	// drains in time is not. A single message larger than QueueBytes is
+	// let in when nothing else waits. A resuming client's replay (at most
+	// MaxReplay messages) is not counted. Default 1 MiB.
+	QueueBytes int
 	// ReadLimit is the largest client frame in bytes; a larger one closes
 	// the connection with StatusTooBig. Default 64 KiB.
 	ReadLimit int64
@@ -48,7 +55,8 @@ type Server struct {
 	// WriteTimeout bounds one write to a client: a batch of the frames
 	// that were waiting for it, or a control frame. A client that takes
 	// longer (up to half as long again: a WebSocket's deadline is renewed
-	// only every WriteTimeout/2) is dropped. Default 10s.
+	// only every WriteTimeout/2) is dropped. It also bounds how long
+	// WaitForRoom waits. Default 10s.
 	WriteTimeout time.Duration
 	// WriteDelay gathers the frames of a busy client into fewer writes: a
 	// frame for a client written to less than WriteDelay ago (or less
@@ -102,6 +110,10 @@ type Server struct {
 	unhandled   atomic.Int64
 	droppedSlow atomic.Int64
 	droppedGone atomic.Int64
+	pressed     atomic.Int64 // connections with more than half of QueueBytes queued
+
+	roomMu sync.Mutex
+	room   chan struct{} // closed when a pressed connection drains; nil until someone waits
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -192,11 +204,67 @@ func (s *Server) compressionMode() websocket.CompressionMode {
 
 func (s *Server) maxReplay() int { return orDefault(s.MaxReplay, 10000) }
 
-func (s *Server) queueSize() int {
-	if s.QueueSize > 0 {
-		return s.QueueSize
+func (s *Server) queueBytes() int {
+	if s.QueueBytes > 0 {
+		return s.QueueBytes
 	}
-	return 256
+	return 1 << 20
+}
+
+// WaitForRoom is for producers that can wait, such as a reader of a
+// durable log: call it before each send to pace the sends to what the
+// clients take. It returns nil at once when no connection of s has more
+// than half of QueueBytes queued; otherwise it waits until none has, or
+// until WriteTimeout has passed since it began waiting, and returns nil;
+// if ctx ends first it returns ctx.Err(). A connection that has had more
+// than half queued for WriteTimeout no longer counts: a client that stays
+// that full is slow, and must not stall everyone; at the producers' pace
+// its queue reaches QueueBytes and it is cut. When nobody is pressed it
+// costs one atomic load.
+func (s *Server) WaitForRoom(ctx context.Context) error {
+	if s.pressed.Load() <= 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	timeout := time.NewTimer(s.writeTimeout())
+	defer timeout.Stop()
+	for {
+		// Take the signal before looking, so that a drain between the two
+		// is not missed.
+		room := s.roomSignal()
+		if s.pressed.Load() <= 0 {
+			return nil
+		}
+		select {
+		case <-room:
+		case <-timeout.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// roomSignal returns a channel closed at the next roomMade.
+func (s *Server) roomSignal() <-chan struct{} {
+	s.roomMu.Lock()
+	defer s.roomMu.Unlock()
+	if s.room == nil {
+		s.room = make(chan struct{})
+	}
+	return s.room
+}
+
+// roomMade wakes WaitForRoom: a connection fell below half of QueueBytes.
+func (s *Server) roomMade() {
+	s.roomMu.Lock()
+	defer s.roomMu.Unlock()
+	if s.room != nil {
+		close(s.room)
+		s.room = nil
+	}
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -306,6 +374,9 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 			c.Logger().Debug("consumer: event stream failed at start", "err", err)
 			return
 		}
+		c.mu.Lock()
+		st.def, st.pos = c.def, slices.Clone(c.seeds)
+		c.mu.Unlock()
 		// The stream is the response: the handler serves it to the end.
 		handedOff = true
 		s.run(c, st, func() error {
@@ -500,6 +571,7 @@ func (s *Server) write(c *Conn) {
 	defer putBatch(b)
 	var spare []item
 	var written int64 // frames sent by this writer
+	var done int      // what the items finished with since the last report cost
 	f, canForward := c.cons.(forwarder)
 	var fwdType string // the last message type looked up, and whether it is forwarded
 	var fwd bool
@@ -507,7 +579,8 @@ func (s *Server) write(c *Conn) {
 		if c.ctx.Err() != nil {
 			return
 		}
-		t := c.take(spare, b.empty(), written)
+		t := c.take(spare, b.empty(), written, done)
+		done = 0
 		switch {
 		case t.stop:
 			return
@@ -536,13 +609,16 @@ func (s *Server) write(c *Conn) {
 		var dispatched int64
 		for i, it := range t.items {
 			t.items[i] = item{}
+			done += it.cost()
 			if it.msgType != "" {
 				dispatched++
 				if it.msgType != fwdType {
 					fwdType, fwd = it.msgType, canForward && f.forwards(it.msgType)
 				}
 				if !fwd {
+					c.dispatching = it.group
 					err := c.cons.Dispatch(c.ctx, c, channellayer.MessageFromID(it.msgType, it.id, it.data))
+					c.dispatching = ""
 					if err != nil {
 						s.fail(c, "dispatch", err)
 					}
@@ -550,12 +626,16 @@ func (s *Server) write(c *Conn) {
 				}
 				// Write what ForwardToClient would queue: the same bytes.
 			}
-			c.t.frame(b, it.id, it.data)
+			c.t.frame(b, it.group, it.id, it.data)
 			if b.size >= maxBatch {
 				written += b.frames
 				if !s.flush(c, b) {
 					return
 				}
+				// What this turn wrote no longer waits: a client that
+				// drains a long burst must not look as if it held it all.
+				c.wrote(done)
+				done = 0
 			}
 		}
 		if dispatched > 0 {

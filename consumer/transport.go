@@ -25,8 +25,9 @@ import (
 // one write and one deadline for everything that was waiting, however
 // many frames that is.
 type transport interface {
-	// frame adds one frame to b; id is its history id, or "".
-	frame(b *batch, id string, data []byte)
+	// frame adds one frame to b; id is its history id, or "", and group
+	// the group of that history, if known.
+	frame(b *batch, group, id string, data []byte)
 	// keepAlive adds to b what checks on a quiet client: a WebSocket ping
 	// whose payload is seq, or an event stream's comment.
 	keepAlive(b *batch, seq uint32)
@@ -125,7 +126,7 @@ type wsTransport struct {
 	deflate *deflater // the Server's, when the client negotiated permessage-deflate
 }
 
-func (t wsTransport) frame(b *batch, _ string, data []byte) {
+func (t wsTransport) frame(b *batch, _, _ string, data []byte) {
 	n := len(b.buf)
 	if z := t.compressed(data); z != nil {
 		b.buf = appendFrameHeader(b.buf, opText, len(z))
@@ -338,15 +339,24 @@ func IsEventStream(r *http.Request) bool {
 
 // sseTransport writes frames as server-sent events: each frame is one
 // event whose data is the JSON object and, for a message from a group
-// with history, whose id is the message's history id, so that a
-// browser's EventSource resumes with Last-Event-ID by itself. A batch of
-// events is one write and one flush.
+// with history, whose id says where the client is, so that a browser's
+// EventSource resumes with Last-Event-ID by itself: the message's history
+// id while the stream has seen one group's (its default group's, if it
+// has one), else the position of every group it has seen, as
+// group:id,group:id (see parsePositions). A batch of events is one write
+// and one flush.
 type sseTransport struct {
 	mu      sync.Mutex // one write at a time
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
 	done    func() // ends the connection once the close event is written
+
+	// The position vector, kept by the writer alone: where the client is
+	// in each group, starting with where it resumed from. def is the group
+	// a bare id stands for ("": any, for consumers that name none).
+	def string
+	pos []position
 }
 
 // retryMillis is what the stream asks EventSource to wait before it
@@ -374,11 +384,11 @@ func (t *sseTransport) raw(b []byte) error {
 	return t.rc.Flush()
 }
 
-func (t *sseTransport) frame(b *batch, id string, data []byte) {
+func (t *sseTransport) frame(b *batch, group, id string, data []byte) {
 	n := len(b.buf)
 	if id != "" {
 		b.buf = append(b.buf, "id: "...)
-		b.buf = append(b.buf, id...)
+		b.buf = t.appendID(b.buf, group, id)
 		b.buf = append(b.buf, '\n')
 	}
 	b.buf = append(b.buf, "data: "...)
@@ -394,6 +404,28 @@ func (t *sseTransport) frame(b *batch, id string, data []byte) {
 	b.buf = append(b.buf, "\n\n"...)
 	b.size += len(b.buf) - n
 	b.frames++
+}
+
+// appendID records that the client has id of group and appends the
+// event id that resumes every group of the stream.
+func (t *sseTransport) appendID(b []byte, group, id string) []byte {
+	if group == "" {
+		return append(b, id...)
+	}
+	seen := false
+	for i := range t.pos {
+		if t.pos[i].group == group {
+			t.pos[i].id, seen = id, true
+			break
+		}
+	}
+	if !seen {
+		t.pos = append(t.pos, position{group: group, id: id})
+	}
+	if len(t.pos) == 1 && (t.def == "" || t.pos[0].group == t.def) {
+		return append(b, id...)
+	}
+	return appendPositions(b, t.pos)
 }
 
 func (t *sseTransport) keepAlive(b *batch, _ uint32) {

@@ -154,7 +154,7 @@ func frameIndex(t *testing.T, payload []byte) int {
 func TestBatchedFramesArriveWholeAndInOrder(t *testing.T) {
 	for _, size := range []int{10, 5000, 70000} {
 		t.Run(fmt.Sprintf("size=%d", size), func(t *testing.T) {
-			h := newHarness(t, burst(300, size), func(s *consumer.Server) { s.QueueSize = 1000 })
+			h := newHarness(t, burst(300, size), func(s *consumer.Server) { s.QueueBytes = 64 << 20 })
 			c := h.dialFrames(nil)
 			c.send(0x1, []byte(`{"type":"go"}`))
 			for want := range 300 {
@@ -176,7 +176,7 @@ func TestBatchedFramesArriveWholeAndInOrder(t *testing.T) {
 // Pongs the server writes while data frames stream never cut into a data
 // frame, and answer each ping with its payload.
 func TestControlFramesDoNotInterleave(t *testing.T) {
-	h := newHarness(t, burst(2000, 300), func(s *consumer.Server) { s.QueueSize = 5000; s.RateBurst = 100 })
+	h := newHarness(t, burst(2000, 300), func(s *consumer.Server) { s.QueueBytes = 8 << 20; s.RateBurst = 100 })
 	c := h.dialFrames(nil)
 	c.send(0x1, []byte(`{"type":"go"}`))
 	pings := 0
@@ -218,7 +218,7 @@ func TestControlFramesDoNotInterleave(t *testing.T) {
 // much was queued.
 func TestNothingAfterTheCloseFrame(t *testing.T) {
 	rec := newRecorder()
-	h := newHarness(t, single(rec), func(s *consumer.Server) { s.QueueSize = 100000 })
+	h := newHarness(t, single(rec), func(s *consumer.Server) { s.QueueBytes = 1 << 30 })
 	c := h.dialFrames(nil)
 	waitFor(t, "joined", func() bool { return rec.channelName() != "" })
 	stop := make(chan struct{})
@@ -318,7 +318,7 @@ func TestPingTimeout(t *testing.T) {
 func TestStuckClientTimesOut(t *testing.T) {
 	rec := newRecorder()
 	h := newHarness(t, single(rec), func(s *consumer.Server) {
-		s.QueueSize, s.WriteTimeout, s.PingInterval = 1<<20, 200*time.Millisecond, -1
+		s.QueueBytes, s.WriteTimeout, s.PingInterval = 1<<30, 200*time.Millisecond, -1
 	})
 	_ = h.dialFrames(nil) // never reads
 	waitFor(t, "joined", func() bool { return rec.channelName() != "" })

@@ -92,7 +92,7 @@ func BenchmarkEncode(b *testing.B) {
 			b.SetBytes(16 * int64(size))
 			for b.Loop() {
 				for range 16 {
-					t.frame(bt, "", data)
+					t.frame(bt, "", "", data)
 				}
 				bt.reset()
 			}

@@ -32,7 +32,7 @@ type config struct {
 	DatabaseURL     string
 	APIToken        string
 	AllowedOrigins  []string
-	QueueSize       int
+	QueueBytes      int
 	WriteDelay      time.Duration // 0: off
 	Compression     bool
 	History         []channellayer.HistoryPolicy
@@ -165,12 +165,12 @@ var settings = []setting{
 		c.Compression = b
 		return nil
 	}},
-	{"queue-size", "HERALD_QUEUE_SIZE", "256", "messages that may wait for one client before it is closed as too slow (4008)", func(c *config, v string) error {
+	{"queue-bytes", "HERALD_QUEUE_BYTES", "1048576", "bytes that may wait for one client before it is closed as too slow (4008); a burst it drains in time never closes it", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return fmt.Errorf("%q is not a whole number above 0", v)
+		if err != nil || n < 4096 {
+			return fmt.Errorf("%q is not a whole number of bytes of at least 4096", v)
 		}
-		c.QueueSize = n
+		c.QueueBytes = n
 		return nil
 	}},
 	{"max-frame", "HERALD_MAX_FRAME", "65536", "largest client frame and API body in bytes", func(c *config, v string) error {

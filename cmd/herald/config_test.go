@@ -9,19 +9,19 @@ import (
 )
 
 func TestFlagBeatsEnvironment(t *testing.T) {
-	env := map[string]string{"HERALD_ADDR": "127.0.0.1:9000", "HERALD_QUEUE_SIZE": "12"}
+	env := map[string]string{"HERALD_ADDR": "127.0.0.1:9000", "HERALD_QUEUE_BYTES": "65536"}
 	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:9100"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Addr != "127.0.0.1:9100" || cfg.QueueSize != 12 {
-		t.Fatalf("addr %s queue %d", cfg.Addr, cfg.QueueSize)
+	if cfg.Addr != "127.0.0.1:9100" || cfg.QueueBytes != 65536 {
+		t.Fatalf("addr %s queue %d", cfg.Addr, cfg.QueueBytes)
 	}
 	cfg, err = parseConfig(nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Addr != "127.0.0.1:8000" || cfg.redisOpts != nil || cfg.pgConfig != nil || cfg.QueueSize != 256 {
+	if cfg.Addr != "127.0.0.1:8000" || cfg.redisOpts != nil || cfg.pgConfig != nil || cfg.QueueBytes != 1<<20 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 }

@@ -77,13 +77,19 @@ var listenRE = regexp.MustCompile(`addr=(\S+)`)
 // and waits until it listens.
 func startHerald(t *testing.T, env ...string) *instance {
 	t.Helper()
+	return startBinary(t, heraldBinary, env...)
+}
+
+// startBinary is startHerald for the herald binary at bin.
+func startBinary(t *testing.T, bin string, env ...string) *instance {
+	t.Helper()
 	addrFlag := "127.0.0.1:0"
 	for _, e := range env {
 		if a, ok := strings.CutPrefix(e, "HERALD_ADDR="); ok {
 			addrFlag = a
 		}
 	}
-	cmd := exec.Command(heraldBinary, "-addr", addrFlag)
+	cmd := exec.Command(bin, "-addr", addrFlag)
 	cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=", "HERALD_API_TOKEN=")
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
@@ -365,7 +371,7 @@ func TestBadSettingStops(t *testing.T) {
 		{"REDIS_URL=ftp://x", "REDIS_URL"},
 		{"DATABASE_URL=postgres://a b", "DATABASE_URL"},
 		{"HERALD_ADDR=nowhere", "HERALD_ADDR"},
-		{"HERALD_QUEUE_SIZE=0", "HERALD_QUEUE_SIZE"},
+		{"HERALD_QUEUE_BYTES=0", "HERALD_QUEUE_BYTES"},
 		{"HERALD_LOG_FORMAT=xml", "HERALD_LOG_FORMAT"},
 	} {
 		cmd := exec.Command(heraldBinary)

@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	conns := &consumer.Server{
 		Logger:         log,
 		OriginPatterns: cfg.AllowedOrigins,
-		QueueSize:      cfg.QueueSize,
+		QueueBytes:     cfg.QueueBytes,
 		WriteDelay:     cfg.WriteDelay,
 		Compression:    cfg.Compression,
 		ReadLimit:      cfg.MaxFrame,

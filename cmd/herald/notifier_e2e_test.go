@@ -42,7 +42,7 @@ func TestNotifierSurvivesKilledInstance(t *testing.T) {
 
 	env := []string{
 		"REDIS_URL=" + ru, "DATABASE_URL=" + db, "HERALD_REDIS_PREFIX=" + layertest.Prefix(t),
-		"HERALD_QUEUE_SIZE=4096", "HERALD_BRIDGES=orders:orders:order.created",
+		"HERALD_QUEUE_BYTES=16777216", "HERALD_BRIDGES=orders:orders:order.created",
 	}
 	instances := []*instance{startHerald(t, env...), startHerald(t, env...), startHerald(t, env...)}
 	var clients [][]*client // per instance
