@@ -360,6 +360,13 @@ func positiveDuration(field func(*config) *time.Duration) func(*config, string) 
 	}
 }
 
+// retired maps environment variables that earlier versions read to the
+// settings that replaced them: a deployment that still sets one stops at
+// start instead of silently running with the new setting's default.
+var retired = map[string]string{
+	"HERALD_QUEUE_SIZE": "HERALD_QUEUE_BYTES",
+}
+
 // errHelp is returned when --help was asked for and printed.
 var errHelp = flag.ErrHelp
 
@@ -382,6 +389,11 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 
+	for old, now := range retired {
+		if getenv(old) != "" {
+			return nil, fmt.Errorf("setting $%s is no longer read: use $%s (see -help)", old, now)
+		}
+	}
 	c := &config{}
 	for i, s := range settings {
 		v, from := s.def, "default"

@@ -110,3 +110,13 @@ func TestReadmeDocumentsEverySetting(t *testing.T) {
 		t.Errorf("README documents %s, which the server does not read", flag)
 	}
 }
+
+// TestRetiredSettingStops: a deployment that still sets a setting that is no
+// longer read must not run silently on the new one's default.
+func TestRetiredSettingStops(t *testing.T) {
+	env := map[string]string{"HERALD_QUEUE_SIZE": "512"}
+	_, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "HERALD_QUEUE_BYTES") {
+		t.Fatalf("HERALD_QUEUE_SIZE set: %v, want an error naming HERALD_QUEUE_BYTES", err)
+	}
+}

@@ -141,7 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		}
 		defer pool.Close()
 		bridges := append([]notifier.Bridge{notifier.PostsBridge(consumer.NotificationGroup)}, cfg.bridges...)
-		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log, Bridges: bridges})
+		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log, Bridges: bridges, Pace: conns.WaitForRoom})
 		if err != nil {
 			return err
 		}
