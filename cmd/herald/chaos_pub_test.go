@@ -272,14 +272,17 @@ func (s *sqlPublisher) insert(ctx context.Context, n int) {
 	s.seq += n
 	s.mu.Unlock()
 	now := time.Now()
+	recs := make([]*published, 0, n)
 	for i := first; i < first+n; i++ {
-		s.ledger.begin(msgKey{postSrc, i}, "gossip", now)
+		recs = append(recs, s.ledger.begin(msgKey{postSrc, i}, "gossip", now))
 	}
-	err := s.exec(ctx, first, n)
-	if err != nil {
+	if err := s.exec(ctx, first, n); err != nil {
 		s.mu.Lock()
 		s.errs++
 		s.mu.Unlock()
+		for _, p := range recs {
+			s.ledger.set(p, "", "commit: "+err.Error())
+		}
 	}
 }
 
