@@ -103,13 +103,9 @@ func (h *chaosRun) inject(class string) string {
 		}
 		return fmt.Sprintf("%d rows", n)
 	case "api-burst":
-		n := 500 + h.rng.IntN(1001)
-		select {
-		case h.api[0].bursts <- n: // gossip's publisher, so that its sends stay in order
-		case <-time.After(10 * time.Second):
-			return "publisher busy"
-		}
-		return fmt.Sprintf("%d messages", n)
+		n := 1000 + h.rng.IntN(2001)
+		h.burst(n)
+		return fmt.Sprintf("%d messages from 8 senders", n)
 	case "cluster-kill":
 		m := h.clusterMaster()
 		h.clusterKill(m)

@@ -242,7 +242,11 @@ func (h *chaosRun) checkStream(client, g string, stream []chaosItem, since time.
 			refused = append(refused, fmt.Sprintf("%s (answers: %s)", it.key, strings.Join(p.answers, "; ")))
 		}
 		if j, ok := seen[it.key]; ok {
-			twice[promise(it.key)] = append(twice[promise(it.key)], fmt.Sprintf("%s at %d (id %s) and %d (id %s)", it.key, j, stream[j].id, i, it.id))
+			var answers string
+			if p != nil {
+				answers = strings.Join(p.answers, "; ")
+			}
+			twice[promise(it.key)] = append(twice[promise(it.key)], fmt.Sprintf("%s at %d (id %q) and %d (id %q), publisher was told: %s", it.key, j, stream[j].id, i, it.id, answers))
 			continue
 		}
 		seen[it.key] = i

@@ -96,10 +96,10 @@ func (l *chaosLedger) group(g string) []*published {
 // accepted or chaosSendPatience runs out.
 type apiPublisher struct {
 	group  string
+	stream string // the messages' source in their key: group, or a burst's own
 	every  time.Duration
 	pad    int // bytes of padding in each message
 	record bool
-	bursts chan int // n: send n messages back to back
 	addrs  []string
 	ledger *chaosLedger
 	client *http.Client
@@ -113,7 +113,7 @@ const chaosSendPatience = 10 * time.Second
 
 func newAPIPublisher(h *chaosRun, group string, every time.Duration, pad int, record bool, seed uint64) *apiPublisher {
 	return &apiPublisher{
-		group: group, every: every, pad: pad, record: record, addrs: h.addrs, ledger: h.ledger, bursts: make(chan int),
+		group: group, stream: group, every: every, pad: pad, record: record, addrs: h.addrs, ledger: h.ledger,
 		client: &http.Client{Timeout: 6 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}},
 		rng:    rand.New(rand.NewPCG(seed, 1)),
 	}
@@ -124,16 +124,12 @@ func (p *apiPublisher) run(ctx context.Context) {
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
-		n := 1
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case n = <-p.bursts:
 		}
-		for range n {
-			p.publishNext(ctx)
-		}
+		p.publishNext(ctx)
 	}
 }
 
@@ -141,7 +137,7 @@ func (p *apiPublisher) run(ctx context.Context) {
 func (p *apiPublisher) publishNext(ctx context.Context) (msgKey, string) {
 	p.mu.Lock()
 	p.seq++
-	k := msgKey{src: p.group, seq: p.seq}
+	k := msgKey{src: p.stream, seq: p.seq}
 	p.mu.Unlock()
 	var rec *published
 	if p.record {
@@ -152,12 +148,12 @@ func (p *apiPublisher) publishNext(ctx context.Context) (msgKey, string) {
 }
 
 func (p *apiPublisher) send(ctx context.Context, k msgKey, rec *published) string {
-	body := fmt.Sprintf(`{"type":"name.gossip","src":"api","g":%q,"seq":%d`, p.group, k.seq)
+	body := fmt.Sprintf(`{"type":"name.gossip","src":"api","g":%q,"s":%q,"seq":%d`, p.group, p.stream, k.seq)
 	if p.pad > 0 {
 		body += `,"pad":"` + strings.Repeat("x", p.pad) + `"`
 	}
 	body += "}"
-	key := fmt.Sprintf("chaos-%s-%d", p.group, k.seq)
+	key := fmt.Sprintf("chaos-%s-%d", p.stream, k.seq)
 	deadline := time.Now().Add(chaosSendPatience)
 	// Refused unless some attempt went unanswered: that one may have
 	// been applied.
@@ -364,6 +360,27 @@ func (h *chaosRun) startPublishers(ctx context.Context, wg *sync.WaitGroup) {
 	go func() { defer wg.Done(); h.sql.run(ctx) }()
 }
 
+// burst sends n messages to gossip from 8 senders at once, each its own
+// stream (its order is its own), as a backend that publishes a few
+// thousand messages in a second does.
+func (h *chaosRun) burst(n int) {
+	h.bursts++
+	var wg sync.WaitGroup
+	for w := range 8 {
+		p := newAPIPublisher(h, "gossip", time.Millisecond, 0, true, h.cfg.seed+uint64(1000*h.bursts+w))
+		p.stream = fmt.Sprintf("gossip~burst%d.%d", h.bursts, w)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer p.client.CloseIdleConnections()
+			for range n / 8 {
+				p.publishNext(context.Background())
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // sendMarkers publishes a last message to every group and a last post,
 // once the faults are over, and returns their keys: a client that has
 // them all has everything sent before.
@@ -394,6 +411,7 @@ type frame struct {
 	Type    string          `json:"type"`
 	Src     string          `json:"src"`
 	G       string          `json:"g"`
+	S       string          `json:"s"`
 	Seq     int             `json:"seq"`
 	Sender  string          `json:"sender"`
 	Message string          `json:"message"`
@@ -405,8 +423,8 @@ type frame struct {
 // is none of the soak's messages.
 func (f *frame) key() (k msgKey, group string, ok bool) {
 	switch {
-	case f.Src == "api" && f.G != "":
-		return msgKey{f.G, f.Seq}, f.G, true
+	case f.Src == "api" && f.G != "" && f.S != "":
+		return msgKey{f.S, f.Seq}, f.G, true
 	case f.Sender == "chaos" && strings.HasPrefix(f.Message, "p"):
 		n, err := strconv.Atoi(f.Message[1:])
 		return msgKey{postSrc, n}, "gossip", err == nil

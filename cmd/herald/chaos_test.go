@@ -54,7 +54,7 @@ var chaosFaults = map[string]string{
 	"herald-kill":      "SIGKILL one instance, start it again on its address",
 	"proxy-stall":      "freeze the TCP proxy in front of one resuming client for 1-6 s, then cut it",
 	"pg-burst":         "commit one transaction of 1000-3000 posts",
-	"api-burst":        "send 500-1500 API messages to gossip as fast as the API accepts them",
+	"api-burst":        "send 1000-3000 API messages to gossip from 8 senders at once, as fast as the API accepts them",
 	"cluster-kill":     "(cluster) SIGKILL one master, restart it once a replica took over",
 	"cluster-stop":     "(cluster) SIGSTOP one master for 5 s, then SIGCONT",
 	"cluster-failover": "(cluster) CLUSTER FAILOVER on one replica",
@@ -260,6 +260,7 @@ type chaosRun struct {
 	stoppedAt  time.Time // when the clients were stopped
 	excused    int       // missing messages a resync accounted for
 	stallCuts  int       // times the stalled client was cut with 4008
+	bursts     int       // API bursts so far
 }
 
 func (h *chaosRun) instance(i int) *instance {
