@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,7 +85,7 @@ func (h *chaosRun) inject(class string) string {
 		_ = in.cmd.Process.Kill()
 		_ = in.cmd.Wait()
 		time.Sleep(d) // the outage itself
-		fresh := startHerald(t, append(h.env, "HERALD_ADDR="+in.addr)...)
+		fresh := startHerald(t, append(slices.Clip(h.env), "HERALD_ADDR="+in.addr)...)
 		fresh.waitReady(t)
 		h.setInstance(i, fresh)
 		return fmt.Sprintf("instance %d, down %v", i, d)
