@@ -63,7 +63,7 @@ func (h *chaosRun) inject(class string) string {
 		h.redis.Restart()
 		return fmt.Sprintf("down %v", d)
 	case "redis-stop":
-		d := h.pause(1000, 5000)
+		d := h.pause(1000, 6000)
 		h.freeze(h.redis.Addr, d)
 		return fmt.Sprintf("stopped %v", d)
 	case "pg-terminate":

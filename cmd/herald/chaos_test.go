@@ -47,7 +47,7 @@ var chaosDefaultFaults = []string{"herald-term", "pg-terminate"}
 // chaosFaults are the fault classes, by name.
 var chaosFaults = map[string]string{
 	"redis-kill":       "SIGKILL the Redis server, restart it empty 0.2-2 s later",
-	"redis-stop":       "SIGSTOP the Redis server for 1-5 s, then SIGCONT",
+	"redis-stop":       "SIGSTOP the Redis server for 1-6 s, then SIGCONT",
 	"pg-terminate":     "pg_terminate_backend every herald-notifier session",
 	"pg-restart":       "crash Postgres (pg_ctl -m immediate), start it 0.2-2 s later",
 	"herald-term":      "SIGTERM one instance, start it again on its address",
