@@ -40,9 +40,17 @@ import (
 // herald-bench chaos runs the same test for longer.
 
 // chaosDefaultFaults are the fault classes a plain "go test" runs: those
-// under which every promise holds today. The others run with
-// HERALD_CHAOS_FAULTS=all or by name.
-var chaosDefaultFaults = []string{"herald-term", "pg-terminate"}
+// under which every promise held in every run so far. The others run
+// with HERALD_CHAOS_FAULTS=all or by name; each breaks a promise today:
+//
+//	redis-kill   posts delivered twice, once without an id (b, c); resyncs
+//	             that name no group (resync)
+//	redis-stop   a send answered 202 once delivered twice, with two ids (a)
+//	herald-kill  a send to a group without history, applied once, reaching
+//	             plain members twice (c)
+//	pg-burst     healthy clients cut with 4008 by a transaction of posts (e)
+//	cluster-*    accepted messages and posts lost without a resync (a, b)
+var chaosDefaultFaults = []string{"api-burst", "herald-term", "pg-restart", "pg-terminate", "proxy-stall"}
 
 // chaosFaults are the fault classes, by name.
 var chaosFaults = map[string]string{
