@@ -42,6 +42,10 @@ scenarios:
            a close frame); report the reconnect rate and latency, failures,
            and the server's goroutines, heap and RSS before, during and
            after, and its CPU per reconnect
+  chaos    run cmd/herald's chaos soak for -duration with -seed and -faults:
+           three instances on a Redis and a Postgres of its own under random
+           faults, checked against every delivery promise; prints the
+           oracle's JSON summary (needs the source tree and Go)
   serve    run Herald's WebSocket and API paths in this process, wired as
            cmd/herald wires them, with -cpuprofile and -memprofile: run a
            scenario against it to profile the server under load
@@ -72,6 +76,8 @@ func main() {
 		err = runChurn(os.Args[2:])
 	case "serve":
 		err = runServe(os.Args[2:])
+	case "chaos":
+		err = runChaos(os.Args[2:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		err = fmt.Errorf("unknown scenario %q", os.Args[1])
