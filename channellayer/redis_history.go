@@ -216,7 +216,7 @@ func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key, 
 		if err != nil {
 			return nil, fmt.Errorf("channellayer: history of group %q holds a malformed message %s: %w", group, e.ID, err)
 		}
-		out = append(out, MessageFromID(msg.typ, e.ID, FrameWithID(msg.data, e.ID)))
+		out = append(out, MessageFromID(msg.typ, e.ID, FrameWithID(msg.data, e.ID, group)))
 	}
 	return out, nil
 }
@@ -253,7 +253,7 @@ func (c *redisCore) dispatchGroup(topic, payload string) {
 	if !c.advance(group, pid) {
 		return
 	}
-	c.reg.SendGroupFrom(group, id, msg.typ, FrameWithID(msg.data, id))
+	c.reg.SendGroupFrom(group, id, msg.typ, FrameWithID(msg.data, id, group))
 }
 
 // advance records id as the last delivered for group, and reports false
@@ -296,7 +296,7 @@ func (c *redisCore) recoverGroup(group string) {
 	if err != nil {
 		c.log.Warn("channellayer: could not recover a group's messages after reconnecting; members must resync", "group", group, "err", err)
 		c.resyncs.Add(1)
-		c.reg.SendGroup(group, ResyncType, resyncFrame)
+		c.reg.SendGroup(group, ResyncType, resyncFrame(group))
 		return
 	}
 	n := 0
