@@ -11,10 +11,11 @@ import (
 
 // History is the history policy the suite expects a layer implementing
 // channellayer.Historian to be configured with: "hist.*" groups keep
-// 1000 messages, "small.*" groups 10, and nothing else keeps any.
+// 1000 messages, "small.*" groups 10, both for at most an hour, and
+// nothing else keeps any.
 var History = []channellayer.HistoryPolicy{
 	{Pattern: "hist.*", Size: 1000, Age: time.Hour},
-	{Pattern: "small.*", Size: 10},
+	{Pattern: "small.*", Size: 10, Age: time.Hour},
 }
 
 var historyCases = []struct {
