@@ -59,6 +59,16 @@
 // wrapping ErrNoReceivers, so a caller can tell "sent" from "went
 // nowhere".
 //
+// A send is applied at most once. Every layer here is a KeyedSender: a
+// message carrying an idempotency key (Message.WithKey) is applied once
+// per key and destination for KeyWindow (a day), so a publisher that
+// retries a request it got no answer to, through any instance, delivers
+// nothing twice, and the retry reports what the first attempt did. On
+// Redis the record is written by the same script that publishes; a send
+// without a key gets a key of its own, kept a minute, so that the Redis
+// client's retries of one call after a read timeout (a stalled Redis or
+// network) do not publish it again.
+//
 // The layer hands each message to a member's Deliver, which must not
 // block; a member too slow to keep up must drop itself (package consumer
 // disconnects it) rather than hold up the layer.

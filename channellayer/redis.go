@@ -64,6 +64,7 @@ var (
 	_ OnceSender  = (*Redis)(nil)
 	_ Checker     = (*Redis)(nil)
 	_ Historian   = (*Redis)(nil)
+	_ KeyedSender = (*Redis)(nil)
 )
 
 // NewRedis returns a layer on client, which it does not close. The
@@ -108,7 +109,8 @@ func (l *Redis) Send(ctx context.Context, channel string, msg Message) error {
 	if err != nil || local {
 		return err
 	}
-	n, err := l.client.Publish(ctx, topic, payload).Result()
+	sent, ttl := l.sentKey(topic, channel+":", msg)
+	n, err := publish(ctx, l.client, plainPublishing.plain, sent, ttl, topic, payload)
 	return l.published(n, err, fmt.Sprintf("no channel %q", channel))
 }
 
@@ -227,17 +229,24 @@ func (l *redisCore) awaitUnsub(ctx context.Context, done ...chan struct{}) error
 	return nil
 }
 
-// GroupSend implements Layer: one PUBLISH, whatever the size of the group.
+// GroupSend implements Layer: one script that publishes, whatever the
+// size of the group, applied once however often the client retries it
+// (see KeyedSender).
 func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
+	topic := l.groupTopic + group
+	sent, ttl := l.sentKey(topic, "", msg)
 	if p, ok := historyFor(l.policies, group); ok {
-		return l.groupSendHistory(ctx, l.client, plainPublishing, l.historyKey(group), group, msg, p)
+		return l.groupSendHistory(ctx, l.client, plainPublishing, sent, ttl, l.historyKey(group), group, msg, p)
 	}
-	n, err := l.client.Publish(ctx, l.groupTopic+group, msg.data).Result()
+	n, err := publish(ctx, l.client, plainPublishing.plain, sent, ttl, topic, msg.data)
 	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
 }
+
+// KeyWindow implements KeyedSender.
+func (c *redisCore) KeyWindow() time.Duration { return KeyWindow }
 
 // GroupSendLocal implements LocalSender without touching Redis.
 func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) error {

@@ -54,6 +54,7 @@ var (
 	_ Checker     = (*RedisCluster)(nil)
 	_ Historian   = (*RedisCluster)(nil)
 	_ OnceSender  = (*RedisCluster)(nil)
+	_ KeyedSender = (*RedisCluster)(nil)
 )
 
 // NewRedisCluster returns a layer on client, which it does not close.
@@ -303,7 +304,8 @@ func (l *RedisCluster) Send(ctx context.Context, channel string, msg Message) er
 	if err != nil || local {
 		return err
 	}
-	n, err := l.client.SPublish(ctx, topic, payload).Result()
+	sent, ttl := l.sentKey("{"+topic+"}", channel+":", msg)
+	n, err := publish(ctx, l.client, shardPublishing.plain, sent, ttl, topic, payload)
 	return l.follow(l.published(n, err, fmt.Sprintf("no channel %q", channel)))
 }
 
@@ -344,23 +346,27 @@ func (l *RedisCluster) waitLocked(topic string) (live bool, fail chan struct{}, 
 	return false, l.mapFail, l.mapDown
 }
 
-// GroupSend implements Layer: one SPUBLISH to the group's shard,
-// whatever the size of the group.
+// GroupSend implements Layer: one script that SPUBLISHes on the group's
+// shard, whatever the size of the group, applied once however often the
+// client retries it (see KeyedSender). Its record is in the group's slot.
 func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message) error {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
+	topic := l.groupTopic + group
+	sent, ttl := l.sentKey("{"+topic+"}", "", msg)
 	if p, ok := historyFor(l.policies, group); ok {
-		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, l.historyKey(group), group, msg, p))
+		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, sent, ttl, l.historyKey(group), group, msg, p))
 	}
-	n, err := l.client.SPublish(ctx, l.groupTopic+group, msg.data).Result()
+	n, err := publish(ctx, l.client, shardPublishing.plain, sent, ttl, topic, msg.data)
 	return l.follow(l.published(n, err, fmt.Sprintf("group %q has no member", group)))
 }
 
 // GroupSendOnce implements OnceSender as Redis.GroupSendOnce does. The
 // source's mark is kept per group, in the group's slot.
 func (l *RedisCluster) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
-	sent, err := l.sendOnce(ctx, l.client, shardPublishing, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
+	key, ttl := l.sentKey("{"+l.groupTopic+group+"}", "", msg)
+	sent, err := l.sendOnce(ctx, l.client, shardPublishing, key, ttl, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
 	return sent, l.follow(err)
 }
 

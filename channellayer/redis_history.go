@@ -4,45 +4,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// publishBody keeps a message in its group's stream and publishes it with
-// the stream id, in one step: ids are assigned once, where the message is
-// published, and subscribers receive them in id order. Each entry also
-// holds the id before it ("p"), so that a reader can tell whether
-// anything between an id it knows and the oldest kept entry was trimmed
-// away. publish is the command that publishes: PUBLISH, or SPUBLISH on a
-// Redis Cluster, where the stream's key is in the shard channel's slot.
+// The publishing scripts are built from the parts below. Every script
+// first looks up the send's record (sentGuard): a send already applied,
+// whether retried by go-redis after a read timeout or by its caller with
+// the same idempotency key, publishes nothing again and returns what the
+// first run did. The record is written (sentRecord) in the same script
+// that publishes, so no send is applied twice, whatever the retries.
 //
-// KEYS[1] stream; ARGV[1] pub/sub channel, ARGV[2] message, ARGV[3] size,
-// ARGV[4] age in ms (0: none). Returns {id, receivers}.
-func publishBody(publish string) string {
-	return `
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local prev = '0-0'
-if #last > 0 then prev = last[1][1] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', prev, 'm', ARGV[2])
-local age = tonumber(ARGV[4])
-if age > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(now - age))
-  redis.call('PEXPIRE', KEYS[1], age)
-end
-local n = redis.call('` + publish + `', ARGV[1], id .. ' ' .. ARGV[2])
-return {id, n}
-`
-}
+// Every script takes KEYS[1] the send's record and ARGV[1] its lifetime
+// in ms, ARGV[2] the pub/sub channel and ARGV[3] the payload. A history
+// script also takes KEYS[2] the stream, ARGV[4] its size and ARGV[5] its
+// age in ms (0: none); a once script takes the source's mark as its last
+// key, and the offer's seq and the mark's lifetime as its last two
+// arguments. Each returns {id, receivers}, id "" for a group without
+// history, with a third element 1 when the send had been applied before.
 
-// onceGuard, run before a publishing body, stops the script for an offer
-// already made (GroupSendOnce). The last key is the source's mark, the
-// last seq sent; the last two arguments are the offer's seq and how long
-// the mark lives after it was last set, in ms. An offer already made
-// returns {"", -1}.
+// sentGuard returns the recorded result of a send applied before.
+const sentGuard = `
+local sent = redis.call('GET', KEYS[1])
+if sent then
+  local sp = string.find(sent, ' ', 1, true)
+  return {string.sub(sent, 1, sp - 1), tonumber(string.sub(sent, sp + 1)), 1}
+end
+`
+
+// onceGuard stops the script for an offer already made (GroupSendOnce):
+// it returns {"", -1}.
 const onceGuard = `
 local mark = KEYS[#KEYS]
 local seq = tonumber(ARGV[#ARGV - 1])
@@ -51,22 +45,58 @@ if seq <= done then return {'', -1} end
 redis.call('SET', mark, ARGV[#ARGV - 1], 'PX', ARGV[#ARGV])
 `
 
+// historyBody keeps the message in its group's stream and publishes it
+// with the stream id, in one step: ids are assigned once, where the
+// message is published, and subscribers receive them in id order. Each
+// entry also holds the id before it ("p"), so that a reader can tell
+// whether anything between an id it knows and the oldest kept entry was
+// trimmed away.
+func historyBody(publish string) string {
+	return `
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if #last > 0 then prev = last[1][1] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'p', prev, 'm', ARGV[3])
+local age = tonumber(ARGV[5])
+if age > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', KEYS[2], 'MINID', '~', tostring(now - age))
+  redis.call('PEXPIRE', KEYS[2], age)
+end
+local n = redis.call('` + publish + `', ARGV[2], id .. ' ' .. ARGV[3])
+`
+}
+
+// plainBody publishes the payload as it is.
+func plainBody(publish string) string {
+	return `
+local id = ''
+local n = redis.call('` + publish + `', ARGV[2], ARGV[3])
+`
+}
+
+const sentRecord = `
+redis.call('SET', KEYS[1], id .. ' ' .. n, 'PX', ARGV[1])
+return {id, n}
+`
+
 // publishing holds the scripts of one way to publish: PUBLISH on one
 // Redis, SPUBLISH on a Redis Cluster, where every key a script touches is
-// in the slot of the group's shard channel.
+// in the slot of the shard channel it publishes to.
 type publishing struct {
-	history     *redis.Script // publishBody
-	historyOnce *redis.Script // onceGuard, then publishBody
-	once        *redis.Script // onceGuard, then publish; KEYS[1] mark, ARGV[1] channel, ARGV[2] message, then the guard's
+	plain       *redis.Script
+	history     *redis.Script
+	once        *redis.Script
+	historyOnce *redis.Script
 }
 
 func newPublishing(publish string) publishing {
 	return publishing{
-		history:     redis.NewScript(publishBody(publish)),
-		historyOnce: redis.NewScript(onceGuard + publishBody(publish)),
-		once: redis.NewScript(onceGuard + `
-return {'', redis.call('` + publish + `', ARGV[1], ARGV[2])}
-`),
+		plain:       redis.NewScript(sentGuard + plainBody(publish) + sentRecord),
+		history:     redis.NewScript(sentGuard + historyBody(publish) + sentRecord),
+		once:        redis.NewScript(sentGuard + onceGuard + plainBody(publish) + sentRecord),
+		historyOnce: redis.NewScript(sentGuard + onceGuard + historyBody(publish) + sentRecord),
 	}
 }
 
@@ -74,6 +104,32 @@ var (
 	plainPublishing = newPublishing("PUBLISH")
 	shardPublishing = newPublishing("SPUBLISH")
 )
+
+// sentKey returns the key of a send's record, and how long it is kept.
+// tag starts it (the destination's topic, or on a cluster the topic as
+// hash tag, so that the record is in the destination's slot) and dest
+// narrows it to one channel of an instance. A message with a key is
+// recorded under that key for KeyWindow, so that a caller's retry is
+// applied once; one without gets a key of its own, unique to this call,
+// kept for retryWindow, long enough for the Redis client's own retries
+// of the same call.
+func (c *redisCore) sentKey(tag, dest string, msg Message) (string, int64) {
+	if msg.key != "" {
+		return tag + ":sent:" + dest + msg.key, KeyWindow.Milliseconds()
+	}
+	return tag + ":try:" + c.instance + "." + strconv.FormatUint(c.sendSeq.Add(1), 36), retryWindow.Milliseconds()
+}
+
+// retryWindow is how long the record of an unkeyed send is kept: longer
+// than a Redis client retries one call (go-redis: 3 retries, each after
+// at most a read timeout, 3s by default, and a backoff under 1s).
+const retryWindow = time.Minute
+
+// publish runs the script that sends payload to topic with no history,
+// recorded under sent.
+func publish(ctx context.Context, client redis.Cmdable, script *redis.Script, sent string, ttl int64, topic string, payload []byte) (int64, error) {
+	return receivers(script.Run(ctx, client, []string{sent}, ttl, topic, payload).Slice())
+}
 
 // onceTTL is how long a source's mark outlives its last send. Instances
 // read a source within moments of each other, so a day is plenty; it only
@@ -89,10 +145,10 @@ func (l *Redis) historyKey(group string) string { return l.keyPrefix + "history:
 func (l *Redis) onceKey(source string) string { return l.keyPrefix + "once:" + source }
 
 // groupSendHistory is GroupSend for a group that keeps history, in the
-// stream at key.
-func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, pub publishing, key, group string, msg Message, p HistoryPolicy) error {
-	n, err := receivers(pub.history.Run(ctx, client, []string{key},
-		c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
+// stream at key, with the send's record at sent.
+func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, key, group string, msg Message, p HistoryPolicy) error {
+	n, err := receivers(pub.history.Run(ctx, client, []string{sent, key},
+		ttl, c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
 	return c.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
 }
 
@@ -100,7 +156,8 @@ func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, 
 // set in the same script that publishes, so of several instances offering
 // the same seq exactly one sends it, and sends reach Redis in seq order.
 func (l *Redis) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
-	return l.sendOnce(ctx, l.client, plainPublishing, l.historyKey(group), l.onceKey(source), source, seq, group, msg)
+	sent, ttl := l.sentKey(l.groupTopic+group, "", msg)
+	return l.sendOnce(ctx, l.client, plainPublishing, sent, ttl, l.historyKey(group), l.onceKey(source), source, seq, group, msg)
 }
 
 // LastSent implements OnceSender, reading the source's mark.
@@ -109,8 +166,8 @@ func (l *Redis) LastSent(ctx context.Context, source, _ string) (int64, bool, er
 }
 
 // sendOnce is GroupSendOnce for a layer that keeps group's stream at
-// histKey and source's mark at mark.
-func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publishing, histKey, mark, source string, seq int64, group string, msg Message) (bool, error) {
+// histKey, source's mark at mark and the send's record at sent.
+func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, histKey, mark, source string, seq int64, group string, msg Message) (bool, error) {
 	if err := c.check(ValidGroupName(group), msg); err != nil {
 		return false, err
 	}
@@ -123,12 +180,12 @@ func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publ
 		why = fmt.Sprintf("group %q has no member", group)
 	)
 	if p, ok := historyFor(c.policies, group); ok {
-		n, err = receivers(pub.historyOnce.Run(ctx, client, []string{histKey, mark},
-			c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
+		n, err = receivers(pub.historyOnce.Run(ctx, client, []string{sent, histKey, mark},
+			ttl, c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
 		why += " (the message is kept in its history)"
 	} else {
-		n, err = receivers(pub.once.Run(ctx, client, []string{mark},
-			c.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
+		n, err = receivers(pub.once.Run(ctx, client, []string{sent, mark},
+			ttl, c.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
 	}
 	if err == nil && n < 0 {
 		return false, nil
@@ -152,12 +209,13 @@ func (c *redisCore) lastSent(ctx context.Context, client redis.Cmdable, source, 
 	return seq, true, nil
 }
 
-// receivers reads the {id, receivers} reply of the publishing scripts.
+// receivers reads the {id, receivers[, repeated]} reply of the
+// publishing scripts.
 func receivers(res []any, err error) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(res) != 2 {
+	if len(res) < 2 {
 		return 0, fmt.Errorf("unexpected script reply %v", res)
 	}
 	n, ok := res[1].(int64)

@@ -53,6 +53,8 @@ type redisCore struct {
 	instTopic  string // prefix of an instance's Redis channel
 	instance   string // this instance's part of its channel names
 	seq        atomic.Uint64
+	sendSeq    atomic.Uint64 // numbers the records of unkeyed sends
+	keys       keyRecords    // keyed sends to this instance's own channels
 	reg        groups.Registry
 
 	// mu orders membership changes with the subscription work they cause,
@@ -158,7 +160,7 @@ func (c *redisCore) route(channel string, msg Message) (topic string, payload []
 		return "", nil, false, fmt.Errorf("%w: no channel %q (not a channel this layer made)", ErrNoReceivers, channel)
 	}
 	if instance == c.instance {
-		if !c.reg.SendChannel(channel, msg.typ, msg.data) {
+		if !sendChannelKeyed(&c.keys, &c.reg, channel, msg) {
 			return "", nil, true, fmt.Errorf("%w: no channel %q", ErrNoReceivers, channel)
 		}
 		return "", nil, true, nil

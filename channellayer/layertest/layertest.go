@@ -38,7 +38,7 @@ type NewLayer func(t *testing.T) channellayer.Layer
 // implement channellayer.Historian must be configured with History; the
 // history cases are skipped for the others.
 func Run(t *testing.T, newLayer NewLayer) {
-	all := append(append(cases[:len(cases):len(cases)], historyCases...), onceCases...)
+	all := append(append(append(cases[:len(cases):len(cases)], historyCases...), onceCases...), keyedCases...)
 	for _, tc := range all {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
