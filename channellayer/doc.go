@@ -53,9 +53,24 @@
 // # Delivery
 //
 // Within one layer, messages from one sender to one receiver keep their
-// order. Delivery is at most once: a Redis outage loses the messages
-// published while it lasts, and sends made meanwhile fail with an error
-// wrapping ErrUnavailable. A send that reaches nobody returns an error
+// order. For groups without history delivery is at most once: a Redis
+// outage loses the messages published while it lasts, and sends made
+// meanwhile fail with an error wrapping ErrUnavailable.
+//
+// For groups with history, each instance keeps a recovery position per
+// subscribed group: the last id it delivered, or, until it has delivered
+// one, the moment the group's subscription was asked for (less one
+// second of clock slack, as a stream id). After any lost subscription (a
+// dropped connection, a Redis restart, a slot move or a failover) the
+// group is recovered from that position before any later message, so
+// members get what they missed once and in order, whether or not they
+// had received anything before. When the history cannot cover the gap
+// (trimmed, or gone with a Redis that restarted without persistence),
+// members get a ResyncType message naming the group, and then every
+// message the history holds after the position: what was accepted once
+// Redis was back is delivered after the resync, not dropped by it.
+//
+// A send that reaches nobody returns an error
 // wrapping ErrNoReceivers, so a caller can tell "sent" from "went
 // nowhere".
 //

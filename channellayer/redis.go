@@ -48,9 +48,11 @@ type RedisConfig struct {
 //
 // The subscription is restored, with every group that has local members,
 // as soon as Redis answers again (within MaxBackoff). Members of a group
-// with history then get what was published meanwhile, from the history;
-// for other groups delivery is at most once, and messages published
-// while an instance's subscription connection was down do not reach it.
+// with history then get what was published meanwhile, from the history,
+// from the last id delivered or, if none, from when the group was
+// subscribed (see the package doc); for other groups delivery is at most
+// once, and messages published while an instance's subscription
+// connection was down do not reach it.
 type Redis struct {
 	*redisCore
 	client    *redis.Client
@@ -82,7 +84,9 @@ func NewRedis(client *redis.Client, cfg RedisConfig) (*Redis, error) {
 	}
 	l := &Redis{redisCore: core, client: client, keyPrefix: prefix + ":"}
 	if len(core.policies) > 0 {
-		core.history = l.History
+		core.recoverRead = func(ctx context.Context, group string, pos position) ([]Message, bool, error) {
+			return l.readAfter(ctx, l.client, l.historyKey(group), group, pos)
+		}
 	}
 	l.sub = newSubscriber(core, client.Options().Addr, client, false)
 	core.mu.Lock()

@@ -77,7 +77,7 @@ func NewRedisCluster(client *redis.ClusterClient, cfg RedisConfig) (*RedisCluste
 		mapFail:   make(chan struct{}),
 	}
 	if len(core.policies) > 0 {
-		core.history = l.History
+		core.recoverRead = l.recoverRead
 	}
 	l.refresh <- struct{}{}
 	l.wg.Add(1)
@@ -150,9 +150,9 @@ func (l *RedisCluster) readSlots(ctx context.Context) error {
 	l.mu.Lock()
 	l.owner = owner
 	l.mapDown = false
-	l.homeLocked(l.instTopic + l.instance)
+	l.homeLocked(l.instTopic+l.instance, false)
 	for _, g := range l.reg.Groups() {
-		l.homeLocked(l.groupTopic + g)
+		l.homeLocked(l.groupTopic+g, false)
 	}
 	masters := make(map[string]bool)
 	for _, a := range owner {
@@ -173,8 +173,9 @@ func (l *RedisCluster) readSlots(ctx context.Context) error {
 
 // homeLocked puts topic on the connection to the master that owns it,
 // moving it there if it is elsewhere. Without a slot map it does
-// nothing: the first read homes every wanted topic.
-func (l *RedisCluster) homeLocked(topic string) {
+// nothing: the first read homes every wanted topic. fresh tells a topic
+// that just got its first local member, which has missed nothing yet.
+func (l *RedisCluster) homeLocked(topic string, fresh bool) {
 	if l.owner == nil {
 		return
 	}
@@ -191,7 +192,9 @@ func (l *RedisCluster) homeLocked(topic string) {
 	}
 	s := l.shardLocked(addr)
 	// A topic that moved here may have missed messages on the way.
-	s.staleLocked(topic)
+	if !fresh {
+		s.staleLocked(topic)
+	}
 	s.subLocked(topic)
 	l.home[topic] = s
 }
@@ -255,7 +258,7 @@ func (l *RedisCluster) reply(s *subscriber, err error) {
 	for topic := range s.want {
 		if keySlot(topic) == slot {
 			delete(s.pending, topic)
-			l.homeLocked(topic)
+			l.homeLocked(topic, false)
 		}
 	}
 	l.mu.Unlock()
@@ -304,8 +307,7 @@ func (l *RedisCluster) Send(ctx context.Context, channel string, msg Message) er
 	if err != nil || local {
 		return err
 	}
-	sent, ttl := l.sentKey("{"+topic+"}", channel+":", msg)
-	n, err := publish(ctx, l.client, shardPublishing.plain, sent, ttl, topic, payload)
+	n, err := l.spublish(ctx, topic, channel+":", payload, msg)
 	return l.follow(l.published(n, err, fmt.Sprintf("no channel %q", channel)))
 }
 
@@ -333,7 +335,7 @@ func (l *RedisCluster) GroupDiscard(ctx context.Context, group, channel string) 
 
 // subscribeLocked implements topics: a topic lives on the connection to
 // the master serving its slot.
-func (l *RedisCluster) subscribeLocked(topic string) { l.homeLocked(topic) }
+func (l *RedisCluster) subscribeLocked(topic string) { l.homeLocked(topic, true) }
 
 func (l *RedisCluster) unsubscribeLocked(topic string) chan struct{} { return l.unhomeLocked(topic) }
 
@@ -354,12 +356,29 @@ func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message)
 		return err
 	}
 	topic := l.groupTopic + group
-	sent, ttl := l.sentKey("{"+topic+"}", "", msg)
 	if p, ok := historyFor(l.policies, group); ok {
+		sent, ttl := l.sentKey("{"+topic+"}", "", msg)
 		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, sent, ttl, l.historyKey(group), group, msg, p))
 	}
-	n, err := publish(ctx, l.client, shardPublishing.plain, sent, ttl, topic, msg.data)
+	n, err := l.spublish(ctx, topic, "", msg.data, msg)
 	return l.follow(l.published(n, err, fmt.Sprintf("group %q has no member", group)))
+}
+
+// spublish sends payload to topic through the recording script. While
+// the cluster is down (cluster_state:fail, as for a moment after a node
+// restarts, or before a failover), Redis refuses scripts but still takes
+// SPUBLISH on a master that owns the slot
+// (cluster-allow-pubsubshard-when-down): an unkeyed send then goes out as
+// a plain SPUBLISH, which only the client's own retry could repeat, so
+// that groups without history keep flowing. A keyed send fails instead,
+// for its caller to retry with the same key.
+func (l *RedisCluster) spublish(ctx context.Context, topic, dest string, payload []byte, msg Message) (int64, error) {
+	sent, ttl := l.sentKey("{"+topic+"}", dest, msg)
+	n, err := publish(ctx, l.client, shardPublishing.plain, sent, ttl, topic, payload)
+	if err != nil && msg.key == "" && redis.IsClusterDownError(err) {
+		return l.client.SPublish(ctx, topic, payload).Result()
+	}
+	return n, err
 }
 
 // GroupSendOnce implements OnceSender as Redis.GroupSendOnce does. The
@@ -409,6 +428,22 @@ func (l *RedisCluster) History(ctx context.Context, group, since string, limit i
 	}
 	msgs, err := l.readHistory(ctx, l.client, l.historyKey(group), group, since, limit)
 	return msgs, l.follow(err)
+}
+
+// recoverRead reads group's stream for recovery after pos, from the
+// master the group's subscription just moved to, as History does.
+func (l *RedisCluster) recoverRead(ctx context.Context, group string, pos position) ([]Message, bool, error) {
+	l.mu.Lock()
+	s := l.home[l.groupTopic+group]
+	l.mu.Unlock()
+	if s != nil {
+		msgs, covered, err := l.readAfter(ctx, s.client, l.historyKey(group), group, pos)
+		if !errors.Is(err, ErrUnavailable) {
+			return msgs, covered, err
+		}
+	}
+	msgs, covered, err := l.readAfter(ctx, l.client, l.historyKey(group), group, pos)
+	return msgs, covered, l.follow(err)
 }
 
 // GroupSendLocal implements LocalSender without touching Redis.

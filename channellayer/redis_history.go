@@ -279,6 +279,49 @@ func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key, 
 	return out, nil
 }
 
+// readAfter reads the entries of group's stream at key that follow pos,
+// for recovery, and reports whether they cover everything published
+// after pos: the first of them follows pos directly (an exact pos), or
+// follows an entry at or before it (a moment); with none, the stream
+// still ends at pos (an exact pos), or nothing is known to be missing (a
+// moment, whose group may never have had a message).
+func (c *redisCore) readAfter(ctx context.Context, client redis.Cmdable, key, group string, pos position) ([]Message, bool, error) {
+	pipe := client.Pipeline()
+	after := pipe.XRangeN(ctx, key, "("+pos.id.String(), "+", recoverLimit+1)
+	last := pipe.XRevRangeN(ctx, key, "+", "-", 1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, false, unavailable(err)
+	}
+	entries := after.Val()
+	if len(entries) == 0 {
+		l := last.Val()
+		return nil, !pos.exact || (len(l) == 1 && l[0].ID == pos.id.String()), nil
+	}
+	covered := false
+	if p, _ := entries[0].Values["p"].(string); p != "" {
+		prev, err := ParseID(p)
+		covered = err == nil && (prev == pos.id || !pos.exact && prev.Compare(pos.id) < 0)
+	}
+	if len(entries) > recoverLimit {
+		entries, covered = entries[len(entries)-recoverLimit:], false
+	}
+	out := make([]Message, 0, len(entries))
+	for _, e := range entries {
+		raw, _ := e.Values["m"].(string)
+		msg, err := ParseMessage([]byte(raw))
+		if err != nil {
+			c.log.Warn("channellayer: skipped a malformed message in a group's history", "group", group, "id", e.ID, "err", err)
+			continue
+		}
+		out = append(out, MessageFromID(msg.typ, e.ID, FrameWithID(msg.data, e.ID, group)))
+	}
+	return out, covered, nil
+}
+
+// recoverLimit bounds the messages one recovery replays: more than any
+// history keeps (MaxHistorySize, which Redis trims approximately).
+const recoverLimit = 2 * MaxHistorySize
+
 // dispatchGroup hands a group message from Redis to the local members.
 // A payload that starts with a history id ("<id> <json>") is delivered
 // with it, once: ids at or before the last one delivered for the group
@@ -314,18 +357,50 @@ func (c *redisCore) dispatchGroup(topic, payload string) {
 	c.reg.SendGroupFrom(group, id, msg.typ, FrameWithID(msg.data, id, group))
 }
 
+// position is where a group's recovery starts: the last id delivered
+// for it (exact), or, while it has delivered none, a moment shortly
+// before its subscription was asked for, as a stream id of that moment.
+type position struct {
+	id    ID
+	exact bool
+}
+
+// clockSlack is how far back a moment position reaches: stream ids come
+// from Redis' clock, the moment from this instance's, so recovery reads
+// from a little earlier to cover clocks that disagree by less than this.
+const clockSlack = time.Second
+
+// placeLocked gives group a moment position, if it has none: it is about
+// to be subscribed, and what is published from now on must be
+// recoverable, whether or not anything is delivered before a loss.
+func (c *redisCore) place(group string) {
+	if !c.HasHistory(group) {
+		return
+	}
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	if _, ok := c.seen[group]; ok {
+		return
+	}
+	if c.seen == nil {
+		c.seen = make(map[string]position)
+	}
+	c.seen[group] = position{id: ID{MS: uint64(max(0, time.Now().Add(-clockSlack).UnixMilli()))}}
+}
+
 // advance records id as the last delivered for group, and reports false
-// if it was not after the last one.
+// if it was not after the last one. A moment position takes any id: it
+// says where recovery starts, not what was delivered.
 func (c *redisCore) advance(group string, id ID) bool {
 	c.seenMu.Lock()
 	defer c.seenMu.Unlock()
-	if last, ok := c.seen[group]; ok && id.Compare(last) <= 0 {
+	if last, ok := c.seen[group]; ok && last.exact && id.Compare(last.id) <= 0 {
 		return false
 	}
 	if c.seen == nil {
-		c.seen = make(map[string]ID)
+		c.seen = make(map[string]position)
 	}
-	c.seen[group] = id
+	c.seen[group] = position{id: id, exact: true}
 	return true
 }
 
@@ -337,25 +412,40 @@ func (c *redisCore) forgetSeen(group string) {
 
 // recoverGroup delivers to the local members of group what was published
 // while it was not subscribed (the subscription connection was down, or
-// on a cluster the group's slot moved), from the history. It runs
-// on the subscription's reader before any later message of the group, so
-// members get every message once and in order. When the history cannot
-// cover the outage, members are told to resync.
+// on a cluster the group's slot moved), from the history, starting at
+// the group's position. It runs on the subscription's reader before any
+// later message of the group, so members get every message once and in
+// order. When the history cannot cover the gap (trimmed, or lost with a
+// Redis that restarted empty), members are told to resync first, then
+// get what the history does hold after the position: messages accepted
+// once Redis was back are not dropped by the resync.
 func (c *redisCore) recoverGroup(group string) {
 	c.seenMu.Lock()
-	since, ok := c.seen[group]
+	pos, ok := c.seen[group]
 	c.seenMu.Unlock()
-	if !ok || c.history == nil {
+	if !ok || c.recoverRead == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), recoverTimeout)
 	defer cancel()
-	msgs, err := c.history(ctx, group, since.String(), MaxHistorySize)
+	msgs, covered, err := c.recoverRead(ctx, group, pos)
 	if err != nil {
-		c.log.Warn("channellayer: could not recover a group's messages after reconnecting; members must resync", "group", group, "err", err)
+		c.log.Warn("channellayer: could not read a group's history after reconnecting; members must resync", "group", group, "err", err)
+	} else if !covered {
+		c.log.Warn("channellayer: a group's history no longer covers what its members missed; they must resync", "group", group, "since", pos.id.String())
+	}
+	if err != nil || !covered {
 		c.resyncs.Add(1)
 		c.reg.SendGroup(group, ResyncType, resyncFrame(group))
-		return
+		if pos.exact && len(msgs) == 0 {
+			// The stream may start again lower (a Redis that restarted
+			// with its clock behind): the next message sets the position.
+			c.seenMu.Lock()
+			if c.seen[group] == pos {
+				c.seen[group] = position{id: pos.id}
+			}
+			c.seenMu.Unlock()
+		}
 	}
 	n := 0
 	for _, m := range msgs {

@@ -73,13 +73,14 @@ type redisCore struct {
 	recovered       atomic.Int64
 	resyncs         atomic.Int64
 
-	// History: which groups keep one (RedisConfig.History), the last id
-	// delivered per group, and the reader of the group's history for
-	// recovery after a lost connection (nil when no group keeps one).
-	policies []HistoryPolicy
-	seenMu   sync.Mutex
-	seen     map[string]ID
-	history  func(ctx context.Context, group, since string, limit int) ([]Message, error)
+	// History: which groups keep one (RedisConfig.History), the
+	// recovery position of each subscribed group that does, and the
+	// reader of a group's history for recovery after a lost subscription
+	// (nil when no group keeps one).
+	policies    []HistoryPolicy
+	seenMu      sync.Mutex
+	seen        map[string]position
+	recoverRead func(ctx context.Context, group string, pos position) ([]Message, bool, error)
 }
 
 func newRedisCore(cfg RedisConfig) (*redisCore, error) {
@@ -355,8 +356,17 @@ func (s *subscriber) poke() {
 	}
 }
 
-// subLocked makes the connection carry topic.
+// subLocked makes the connection carry topic. A group with history gets
+// its recovery position now; if the connection is down, the group is
+// recovered from there once subscribed, so that what was published
+// after it joined reaches it.
 func (s *subscriber) subLocked(topic string) {
+	if s.c.recoverRead != nil && strings.HasPrefix(topic, s.c.groupTopic) {
+		s.c.place(topic[len(s.c.groupTopic):])
+		if s.down {
+			s.staleLocked(topic)
+		}
+	}
 	s.want[topic] = struct{}{}
 	s.queue = append(s.queue, subOp{sub: true, topic: topic})
 	s.poke()
@@ -651,10 +661,9 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 // staleLocked marks a group topic to be recovered from its history once
 // it is subscribed on this connection: what the group's members missed
 // while it was not (the connection was lost, or the group's slot was
-// moving to this master) goes to them first. A group with no id
-// delivered yet has nothing to recover.
+// moving to this master) goes to them first, from the group's position.
 func (s *subscriber) staleLocked(topic string) {
-	if s.c.history == nil || !strings.HasPrefix(topic, s.c.groupTopic) {
+	if s.c.recoverRead == nil || !strings.HasPrefix(topic, s.c.groupTopic) {
 		return
 	}
 	if s.stale == nil {

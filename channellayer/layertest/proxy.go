@@ -22,6 +22,8 @@ type Proxy struct {
 	conns  map[net.Conn]struct{} // both ends of every open pair
 	wg     sync.WaitGroup
 
+	refusing bool
+
 	stalled bool
 	release chan struct{} // closed by Release
 	held    int           // reads waiting for Release
@@ -126,6 +128,24 @@ func (p *Proxy) Release() {
 	}
 }
 
+// Refuse closes every open connection and, until Admit, every new one
+// as soon as it is made, as a path whose far end is down does.
+func (p *Proxy) Refuse() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refusing = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Admit lets new connections through again after Refuse.
+func (p *Proxy) Admit() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refusing = false
+}
+
 func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
@@ -143,8 +163,12 @@ func (p *Proxy) serve(client net.Conn) {
 	p.track(client)
 	defer p.untrack(client)
 	p.mu.Lock()
-	thaw := p.thaw
+	thaw, refusing := p.thaw, p.refusing
 	p.mu.Unlock()
+	if refusing {
+		client.Close()
+		return
+	}
 	<-thaw // a connection made while frozen waits, silent
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
