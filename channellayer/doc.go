@@ -46,9 +46,19 @@
 // with an error wrapping ErrUnavailable, GroupAdd records the membership
 // and returns such an error at once, and Check reports not ready. When
 // Redis returns, every group with local members is subscribed again
-// within RedisConfig.MaxBackoff (1s by default). Membership changes never
-// wait on a dial while holding the layer's lock. Stats counts reconnects
-// and errors for metrics.
+// within RedisConfig.MaxBackoff (1s by default). A subscription
+// connection that stays silent is pinged after RedisConfig.HealthInterval
+// (1s) and given up when no answer comes within RedisConfig.HealthTimeout
+// (2s), so a node that stops answering without closing anything (a
+// frozen or paused master, a dead path) is noticed within 3s; on a
+// cluster the layer then reads the slot map from every node it knows at
+// once and follows the groups to the replica that took over, recovering
+// groups with history from their positions. Messages arriving on a
+// connection for a group it no longer carries (an old master running
+// what was queued on it before it steps down) are dropped. Check answers
+// within a second, whatever the state of the nodes. Membership changes
+// never wait on a dial while holding the layer's lock. Stats counts
+// reconnects and errors for metrics.
 //
 // # Delivery
 //

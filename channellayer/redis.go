@@ -26,10 +26,16 @@ type RedisConfig struct {
 	// from Redis returning to every group flowing again under 2s.
 	MaxBackoff time.Duration
 	// HealthInterval is how long a subscription connection may stay
-	// silent before the layer pings it; no answer within another interval
-	// means the path to Redis died without a word (no reset, no close),
-	// and the layer reconnects. Default 15s.
+	// silent before the layer pings it. Default 1s.
 	HealthInterval time.Duration
+	// HealthTimeout is how long the layer waits for an answer to that
+	// ping. None in time means the path to Redis died without a word (no
+	// reset, no close) or the server stopped answering (a paused or
+	// frozen node): the layer reconnects and, on a cluster, reads the
+	// slot map again and follows the groups to whoever owns their slots
+	// now. A silent node is so noticed within HealthInterval +
+	// HealthTimeout. Default 2s.
+	HealthTimeout time.Duration
 	// History lists which groups keep a history (a Redis Stream per group,
 	// trimmed by size and age) and how much. Nil means DefaultHistory; an
 	// empty, non-nil list keeps none.
@@ -258,12 +264,12 @@ func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) err
 }
 
 // Check implements Checker: Redis answers a PING and the subscription
-// connection is established.
+// connection is established. It answers within a second.
 func (l *Redis) Check(ctx context.Context) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
-	if err := l.client.Ping(ctx).Err(); err != nil {
+	if err := bounded(ctx, func(ctx context.Context) error { return l.client.Ping(ctx).Err() }); err != nil {
 		return unavailable(err)
 	}
 	if !l.sub.up.Load() {
@@ -281,6 +287,27 @@ func (l *Redis) Close() error {
 	close(l.closing)
 	l.sub.stop()
 	return nil
+}
+
+// checkTimeout bounds Check: a readiness probe must get an answer even
+// while a Redis node is frozen, which go-redis would wait on for its
+// read timeout and retries.
+const checkTimeout = time.Second
+
+// bounded runs ping, giving up after checkTimeout or when ctx ends,
+// whichever comes first. A ping given up on finishes in the background,
+// within the client's own timeouts.
+func bounded(ctx context.Context, ping func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ping(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no answer to a ping within %v: %w", checkTimeout, ctx.Err())
+	}
 }
 
 func checkNames(group, channel string) error {

@@ -67,6 +67,7 @@ type redisCore struct {
 	closing chan struct{} // closed by Close, releases every waiting call
 
 	health          time.Duration // see RedisConfig.HealthInterval
+	healthTimeout   time.Duration // see RedisConfig.HealthTimeout
 	reconnects      atomic.Int64
 	publishErrors   atomic.Int64
 	subscribeErrors atomic.Int64
@@ -101,18 +102,22 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 		cfg.MaxBackoff = time.Second
 	}
 	if cfg.HealthInterval <= 0 {
-		cfg.HealthInterval = 15 * time.Second
+		cfg.HealthInterval = time.Second
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 2 * time.Second
 	}
 	return &redisCore{
-		health:     cfg.HealthInterval,
-		log:        cfg.Logger,
-		maxBackoff: max(cfg.MaxBackoff, minBackoff),
-		policies:   policies,
-		groupTopic: cfg.Prefix + ":group:",
-		instTopic:  cfg.Prefix + ":inst:",
-		instance:   "specific." + randomID(),
-		waiters:    make(map[string][]chan struct{}),
-		closing:    make(chan struct{}),
+		health:        cfg.HealthInterval,
+		healthTimeout: cfg.HealthTimeout,
+		log:           cfg.Logger,
+		maxBackoff:    max(cfg.MaxBackoff, minBackoff),
+		policies:      policies,
+		groupTopic:    cfg.Prefix + ":group:",
+		instTopic:     cfg.Prefix + ":inst:",
+		instance:      "specific." + randomID(),
+		waiters:       make(map[string][]chan struct{}),
+		closing:       make(chan struct{}),
 	}, nil
 }
 
@@ -405,6 +410,14 @@ func (s *subscriber) forgetLocked(topic string) {
 	s.poke()
 }
 
+// carries reports whether the connection should carry topic.
+func (s *subscriber) carries(topic string) bool {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	_, ok := s.want[topic]
+	return ok
+}
+
 func (s *subscriber) liveLocked(topic string) bool {
 	_, ok := s.live[topic]
 	return ok
@@ -541,25 +554,33 @@ func (s *subscriber) read(ctx context.Context) {
 // receive reads ps until its connection fails. replied reports whether
 // Redis answered at all.
 //
-// A connection whose path to Redis dies silently would block Receive
-// until TCP gives up, minutes later, while the instance misses its
-// groups' traffic. So a connection silent for the health interval is
-// pinged, and one that stays silent for another interval is given up.
+// A connection whose path to Redis dies silently, or whose server stops
+// answering (a frozen node), would block Receive until TCP gives up,
+// minutes later, while the instance misses its groups' traffic. So a
+// connection silent for the health interval is pinged, and one that
+// stays silent for the health timeout after that is given up.
 func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub) (replied bool, err error) {
-	pinged := false
+	var pingedAt time.Time // zero: no ping awaiting an answer
 	for {
-		v, err := ps.ReceiveTimeout(ctx, s.c.health)
+		wait := s.c.health
+		if !pingedAt.IsZero() {
+			wait = max(time.Millisecond, s.c.healthTimeout-time.Since(pingedAt))
+		}
+		v, err := ps.ReceiveTimeout(ctx, wait)
 		if err != nil && isTimeout(err) && ctx.Err() == nil {
-			if pinged {
-				return replied, fmt.Errorf("no answer to a ping within %v", s.c.health)
+			if !pingedAt.IsZero() {
+				if time.Since(pingedAt) >= s.c.healthTimeout {
+					return replied, fmt.Errorf("no answer to a ping within %v", s.c.healthTimeout)
+				}
+				continue
 			}
+			pingedAt = time.Now()
 			if err := ps.Ping(ctx); err != nil {
 				return replied, err
 			}
-			pinged = true
 			continue
 		}
-		pinged = false
+		pingedAt = time.Time{}
 		if err != nil {
 			if ctx.Err() == nil && isErrorReply(err) {
 				replied = true
@@ -576,6 +597,13 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub) (replied boo
 		case *redis.Subscription:
 			s.subscription(v)
 		case *redis.Message:
+			if s.sharded && !s.carries(v.Channel) {
+				// A topic this connection no longer carries: its slot
+				// moved, or its master was replaced while frozen and
+				// now runs what was queued on it before it steps down.
+				// The topic's new home delivers the group's messages.
+				continue
+			}
 			s.c.dispatch(v.Channel, v.Payload)
 		}
 	}
