@@ -370,7 +370,7 @@ type position struct {
 // from a little earlier to cover clocks that disagree by less than this.
 const clockSlack = time.Second
 
-// placeLocked gives group a moment position, if it has none: it is about
+// place gives group a moment position, if it has none: it is about
 // to be subscribed, and what is published from now on must be
 // recoverable, whether or not anything is delivered before a loss.
 func (c *redisCore) place(group string) {
@@ -437,7 +437,7 @@ func (c *redisCore) recoverGroup(group string) {
 	if err != nil || !covered {
 		c.resyncs.Add(1)
 		c.reg.SendGroup(group, ResyncType, resyncFrame(group))
-		if pos.exact && len(msgs) == 0 {
+		if err == nil && pos.exact && len(msgs) == 0 {
 			// The stream may start again lower (a Redis that restarted
 			// with its clock behind): the next message sets the position.
 			c.seenMu.Lock()
