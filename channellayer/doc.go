@@ -46,18 +46,53 @@
 // with an error wrapping ErrUnavailable, GroupAdd records the membership
 // and returns such an error at once, and Check reports not ready. When
 // Redis returns, every group with local members is subscribed again
-// within RedisConfig.MaxBackoff (1s by default). Membership changes never
-// wait on a dial while holding the layer's lock. Stats counts reconnects
-// and errors for metrics.
+// within RedisConfig.MaxBackoff (1s by default). A subscription
+// connection that stays silent is pinged after RedisConfig.HealthInterval
+// (1s) and given up when no answer comes within RedisConfig.HealthTimeout
+// (2s), so a node that stops answering without closing anything (a
+// frozen or paused master, a dead path) is noticed within 3s; on a
+// cluster the layer then reads the slot map from every node it knows at
+// once and follows the groups to the replica that took over, recovering
+// groups with history from their positions. Messages arriving on a
+// connection for a group it no longer carries (an old master running
+// what was queued on it before it steps down) are dropped. Check answers
+// within a second, whatever the state of the nodes. Membership changes
+// never wait on a dial while holding the layer's lock. Stats counts
+// reconnects and errors for metrics.
 //
 // # Delivery
 //
 // Within one layer, messages from one sender to one receiver keep their
-// order. Delivery is at most once: a Redis outage loses the messages
-// published while it lasts, and sends made meanwhile fail with an error
-// wrapping ErrUnavailable. A send that reaches nobody returns an error
+// order. For groups without history delivery is at most once: a Redis
+// outage loses the messages published while it lasts, and sends made
+// meanwhile fail with an error wrapping ErrUnavailable.
+//
+// For groups with history, each instance keeps a recovery position per
+// subscribed group: the last id it delivered, or, until it has delivered
+// one, the moment the group's subscription was asked for (less one
+// second of clock slack, as a stream id). After any lost subscription (a
+// dropped connection, a Redis restart, a slot move or a failover) the
+// group is recovered from that position before any later message, so
+// members get what they missed once and in order, whether or not they
+// had received anything before. When the history cannot cover the gap
+// (trimmed, or gone with a Redis that restarted without persistence),
+// members get a ResyncType message naming the group, and then every
+// message the history holds after the position: what was accepted once
+// Redis was back is delivered after the resync, not dropped by it.
+//
+// A send that reaches nobody returns an error
 // wrapping ErrNoReceivers, so a caller can tell "sent" from "went
 // nowhere".
+//
+// A send is applied at most once. Every layer here is a KeyedSender: a
+// message carrying an idempotency key (Message.WithKey) is applied once
+// per key and destination for KeyWindow (a day), so a publisher that
+// retries a request it got no answer to, through any instance, delivers
+// nothing twice, and the retry reports what the first attempt did. On
+// Redis the record is written by the same script that publishes; a send
+// without a key gets a key of its own, kept a minute, so that the Redis
+// client's retries of one call after a read timeout (a stalled Redis or
+// network) do not publish it again.
 //
 // The layer hands each message to a member's Deliver, which must not
 // block; a member too slow to keep up must drop itself (package consumer

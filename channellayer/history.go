@@ -166,26 +166,38 @@ func (id ID) Compare(o ID) int {
 }
 
 // IDField is the top-level field that carries a message's history id in
-// the frames members receive. Publishers must not use it themselves.
-const IDField = "herald_id"
+// the frames members receive, and GroupField the one that names the
+// group the id belongs to, so that a client in several groups can keep
+// one resume position per group. Publishers must not use them.
+const (
+	IDField    = "herald_id"
+	GroupField = "herald_group"
+)
 
-// FrameWithID returns the encoded object msg with `"herald_id":"<id>"`
-// appended as its last field. The message's own fields are untouched.
-func FrameWithID(msg []byte, id string) []byte {
+// FrameWithID returns the encoded object msg with
+// `"herald_id":"<id>","herald_group":"<group>"` appended as its last
+// fields. The message's own fields are untouched. Group names and ids
+// hold nothing JSON must escape.
+func FrameWithID(msg []byte, id, group string) []byte {
 	// msg is a trimmed JSON object with at least "type", so it ends in
 	// '}' and is not empty.
-	b := make([]byte, 0, len(msg)+len(IDField)+len(id)+6)
+	b := make([]byte, 0, len(msg)+len(IDField)+len(id)+len(GroupField)+len(group)+12)
 	b = append(b, msg[:len(msg)-1]...)
 	b = append(b, `,"`+IDField+`":"`...)
 	b = append(b, id...)
+	b = append(b, `","`+GroupField+`":"`...)
+	b = append(b, group...)
 	b = append(b, `"}`...)
 	return b
 }
 
 // ResyncType is the type of the message a layer hands a group's local
 // members when it knows they missed messages it cannot recover, after a
-// lost connection to its backing service. Consumers tell their clients
-// to reload their state.
+// lost connection to its backing service. Its "group" field names the
+// group. Consumers tell their clients to reload that group's state.
 const ResyncType = "herald.resync"
 
-var resyncFrame = []byte(`{"type":"` + ResyncType + `"}`)
+// resyncFrame returns the ResyncType message for group.
+func resyncFrame(group string) []byte {
+	return []byte(`{"type":"` + ResyncType + `","group":"` + group + `"}`)
+}

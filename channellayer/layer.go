@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/heraldhq/herald/groups"
 )
@@ -93,15 +94,38 @@ type OnceSender interface {
 	LastSent(ctx context.Context, source, group string) (seq int64, ok bool, err error)
 }
 
+// KeyedSender is implemented by layers that apply a keyed message
+// (Message.WithKey) at most once per key and destination: a second
+// GroupSend of a message with the same key to the same group (Send to the
+// same channel, GroupSendOnce of the same group) within the window
+// delivers nothing and returns what the first returned. The Redis layers
+// also make every unkeyed call safe from their client's own retries.
+type KeyedSender interface {
+	// KeyWindow returns how long the layer remembers a key after the
+	// send that first used it.
+	KeyWindow() time.Duration
+}
+
+// KeyWindow is how long the layers of this package remember an
+// idempotency key: a day, longer than any publisher retries one request.
+const KeyWindow = 24 * time.Hour
+
+// MaxKeyLength bounds the idempotency key of a message.
+const MaxKeyLength = 200
+
 // CheckSend returns the error a send must report, in this order: nameErr
 // (from ValidGroupName or ValidChannelName), ErrInvalidMessage for a zero
-// Message, ErrClosed when the layer is closed; or nil.
+// Message or a key longer than MaxKeyLength, ErrClosed when the layer is
+// closed; or nil.
 func CheckSend(nameErr error, msg Message, closed bool) error {
 	if nameErr != nil {
 		return nameErr
 	}
 	if !msg.Valid() {
 		return fmt.Errorf("%w: zero Message", ErrInvalidMessage)
+	}
+	if len(msg.key) > MaxKeyLength {
+		return fmt.Errorf("%w: idempotency key of %d bytes, the limit is %d", ErrInvalidMessage, len(msg.key), MaxKeyLength)
 	}
 	if closed {
 		return ErrClosed

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/heraldhq/herald/groups"
 )
@@ -30,6 +31,8 @@ type Memory struct {
 
 	onceMu sync.Mutex
 	once   map[string]int64 // last seq sent, by source
+
+	keys keyRecords // keyed sends applied
 }
 
 var (
@@ -38,6 +41,7 @@ var (
 	_ OnceSender  = (*Memory)(nil)
 	_ Checker     = (*Memory)(nil)
 	_ Historian   = (*Memory)(nil)
+	_ KeyedSender = (*Memory)(nil)
 )
 
 // NewMemory returns an empty in-memory layer that keeps DefaultHistory.
@@ -68,11 +72,30 @@ func (l *Memory) Send(_ context.Context, channel string, msg Message) error {
 	if err := l.check(ValidChannelName(channel), msg); err != nil {
 		return err
 	}
-	if !l.reg.SendChannel(channel, msg.typ, msg.data) {
+	if !sendChannelKeyed(&l.keys, &l.reg, channel, msg) {
 		return fmt.Errorf("%w: no channel %q", ErrNoReceivers, channel)
 	}
 	return nil
 }
+
+// sendChannelKeyed delivers msg to a channel of reg, once per key for a
+// keyed message, and reports whether the channel exists (existed, for a
+// send applied before).
+func sendChannelKeyed(keys *keyRecords, reg *groups.Registry, channel string, msg Message) bool {
+	if msg.key == "" {
+		return reg.SendChannel(channel, msg.typ, msg.data)
+	}
+	n, _ := keys.apply("channel "+channel, msg.key, func() int {
+		if reg.SendChannel(channel, msg.typ, msg.data) {
+			return 1
+		}
+		return 0
+	})
+	return n > 0
+}
+
+// KeyWindow implements KeyedSender.
+func (l *Memory) KeyWindow() time.Duration { return KeyWindow }
 
 // GroupAdd implements Layer.
 func (l *Memory) GroupAdd(_ context.Context, group, channel string) error {
@@ -98,16 +121,23 @@ func (l *Memory) GroupSend(ctx context.Context, group string, msg Message) error
 	return l.GroupSendLocal(ctx, group, msg)
 }
 
-// GroupSendLocal implements LocalSender. For Memory it is GroupSend.
+// GroupSendLocal implements LocalSender. For Memory it is GroupSend: a
+// keyed message is applied once per key and group (see KeyedSender).
 func (l *Memory) GroupSendLocal(_ context.Context, group string, msg Message) error {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
+	send := func() int {
+		if r := l.ring(group); r != nil {
+			return l.sendHistory(r, group, msg)
+		}
+		return l.reg.SendGroup(group, msg.typ, msg.data)
+	}
 	var n int
-	if r := l.ring(group); r != nil {
-		n = l.sendHistory(r, group, msg)
+	if msg.key == "" {
+		n = send()
 	} else {
-		n = l.reg.SendGroup(group, msg.typ, msg.data)
+		n, _ = l.keys.apply("group "+group, msg.key, send)
 	}
 	if n == 0 {
 		return fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
@@ -124,6 +154,10 @@ func (l *Memory) GroupSendOnce(ctx context.Context, source string, seq int64, gr
 	l.onceMu.Lock()
 	defer l.onceMu.Unlock()
 	if last, ok := l.once[source]; ok && seq <= last {
+		if msg.key != "" && l.keys.seen("group "+group, msg.key) {
+			// The same call again: it reports what the first did.
+			return true, l.GroupSendLocal(ctx, group, msg)
+		}
 		return false, nil
 	}
 	err := l.GroupSendLocal(ctx, group, msg)

@@ -68,7 +68,7 @@ func (l *Memory) sendHistory(r *ring, group string, msg Message) int {
 		id = ID{MS: r.last.MS, Seq: r.last.Seq + 1}
 	}
 	ids := id.String()
-	frame := MessageFromID(msg.typ, ids, FrameWithID(msg.data, ids))
+	frame := MessageFromID(msg.typ, ids, FrameWithID(msg.data, ids, group))
 	r.entries = append(r.entries, entry{id: id, prev: r.last, at: now, msg: frame})
 	r.last = id
 	drop := max(0, len(r.entries)-r.policy.Size)

@@ -102,3 +102,17 @@ func FuzzParseID(f *testing.F) {
 		}
 	})
 }
+
+func TestFrameWithID(t *testing.T) {
+	msg, err := channellayer.ParseMessage([]byte(`{"type":"t","n":{"a":[1]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(channellayer.FrameWithID(msg.Bytes(), "17-2", "orders.eu"))
+	if want := `{"type":"t","n":{"a":[1]},"herald_id":"17-2","herald_group":"orders.eu"}`; got != want {
+		t.Fatalf("frame %s, want %s", got, want)
+	}
+	if _, err := channellayer.ParseMessage([]byte(got)); err != nil {
+		t.Fatalf("frame is not a valid message: %v", err)
+	}
+}

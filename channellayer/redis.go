@@ -26,10 +26,16 @@ type RedisConfig struct {
 	// from Redis returning to every group flowing again under 2s.
 	MaxBackoff time.Duration
 	// HealthInterval is how long a subscription connection may stay
-	// silent before the layer pings it; no answer within another interval
-	// means the path to Redis died without a word (no reset, no close),
-	// and the layer reconnects. Default 15s.
+	// silent before the layer pings it. Default 1s.
 	HealthInterval time.Duration
+	// HealthTimeout is how long the layer waits for an answer to that
+	// ping. None in time means the path to Redis died without a word (no
+	// reset, no close) or the server stopped answering (a paused or
+	// frozen node): the layer reconnects and, on a cluster, reads the
+	// slot map again and follows the groups to whoever owns their slots
+	// now. A silent node is so noticed within HealthInterval +
+	// HealthTimeout. Default 2s.
+	HealthTimeout time.Duration
 	// History lists which groups keep a history (a Redis Stream per group,
 	// trimmed by size and age) and how much. Nil means DefaultHistory; an
 	// empty, non-nil list keeps none.
@@ -48,9 +54,11 @@ type RedisConfig struct {
 //
 // The subscription is restored, with every group that has local members,
 // as soon as Redis answers again (within MaxBackoff). Members of a group
-// with history then get what was published meanwhile, from the history;
-// for other groups delivery is at most once, and messages published
-// while an instance's subscription connection was down do not reach it.
+// with history then get what was published meanwhile, from the history,
+// from the last id delivered or, if none, from when the group was
+// subscribed (see the package doc); for other groups delivery is at most
+// once, and messages published while an instance's subscription
+// connection was down do not reach it.
 type Redis struct {
 	*redisCore
 	client    *redis.Client
@@ -64,6 +72,7 @@ var (
 	_ OnceSender  = (*Redis)(nil)
 	_ Checker     = (*Redis)(nil)
 	_ Historian   = (*Redis)(nil)
+	_ KeyedSender = (*Redis)(nil)
 )
 
 // NewRedis returns a layer on client, which it does not close. The
@@ -81,7 +90,9 @@ func NewRedis(client *redis.Client, cfg RedisConfig) (*Redis, error) {
 	}
 	l := &Redis{redisCore: core, client: client, keyPrefix: prefix + ":"}
 	if len(core.policies) > 0 {
-		core.history = l.History
+		core.recoverRead = func(ctx context.Context, group string, pos position) ([]Message, bool, error) {
+			return l.readAfter(ctx, l.client, l.historyKey(group), group, pos)
+		}
 	}
 	l.sub = newSubscriber(core, client.Options().Addr, client, false)
 	core.mu.Lock()
@@ -108,7 +119,8 @@ func (l *Redis) Send(ctx context.Context, channel string, msg Message) error {
 	if err != nil || local {
 		return err
 	}
-	n, err := l.client.Publish(ctx, topic, payload).Result()
+	sent, ttl := l.sentKey(topic, channel+":", msg)
+	n, err := publish(ctx, l.client, plainPublishing.plain, sent, ttl, topic, payload)
 	return l.published(n, err, fmt.Sprintf("no channel %q", channel))
 }
 
@@ -227,17 +239,24 @@ func (l *redisCore) awaitUnsub(ctx context.Context, done ...chan struct{}) error
 	return nil
 }
 
-// GroupSend implements Layer: one PUBLISH, whatever the size of the group.
+// GroupSend implements Layer: one script that publishes, whatever the
+// size of the group, applied once however often the client retries it
+// (see KeyedSender).
 func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
+	topic := l.groupTopic + group
+	sent, ttl := l.sentKey(topic, "", msg)
 	if p, ok := historyFor(l.policies, group); ok {
-		return l.groupSendHistory(ctx, l.client, plainPublishing, l.historyKey(group), group, msg, p)
+		return l.groupSendHistory(ctx, l.client, plainPublishing, sent, ttl, l.historyKey(group), group, msg, p)
 	}
-	n, err := l.client.Publish(ctx, l.groupTopic+group, msg.data).Result()
+	n, err := publish(ctx, l.client, plainPublishing.plain, sent, ttl, topic, msg.data)
 	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
 }
+
+// KeyWindow implements KeyedSender.
+func (c *redisCore) KeyWindow() time.Duration { return KeyWindow }
 
 // GroupSendLocal implements LocalSender without touching Redis.
 func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) error {
@@ -245,12 +264,12 @@ func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) err
 }
 
 // Check implements Checker: Redis answers a PING and the subscription
-// connection is established.
+// connection is established. It answers within a second.
 func (l *Redis) Check(ctx context.Context) error {
 	if l.closed.Load() {
 		return ErrClosed
 	}
-	if err := l.client.Ping(ctx).Err(); err != nil {
+	if err := bounded(ctx, func(ctx context.Context) error { return l.client.Ping(ctx).Err() }); err != nil {
 		return unavailable(err)
 	}
 	if !l.sub.up.Load() {
@@ -268,6 +287,27 @@ func (l *Redis) Close() error {
 	close(l.closing)
 	l.sub.stop()
 	return nil
+}
+
+// checkTimeout bounds Check: a readiness probe must get an answer even
+// while a Redis node is frozen, which go-redis would wait on for its
+// read timeout and retries.
+const checkTimeout = time.Second
+
+// bounded runs ping, giving up after checkTimeout or when ctx ends,
+// whichever comes first. A ping given up on finishes in the background,
+// within the client's own timeouts.
+func bounded(ctx context.Context, ping func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ping(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no answer to a ping within %v: %w", checkTimeout, ctx.Err())
+	}
 }
 
 func checkNames(group, channel string) error {

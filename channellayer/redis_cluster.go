@@ -41,11 +41,13 @@ type RedisCluster struct {
 	wg      sync.WaitGroup
 
 	// guarded by mu
-	owner   []string               // slot -> master address; nil until first read
-	home    map[string]*subscriber // topic -> the connection that carries it
-	shards  map[string]*subscriber // master address -> its connection
-	mapDown bool                   // the last attempt to read the slot map failed
-	mapFail chan struct{}          // closed and replaced at each failed read
+	owner   []string                 // slot -> master address; nil until first read
+	home    map[string]*subscriber   // topic -> the connection that carries it
+	shards  map[string]*subscriber   // master address -> its connection
+	nodes   map[string]bool          // every node of the last slot map
+	probes  map[string]*redis.Client // clients that ask nodes for the slot map
+	mapDown bool                     // the last attempt to read the slot map failed
+	mapFail chan struct{}            // closed and replaced at each failed read
 }
 
 var (
@@ -54,6 +56,7 @@ var (
 	_ Checker     = (*RedisCluster)(nil)
 	_ Historian   = (*RedisCluster)(nil)
 	_ OnceSender  = (*RedisCluster)(nil)
+	_ KeyedSender = (*RedisCluster)(nil)
 )
 
 // NewRedisCluster returns a layer on client, which it does not close.
@@ -73,10 +76,11 @@ func NewRedisCluster(client *redis.ClusterClient, cfg RedisConfig) (*RedisCluste
 		cancel:    cancel,
 		home:      make(map[string]*subscriber),
 		shards:    make(map[string]*subscriber),
+		probes:    make(map[string]*redis.Client),
 		mapFail:   make(chan struct{}),
 	}
 	if len(core.policies) > 0 {
-		core.history = l.History
+		core.recoverRead = l.recoverRead
 	}
 	l.refresh <- struct{}{}
 	l.wg.Add(1)
@@ -105,8 +109,20 @@ func (l *RedisCluster) refreshLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
+		if err == nil && !l.waiting() {
 			backoff = minBackoff
+			continue
+		}
+		if err == nil {
+			// Groups are still homed on a master that does not answer:
+			// read again until its replica shows up as the owner.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, l.maxBackoff)
+			l.pokeRefresh()
 			continue
 		}
 		l.subscribeErrors.Add(1)
@@ -132,11 +148,12 @@ func (l *RedisCluster) refreshLoop(ctx context.Context) {
 func (l *RedisCluster) readSlots(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	slots, err := l.client.ClusterSlots(ctx).Result()
+	slots, err := l.askSlots(ctx)
 	if err != nil {
 		return err
 	}
 	owner := make([]string, slotCount)
+	nodes := map[string]bool{}
 	for _, s := range slots {
 		if len(s.Nodes) == 0 || s.Start < 0 || s.End >= slotCount {
 			continue
@@ -144,14 +161,18 @@ func (l *RedisCluster) readSlots(ctx context.Context) error {
 		for i := s.Start; i <= s.End; i++ {
 			owner[i] = s.Nodes[0].Addr
 		}
+		for _, n := range s.Nodes {
+			nodes[n.Addr] = true
+		}
 	}
 	var idle []*subscriber
 	l.mu.Lock()
 	l.owner = owner
+	l.nodes = nodes
 	l.mapDown = false
-	l.homeLocked(l.instTopic + l.instance)
+	l.homeLocked(l.instTopic+l.instance, false)
 	for _, g := range l.reg.Groups() {
-		l.homeLocked(l.groupTopic + g)
+		l.homeLocked(l.groupTopic+g, false)
 	}
 	masters := make(map[string]bool)
 	for _, a := range owner {
@@ -170,10 +191,122 @@ func (l *RedisCluster) readSlots(ctx context.Context) error {
 	return nil
 }
 
+// waiting reports whether some wanted topic is homed on a connection
+// that is down.
+func (l *RedisCluster) waiting() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.shards {
+		if len(s.want) > 0 && s.down {
+			return true
+		}
+	}
+	return false
+}
+
+// downLocked returns the masters whose subscription connections carry
+// topics and are down.
+func (l *RedisCluster) downLocked() map[string]bool {
+	down := map[string]bool{}
+	for addr, s := range l.shards {
+		if len(s.want) > 0 && s.down {
+			down[addr] = true
+		}
+	}
+	return down
+}
+
+// askSlots asks every node the layer knows of (those of the last slot
+// map, replicas included, and the client's seed addresses) for the slot
+// map at once: a frozen node answers nothing, and the replica that takes
+// over from it must be heard without waiting on it. Of the answers that
+// come within slotWait, it takes the one that gives the fewest slots to
+// masters this layer cannot reach, as the freshest news of a failover.
+func (l *RedisCluster) askSlots(ctx context.Context) ([]redis.ClusterSlot, error) {
+	l.mu.Lock()
+	down := l.downLocked()
+	addrs := make([]string, 0, len(l.nodes)+len(l.client.Options().Addrs))
+	for a := range l.nodes {
+		addrs = append(addrs, a)
+	}
+	for _, a := range l.client.Options().Addrs {
+		if !l.nodes[a] {
+			addrs = append(addrs, a)
+		}
+	}
+	clients := make([]*redis.Client, len(addrs))
+	for i, a := range addrs {
+		c := l.probes[a]
+		if c == nil {
+			c = redis.NewClient(nodeOptions(l.client.Options(), a))
+			l.probes[a] = c
+		}
+		clients[i] = c
+	}
+	l.mu.Unlock()
+	type answer struct {
+		slots []redis.ClusterSlot
+		err   error
+	}
+	answers := make(chan answer, len(clients))
+	for _, c := range clients {
+		go func() {
+			slots, err := c.ClusterSlots(ctx).Result()
+			answers <- answer{slots, err}
+		}()
+	}
+	err := errors.New("no node to ask")
+	var best []redis.ClusterSlot
+	bestDown := slotCount + 1
+	var wait <-chan time.Time
+	for range clients {
+		select {
+		case a := <-answers:
+			if a.err != nil || len(a.slots) == 0 {
+				if a.err != nil {
+					err = a.err
+				}
+				continue
+			}
+			n := 0
+			for _, s := range a.slots {
+				if len(s.Nodes) > 0 && down[s.Nodes[0].Addr] {
+					n += s.End - s.Start + 1
+				}
+			}
+			if n < bestDown {
+				best, bestDown = a.slots, n
+			}
+			if n == 0 {
+				return best, nil
+			}
+			if wait == nil {
+				wait = time.After(slotWait)
+			}
+		case <-wait:
+			return best, nil
+		case <-ctx.Done():
+			if best != nil {
+				return best, nil
+			}
+			return nil, ctx.Err()
+		}
+	}
+	if best != nil {
+		return best, nil
+	}
+	return nil, err
+}
+
+// slotWait is how long askSlots waits for a better answer than the
+// first.
+const slotWait = 200 * time.Millisecond
+
 // homeLocked puts topic on the connection to the master that owns it,
 // moving it there if it is elsewhere. Without a slot map it does
-// nothing: the first read homes every wanted topic.
-func (l *RedisCluster) homeLocked(topic string) {
+// nothing: the first read homes every wanted topic. fresh tells a topic
+// that just got its first local member, which has missed nothing yet.
+func (l *RedisCluster) homeLocked(topic string, fresh bool) {
 	if l.owner == nil {
 		return
 	}
@@ -190,7 +323,9 @@ func (l *RedisCluster) homeLocked(topic string) {
 	}
 	s := l.shardLocked(addr)
 	// A topic that moved here may have missed messages on the way.
-	s.staleLocked(topic)
+	if !fresh {
+		s.staleLocked(topic)
+	}
 	s.subLocked(topic)
 	l.home[topic] = s
 }
@@ -254,7 +389,7 @@ func (l *RedisCluster) reply(s *subscriber, err error) {
 	for topic := range s.want {
 		if keySlot(topic) == slot {
 			delete(s.pending, topic)
-			l.homeLocked(topic)
+			l.homeLocked(topic, false)
 		}
 	}
 	l.mu.Unlock()
@@ -303,7 +438,7 @@ func (l *RedisCluster) Send(ctx context.Context, channel string, msg Message) er
 	if err != nil || local {
 		return err
 	}
-	n, err := l.client.SPublish(ctx, topic, payload).Result()
+	n, err := l.spublish(ctx, topic, channel+":", payload, msg)
 	return l.follow(l.published(n, err, fmt.Sprintf("no channel %q", channel)))
 }
 
@@ -331,7 +466,7 @@ func (l *RedisCluster) GroupDiscard(ctx context.Context, group, channel string) 
 
 // subscribeLocked implements topics: a topic lives on the connection to
 // the master serving its slot.
-func (l *RedisCluster) subscribeLocked(topic string) { l.homeLocked(topic) }
+func (l *RedisCluster) subscribeLocked(topic string) { l.homeLocked(topic, true) }
 
 func (l *RedisCluster) unsubscribeLocked(topic string) chan struct{} { return l.unhomeLocked(topic) }
 
@@ -344,23 +479,44 @@ func (l *RedisCluster) waitLocked(topic string) (live bool, fail chan struct{}, 
 	return false, l.mapFail, l.mapDown
 }
 
-// GroupSend implements Layer: one SPUBLISH to the group's shard,
-// whatever the size of the group.
+// GroupSend implements Layer: one script that SPUBLISHes on the group's
+// shard, whatever the size of the group, applied once however often the
+// client retries it (see KeyedSender). Its record is in the group's slot.
 func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message) error {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
 		return err
 	}
+	topic := l.groupTopic + group
 	if p, ok := historyFor(l.policies, group); ok {
-		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, l.historyKey(group), group, msg, p))
+		sent, ttl := l.sentKey("{"+topic+"}", "", msg)
+		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, sent, ttl, l.historyKey(group), group, msg, p))
 	}
-	n, err := l.client.SPublish(ctx, l.groupTopic+group, msg.data).Result()
+	n, err := l.spublish(ctx, topic, "", msg.data, msg)
 	return l.follow(l.published(n, err, fmt.Sprintf("group %q has no member", group)))
+}
+
+// spublish sends payload to topic through the recording script. While
+// the cluster is down (cluster_state:fail, as for a moment after a node
+// restarts, or before a failover), Redis refuses scripts but still takes
+// SPUBLISH on a master that owns the slot
+// (cluster-allow-pubsubshard-when-down): an unkeyed send then goes out as
+// a plain SPUBLISH, which only the client's own retry could repeat, so
+// that groups without history keep flowing. A keyed send fails instead,
+// for its caller to retry with the same key.
+func (l *RedisCluster) spublish(ctx context.Context, topic, dest string, payload []byte, msg Message) (int64, error) {
+	sent, ttl := l.sentKey("{"+topic+"}", dest, msg)
+	n, err := publish(ctx, l.client, shardPublishing.plain, sent, ttl, topic, payload)
+	if err != nil && msg.key == "" && redis.IsClusterDownError(err) {
+		return l.client.SPublish(ctx, topic, payload).Result()
+	}
+	return n, err
 }
 
 // GroupSendOnce implements OnceSender as Redis.GroupSendOnce does. The
 // source's mark is kept per group, in the group's slot.
 func (l *RedisCluster) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
-	sent, err := l.sendOnce(ctx, l.client, shardPublishing, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
+	key, ttl := l.sentKey("{"+l.groupTopic+group+"}", "", msg)
+	sent, err := l.sendOnce(ctx, l.client, shardPublishing, key, ttl, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
 	return sent, l.follow(err)
 }
 
@@ -405,6 +561,22 @@ func (l *RedisCluster) History(ctx context.Context, group, since string, limit i
 	return msgs, l.follow(err)
 }
 
+// recoverRead reads group's stream for recovery after pos, from the
+// master the group's subscription just moved to, as History does.
+func (l *RedisCluster) recoverRead(ctx context.Context, group string, pos position) ([]Message, bool, error) {
+	l.mu.Lock()
+	s := l.home[l.groupTopic+group]
+	l.mu.Unlock()
+	if s != nil {
+		msgs, covered, err := l.readAfter(ctx, s.client, l.historyKey(group), group, pos)
+		if !errors.Is(err, ErrUnavailable) {
+			return msgs, covered, err
+		}
+	}
+	msgs, covered, err := l.readAfter(ctx, l.client, l.historyKey(group), group, pos)
+	return msgs, covered, l.follow(err)
+}
+
 // GroupSendLocal implements LocalSender without touching Redis.
 func (l *RedisCluster) GroupSendLocal(_ context.Context, group string, msg Message) error {
 	return SendLocal(&l.reg, group, msg, l.closed.Load())
@@ -415,7 +587,7 @@ func (l *RedisCluster) LocalStats() groups.Stats { return l.reg.Stats() }
 
 // Check implements Checker: the slot map is known, every master answers
 // a PING, and every subscription connection the layer needs is
-// established.
+// established. It answers within a second.
 func (l *RedisCluster) Check(ctx context.Context) error {
 	if l.closed.Load() {
 		return ErrClosed
@@ -432,15 +604,20 @@ func (l *RedisCluster) Check(ctx context.Context) error {
 	if !known {
 		return fmt.Errorf("%w: Redis Cluster slot map not read yet", ErrUnavailable)
 	}
-	if err := l.client.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		return c.Ping(ctx).Err()
-	}); err != nil {
+	if err := bounded(ctx, l.pingMasters); err != nil {
 		return unavailable(err)
 	}
 	if len(down) > 0 {
 		return fmt.Errorf("%w: subscription connections to %s not established", ErrUnavailable, strings.Join(down, ", "))
 	}
 	return nil
+}
+
+// pingMasters pings every master of the cluster.
+func (l *RedisCluster) pingMasters(ctx context.Context) error {
+	return l.client.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		return m.Ping(ctx).Err()
+	})
 }
 
 // Close implements Layer. It stops the layer's goroutines and closes its
@@ -453,11 +630,14 @@ func (l *RedisCluster) Close() error {
 	l.cancel()
 	l.wg.Wait()
 	l.mu.Lock()
-	shards := l.shards
-	l.shards = map[string]*subscriber{}
+	shards, probes := l.shards, l.probes
+	l.shards, l.probes = map[string]*subscriber{}, map[string]*redis.Client{}
 	l.mu.Unlock()
 	for _, s := range shards {
 		s.stop()
+	}
+	for _, c := range probes {
+		_ = c.Close()
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package channellayer_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -261,4 +262,133 @@ func TestRedisClusterFailover(t *testing.T) {
 		w.expect(i)
 	}
 	w.in.Empty(t)
+}
+
+// TestRedisClusterFrozenMaster freezes the master of a group with
+// history (SIGSTOP): its connections stay open and silent. The member's
+// instance must notice within its health timeout, follow the group to
+// the replica that takes over, and deliver what is sent there. When the
+// old master continues, it runs the sends queued on it before it steps
+// down; they must not reach the member a second time.
+func TestRedisClusterFrozenMaster(t *testing.T) {
+	cluster := layertest.StartClusterWithReplicas(t, 3)
+	w := watchHistory(t, cluster, "hist.frozen")
+	// The publisher gives up on the frozen master quickly, so that the
+	// new master takes sends while the old one is still frozen.
+	fast := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ReadTimeout: 300 * time.Millisecond, MaxRetries: 1})
+	t.Cleanup(func() { _ = fast.Close() })
+	pub, err := channellayer.NewRedisCluster(fast, channellayer.RedisConfig{Prefix: strings.TrimSuffix(w.topic, ":group:"+w.group), History: layertest.History})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	w.pub = pub
+	// An instance with go-redis' defaults, for its readiness check.
+	checker, err := channellayer.NewRedisCluster(clusterClient(t, cluster), channellayer.RedisConfig{Prefix: layertest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = checker.Close() })
+	waitCheck(t, checker, true)
+	w.mustSend(0)
+	w.expect(0)
+	master := w.master()
+	cluster.WaitReplicated(t, master)
+	var node *layertest.RedisServer
+	for _, n := range cluster.Nodes {
+		if n.Addr == master {
+			node = n
+		}
+	}
+	node.Pause()
+	pausedAt := time.Now()
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			node.Continue()
+		}
+	})
+	// A send made now waits on the frozen master; go-redis gives up on
+	// it, or sends it again elsewhere once the slot map moved.
+	queued := make(chan error, 1)
+	go func() {
+		queued <- w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0))
+	}()
+
+	// Check answers promptly while a master is frozen.
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err = checker.Check(ctx)
+	cancel()
+	t.Logf("Check while a master is frozen: %v after %v", err, time.Since(start).Round(time.Millisecond))
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("Check took %v while a master was frozen, want about 1 s at most", d)
+	}
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := w.send(1)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cluster.LogState(t)
+			t.Fatalf("no replica took over within 30 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the failover, bounded by deadline
+	}
+	took := time.Now()
+	t.Logf("a send succeeded %v after the master froze", took.Sub(pausedAt).Round(time.Millisecond))
+	w.mustSend(2)
+	seen := map[string]int{}
+	next := func() layertest.Delivery {
+		t.Helper()
+		for {
+			d := w.in.Next(t)
+			var f struct{ N int }
+			_ = json.Unmarshal(d.Data, &f)
+			key := fmt.Sprintf("%s/%d", d.Type, f.N)
+			seen[key]++
+			if seen[key] > 1 {
+				t.Fatalf("%s delivered twice: %s", key, d.Data)
+			}
+			if d.Type != "q" {
+				return d
+			}
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		if d := next(); !strings.HasPrefix(string(d.Data), fmt.Sprintf(`{"n":%d,`, i)) {
+			t.Fatalf("got %s, want message %d", d.Data, i)
+		}
+	}
+	t.Logf("the member got the new master's messages %v after it took over", time.Since(took).Round(time.Millisecond))
+
+	node.Continue()
+	paused = false
+	t.Logf("the send queued on the frozen master returned %v", <-queued)
+	// Wait for the old master to step down: until then it may run and
+	// publish what was queued on it.
+	waitUntil(t, "the old master to become a replica", func() bool {
+		c := redis.NewClient(&redis.Options{Addr: master})
+		defer c.Close()
+		info, err := c.Info(context.Background(), "replication").Result()
+		return err == nil && strings.Contains(info, "role:slave")
+	})
+	w.mustSend(3)
+	if d := next(); !strings.HasPrefix(string(d.Data), `{"n":3,`) {
+		t.Fatalf("got %s, want message 3", d.Data)
+	}
+	// Nothing more, except the queued send if it had not come yet.
+	for {
+		d, ok := w.in.Poll(300 * time.Millisecond)
+		if !ok {
+			break
+		}
+		seen[d.Type]++
+		if d.Type != "q" || seen["q/0"]+seen["q"] > 1 {
+			t.Fatalf("unexpected %s after message 3 (deliveries %v)", d.Data, seen)
+		}
+	}
+	t.Logf("deliveries: %v", seen)
 }

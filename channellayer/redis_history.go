@@ -4,45 +4,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// publishBody keeps a message in its group's stream and publishes it with
-// the stream id, in one step: ids are assigned once, where the message is
-// published, and subscribers receive them in id order. Each entry also
-// holds the id before it ("p"), so that a reader can tell whether
-// anything between an id it knows and the oldest kept entry was trimmed
-// away. publish is the command that publishes: PUBLISH, or SPUBLISH on a
-// Redis Cluster, where the stream's key is in the shard channel's slot.
+// The publishing scripts are built from the parts below. Every script
+// first looks up the send's record (sentGuard): a send already applied,
+// whether retried by go-redis after a read timeout or by its caller with
+// the same idempotency key, publishes nothing again and returns what the
+// first run did. The record is written (sentRecord) in the same script
+// that publishes, so no send is applied twice, whatever the retries.
 //
-// KEYS[1] stream; ARGV[1] pub/sub channel, ARGV[2] message, ARGV[3] size,
-// ARGV[4] age in ms (0: none). Returns {id, receivers}.
-func publishBody(publish string) string {
-	return `
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local prev = '0-0'
-if #last > 0 then prev = last[1][1] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', prev, 'm', ARGV[2])
-local age = tonumber(ARGV[4])
-if age > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(now - age))
-  redis.call('PEXPIRE', KEYS[1], age)
-end
-local n = redis.call('` + publish + `', ARGV[1], id .. ' ' .. ARGV[2])
-return {id, n}
-`
-}
+// Every script takes KEYS[1] the send's record and ARGV[1] its lifetime
+// in ms, ARGV[2] the pub/sub channel and ARGV[3] the payload. A history
+// script also takes KEYS[2] the stream, ARGV[4] its size and ARGV[5] its
+// age in ms (0: none); a once script takes the source's mark as its last
+// key, and the offer's seq and the mark's lifetime as its last two
+// arguments. Each returns {id, receivers}, id "" for a group without
+// history, with a third element 1 when the send had been applied before.
 
-// onceGuard, run before a publishing body, stops the script for an offer
-// already made (GroupSendOnce). The last key is the source's mark, the
-// last seq sent; the last two arguments are the offer's seq and how long
-// the mark lives after it was last set, in ms. An offer already made
-// returns {"", -1}.
+// sentGuard returns the recorded result of a send applied before.
+const sentGuard = `
+local sent = redis.call('GET', KEYS[1])
+if sent then
+  local sp = string.find(sent, ' ', 1, true)
+  return {string.sub(sent, 1, sp - 1), tonumber(string.sub(sent, sp + 1)), 1}
+end
+`
+
+// onceGuard stops the script for an offer already made (GroupSendOnce):
+// it returns {"", -1}.
 const onceGuard = `
 local mark = KEYS[#KEYS]
 local seq = tonumber(ARGV[#ARGV - 1])
@@ -51,22 +45,58 @@ if seq <= done then return {'', -1} end
 redis.call('SET', mark, ARGV[#ARGV - 1], 'PX', ARGV[#ARGV])
 `
 
+// historyBody keeps the message in its group's stream and publishes it
+// with the stream id, in one step: ids are assigned once, where the
+// message is published, and subscribers receive them in id order. Each
+// entry also holds the id before it ("p"), so that a reader can tell
+// whether anything between an id it knows and the oldest kept entry was
+// trimmed away.
+func historyBody(publish string) string {
+	return `
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if #last > 0 then prev = last[1][1] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'p', prev, 'm', ARGV[3])
+local age = tonumber(ARGV[5])
+if age > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', KEYS[2], 'MINID', '~', tostring(now - age))
+  redis.call('PEXPIRE', KEYS[2], age)
+end
+local n = redis.call('` + publish + `', ARGV[2], id .. ' ' .. ARGV[3])
+`
+}
+
+// plainBody publishes the payload as it is.
+func plainBody(publish string) string {
+	return `
+local id = ''
+local n = redis.call('` + publish + `', ARGV[2], ARGV[3])
+`
+}
+
+const sentRecord = `
+redis.call('SET', KEYS[1], id .. ' ' .. n, 'PX', ARGV[1])
+return {id, n}
+`
+
 // publishing holds the scripts of one way to publish: PUBLISH on one
 // Redis, SPUBLISH on a Redis Cluster, where every key a script touches is
-// in the slot of the group's shard channel.
+// in the slot of the shard channel it publishes to.
 type publishing struct {
-	history     *redis.Script // publishBody
-	historyOnce *redis.Script // onceGuard, then publishBody
-	once        *redis.Script // onceGuard, then publish; KEYS[1] mark, ARGV[1] channel, ARGV[2] message, then the guard's
+	plain       *redis.Script
+	history     *redis.Script
+	once        *redis.Script
+	historyOnce *redis.Script
 }
 
 func newPublishing(publish string) publishing {
 	return publishing{
-		history:     redis.NewScript(publishBody(publish)),
-		historyOnce: redis.NewScript(onceGuard + publishBody(publish)),
-		once: redis.NewScript(onceGuard + `
-return {'', redis.call('` + publish + `', ARGV[1], ARGV[2])}
-`),
+		plain:       redis.NewScript(sentGuard + plainBody(publish) + sentRecord),
+		history:     redis.NewScript(sentGuard + historyBody(publish) + sentRecord),
+		once:        redis.NewScript(sentGuard + onceGuard + plainBody(publish) + sentRecord),
+		historyOnce: redis.NewScript(sentGuard + onceGuard + historyBody(publish) + sentRecord),
 	}
 }
 
@@ -74,6 +104,32 @@ var (
 	plainPublishing = newPublishing("PUBLISH")
 	shardPublishing = newPublishing("SPUBLISH")
 )
+
+// sentKey returns the key of a send's record, and how long it is kept.
+// tag starts it (the destination's topic, or on a cluster the topic as
+// hash tag, so that the record is in the destination's slot) and dest
+// narrows it to one channel of an instance. A message with a key is
+// recorded under that key for KeyWindow, so that a caller's retry is
+// applied once; one without gets a key of its own, unique to this call,
+// kept for retryWindow, long enough for the Redis client's own retries
+// of the same call.
+func (c *redisCore) sentKey(tag, dest string, msg Message) (string, int64) {
+	if msg.key != "" {
+		return tag + ":sent:" + dest + msg.key, KeyWindow.Milliseconds()
+	}
+	return tag + ":try:" + c.instance + "." + strconv.FormatUint(c.sendSeq.Add(1), 36), retryWindow.Milliseconds()
+}
+
+// retryWindow is how long the record of an unkeyed send is kept: longer
+// than a Redis client retries one call (go-redis: 3 retries, each after
+// at most a read timeout, 3s by default, and a backoff under 1s).
+const retryWindow = time.Minute
+
+// publish runs the script that sends payload to topic with no history,
+// recorded under sent.
+func publish(ctx context.Context, client redis.Cmdable, script *redis.Script, sent string, ttl int64, topic string, payload []byte) (int64, error) {
+	return receivers(script.Run(ctx, client, []string{sent}, ttl, topic, payload).Slice())
+}
 
 // onceTTL is how long a source's mark outlives its last send. Instances
 // read a source within moments of each other, so a day is plenty; it only
@@ -89,10 +145,10 @@ func (l *Redis) historyKey(group string) string { return l.keyPrefix + "history:
 func (l *Redis) onceKey(source string) string { return l.keyPrefix + "once:" + source }
 
 // groupSendHistory is GroupSend for a group that keeps history, in the
-// stream at key.
-func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, pub publishing, key, group string, msg Message, p HistoryPolicy) error {
-	n, err := receivers(pub.history.Run(ctx, client, []string{key},
-		c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
+// stream at key, with the send's record at sent.
+func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, key, group string, msg Message, p HistoryPolicy) error {
+	n, err := receivers(pub.history.Run(ctx, client, []string{sent, key},
+		ttl, c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
 	return c.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
 }
 
@@ -100,7 +156,8 @@ func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, 
 // set in the same script that publishes, so of several instances offering
 // the same seq exactly one sends it, and sends reach Redis in seq order.
 func (l *Redis) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
-	return l.sendOnce(ctx, l.client, plainPublishing, l.historyKey(group), l.onceKey(source), source, seq, group, msg)
+	sent, ttl := l.sentKey(l.groupTopic+group, "", msg)
+	return l.sendOnce(ctx, l.client, plainPublishing, sent, ttl, l.historyKey(group), l.onceKey(source), source, seq, group, msg)
 }
 
 // LastSent implements OnceSender, reading the source's mark.
@@ -109,8 +166,8 @@ func (l *Redis) LastSent(ctx context.Context, source, _ string) (int64, bool, er
 }
 
 // sendOnce is GroupSendOnce for a layer that keeps group's stream at
-// histKey and source's mark at mark.
-func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publishing, histKey, mark, source string, seq int64, group string, msg Message) (bool, error) {
+// histKey, source's mark at mark and the send's record at sent.
+func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, histKey, mark, source string, seq int64, group string, msg Message) (bool, error) {
 	if err := c.check(ValidGroupName(group), msg); err != nil {
 		return false, err
 	}
@@ -123,12 +180,12 @@ func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publ
 		why = fmt.Sprintf("group %q has no member", group)
 	)
 	if p, ok := historyFor(c.policies, group); ok {
-		n, err = receivers(pub.historyOnce.Run(ctx, client, []string{histKey, mark},
-			c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
+		n, err = receivers(pub.historyOnce.Run(ctx, client, []string{sent, histKey, mark},
+			ttl, c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
 		why += " (the message is kept in its history)"
 	} else {
-		n, err = receivers(pub.once.Run(ctx, client, []string{mark},
-			c.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
+		n, err = receivers(pub.once.Run(ctx, client, []string{sent, mark},
+			ttl, c.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
 	}
 	if err == nil && n < 0 {
 		return false, nil
@@ -152,12 +209,13 @@ func (c *redisCore) lastSent(ctx context.Context, client redis.Cmdable, source, 
 	return seq, true, nil
 }
 
-// receivers reads the {id, receivers} reply of the publishing scripts.
+// receivers reads the {id, receivers[, repeated]} reply of the
+// publishing scripts.
 func receivers(res []any, err error) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(res) != 2 {
+	if len(res) < 2 {
 		return 0, fmt.Errorf("unexpected script reply %v", res)
 	}
 	n, ok := res[1].(int64)
@@ -216,10 +274,53 @@ func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key, 
 		if err != nil {
 			return nil, fmt.Errorf("channellayer: history of group %q holds a malformed message %s: %w", group, e.ID, err)
 		}
-		out = append(out, MessageFromID(msg.typ, e.ID, FrameWithID(msg.data, e.ID)))
+		out = append(out, MessageFromID(msg.typ, e.ID, FrameWithID(msg.data, e.ID, group)))
 	}
 	return out, nil
 }
+
+// readAfter reads the entries of group's stream at key that follow pos,
+// for recovery, and reports whether they cover everything published
+// after pos: the first of them follows pos directly (an exact pos), or
+// follows an entry at or before it (a moment); with none, the stream
+// still ends at pos (an exact pos), or nothing is known to be missing (a
+// moment, whose group may never have had a message).
+func (c *redisCore) readAfter(ctx context.Context, client redis.Cmdable, key, group string, pos position) ([]Message, bool, error) {
+	pipe := client.Pipeline()
+	after := pipe.XRangeN(ctx, key, "("+pos.id.String(), "+", recoverLimit+1)
+	last := pipe.XRevRangeN(ctx, key, "+", "-", 1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, false, unavailable(err)
+	}
+	entries := after.Val()
+	if len(entries) == 0 {
+		l := last.Val()
+		return nil, !pos.exact || (len(l) == 1 && l[0].ID == pos.id.String()), nil
+	}
+	covered := false
+	if p, _ := entries[0].Values["p"].(string); p != "" {
+		prev, err := ParseID(p)
+		covered = err == nil && (prev == pos.id || !pos.exact && prev.Compare(pos.id) < 0)
+	}
+	if len(entries) > recoverLimit {
+		entries, covered = entries[len(entries)-recoverLimit:], false
+	}
+	out := make([]Message, 0, len(entries))
+	for _, e := range entries {
+		raw, _ := e.Values["m"].(string)
+		msg, err := ParseMessage([]byte(raw))
+		if err != nil {
+			c.log.Warn("channellayer: skipped a malformed message in a group's history", "group", group, "id", e.ID, "err", err)
+			continue
+		}
+		out = append(out, MessageFromID(msg.typ, e.ID, FrameWithID(msg.data, e.ID, group)))
+	}
+	return out, covered, nil
+}
+
+// recoverLimit bounds the messages one recovery replays: more than any
+// history keeps (MaxHistorySize, which Redis trims approximately).
+const recoverLimit = 2 * MaxHistorySize
 
 // dispatchGroup hands a group message from Redis to the local members.
 // A payload that starts with a history id ("<id> <json>") is delivered
@@ -253,21 +354,53 @@ func (c *redisCore) dispatchGroup(topic, payload string) {
 	if !c.advance(group, pid) {
 		return
 	}
-	c.reg.SendGroupFrom(group, id, msg.typ, FrameWithID(msg.data, id))
+	c.reg.SendGroupFrom(group, id, msg.typ, FrameWithID(msg.data, id, group))
+}
+
+// position is where a group's recovery starts: the last id delivered
+// for it (exact), or, while it has delivered none, a moment shortly
+// before its subscription was asked for, as a stream id of that moment.
+type position struct {
+	id    ID
+	exact bool
+}
+
+// clockSlack is how far back a moment position reaches: stream ids come
+// from Redis' clock, the moment from this instance's, so recovery reads
+// from a little earlier to cover clocks that disagree by less than this.
+const clockSlack = time.Second
+
+// place gives group a moment position, if it has none: it is about
+// to be subscribed, and what is published from now on must be
+// recoverable, whether or not anything is delivered before a loss.
+func (c *redisCore) place(group string) {
+	if !c.HasHistory(group) {
+		return
+	}
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	if _, ok := c.seen[group]; ok {
+		return
+	}
+	if c.seen == nil {
+		c.seen = make(map[string]position)
+	}
+	c.seen[group] = position{id: ID{MS: uint64(max(0, time.Now().Add(-clockSlack).UnixMilli()))}}
 }
 
 // advance records id as the last delivered for group, and reports false
-// if it was not after the last one.
+// if it was not after the last one. A moment position takes any id: it
+// says where recovery starts, not what was delivered.
 func (c *redisCore) advance(group string, id ID) bool {
 	c.seenMu.Lock()
 	defer c.seenMu.Unlock()
-	if last, ok := c.seen[group]; ok && id.Compare(last) <= 0 {
+	if last, ok := c.seen[group]; ok && last.exact && id.Compare(last.id) <= 0 {
 		return false
 	}
 	if c.seen == nil {
-		c.seen = make(map[string]ID)
+		c.seen = make(map[string]position)
 	}
-	c.seen[group] = id
+	c.seen[group] = position{id: id, exact: true}
 	return true
 }
 
@@ -279,25 +412,40 @@ func (c *redisCore) forgetSeen(group string) {
 
 // recoverGroup delivers to the local members of group what was published
 // while it was not subscribed (the subscription connection was down, or
-// on a cluster the group's slot moved), from the history. It runs
-// on the subscription's reader before any later message of the group, so
-// members get every message once and in order. When the history cannot
-// cover the outage, members are told to resync.
+// on a cluster the group's slot moved), from the history, starting at
+// the group's position. It runs on the subscription's reader before any
+// later message of the group, so members get every message once and in
+// order. When the history cannot cover the gap (trimmed, or lost with a
+// Redis that restarted empty), members are told to resync first, then
+// get what the history does hold after the position: messages accepted
+// once Redis was back are not dropped by the resync.
 func (c *redisCore) recoverGroup(group string) {
 	c.seenMu.Lock()
-	since, ok := c.seen[group]
+	pos, ok := c.seen[group]
 	c.seenMu.Unlock()
-	if !ok || c.history == nil {
+	if !ok || c.recoverRead == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), recoverTimeout)
 	defer cancel()
-	msgs, err := c.history(ctx, group, since.String(), MaxHistorySize)
+	msgs, covered, err := c.recoverRead(ctx, group, pos)
 	if err != nil {
-		c.log.Warn("channellayer: could not recover a group's messages after reconnecting; members must resync", "group", group, "err", err)
+		c.log.Warn("channellayer: could not read a group's history after reconnecting; members must resync", "group", group, "err", err)
+	} else if !covered {
+		c.log.Warn("channellayer: a group's history no longer covers what its members missed; they must resync", "group", group, "since", pos.id.String())
+	}
+	if err != nil || !covered {
 		c.resyncs.Add(1)
-		c.reg.SendGroup(group, ResyncType, resyncFrame)
-		return
+		c.reg.SendGroup(group, ResyncType, resyncFrame(group))
+		if err == nil && pos.exact && len(msgs) == 0 {
+			// The stream may start again lower (a Redis that restarted
+			// with its clock behind): the next message sets the position.
+			c.seenMu.Lock()
+			if c.seen[group] == pos {
+				c.seen[group] = position{id: pos.id}
+			}
+			c.seenMu.Unlock()
+		}
 	}
 	n := 0
 	for _, m := range msgs {

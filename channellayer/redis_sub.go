@@ -53,6 +53,8 @@ type redisCore struct {
 	instTopic  string // prefix of an instance's Redis channel
 	instance   string // this instance's part of its channel names
 	seq        atomic.Uint64
+	sendSeq    atomic.Uint64 // numbers the records of unkeyed sends
+	keys       keyRecords    // keyed sends to this instance's own channels
 	reg        groups.Registry
 
 	// mu orders membership changes with the subscription work they cause,
@@ -65,19 +67,21 @@ type redisCore struct {
 	closing chan struct{} // closed by Close, releases every waiting call
 
 	health          time.Duration // see RedisConfig.HealthInterval
+	healthTimeout   time.Duration // see RedisConfig.HealthTimeout
 	reconnects      atomic.Int64
 	publishErrors   atomic.Int64
 	subscribeErrors atomic.Int64
 	recovered       atomic.Int64
 	resyncs         atomic.Int64
 
-	// History: which groups keep one (RedisConfig.History), the last id
-	// delivered per group, and the reader of the group's history for
-	// recovery after a lost connection (nil when no group keeps one).
-	policies []HistoryPolicy
-	seenMu   sync.Mutex
-	seen     map[string]ID
-	history  func(ctx context.Context, group, since string, limit int) ([]Message, error)
+	// History: which groups keep one (RedisConfig.History), the
+	// recovery position of each subscribed group that does, and the
+	// reader of a group's history for recovery after a lost subscription
+	// (nil when no group keeps one).
+	policies    []HistoryPolicy
+	seenMu      sync.Mutex
+	seen        map[string]position
+	recoverRead func(ctx context.Context, group string, pos position) ([]Message, bool, error)
 }
 
 func newRedisCore(cfg RedisConfig) (*redisCore, error) {
@@ -98,18 +102,22 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 		cfg.MaxBackoff = time.Second
 	}
 	if cfg.HealthInterval <= 0 {
-		cfg.HealthInterval = 15 * time.Second
+		cfg.HealthInterval = time.Second
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 2 * time.Second
 	}
 	return &redisCore{
-		health:     cfg.HealthInterval,
-		log:        cfg.Logger,
-		maxBackoff: max(cfg.MaxBackoff, minBackoff),
-		policies:   policies,
-		groupTopic: cfg.Prefix + ":group:",
-		instTopic:  cfg.Prefix + ":inst:",
-		instance:   "specific." + randomID(),
-		waiters:    make(map[string][]chan struct{}),
-		closing:    make(chan struct{}),
+		health:        cfg.HealthInterval,
+		healthTimeout: cfg.HealthTimeout,
+		log:           cfg.Logger,
+		maxBackoff:    max(cfg.MaxBackoff, minBackoff),
+		policies:      policies,
+		groupTopic:    cfg.Prefix + ":group:",
+		instTopic:     cfg.Prefix + ":inst:",
+		instance:      "specific." + randomID(),
+		waiters:       make(map[string][]chan struct{}),
+		closing:       make(chan struct{}),
 	}, nil
 }
 
@@ -158,7 +166,7 @@ func (c *redisCore) route(channel string, msg Message) (topic string, payload []
 		return "", nil, false, fmt.Errorf("%w: no channel %q (not a channel this layer made)", ErrNoReceivers, channel)
 	}
 	if instance == c.instance {
-		if !c.reg.SendChannel(channel, msg.typ, msg.data) {
+		if !sendChannelKeyed(&c.keys, &c.reg, channel, msg) {
 			return "", nil, true, fmt.Errorf("%w: no channel %q", ErrNoReceivers, channel)
 		}
 		return "", nil, true, nil
@@ -353,8 +361,17 @@ func (s *subscriber) poke() {
 	}
 }
 
-// subLocked makes the connection carry topic.
+// subLocked makes the connection carry topic. A group with history gets
+// its recovery position now; if the connection is down, the group is
+// recovered from there once subscribed, so that what was published
+// after it joined reaches it.
 func (s *subscriber) subLocked(topic string) {
+	if s.c.recoverRead != nil && strings.HasPrefix(topic, s.c.groupTopic) {
+		s.c.place(topic[len(s.c.groupTopic):])
+		if s.down {
+			s.staleLocked(topic)
+		}
+	}
 	s.want[topic] = struct{}{}
 	s.queue = append(s.queue, subOp{sub: true, topic: topic})
 	s.poke()
@@ -391,6 +408,14 @@ func (s *subscriber) forgetLocked(topic string) {
 	delete(s.stale, topic)
 	s.queue = append(s.queue, subOp{topic: topic, forget: true})
 	s.poke()
+}
+
+// carries reports whether the connection should carry topic.
+func (s *subscriber) carries(topic string) bool {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	_, ok := s.want[topic]
+	return ok
 }
 
 func (s *subscriber) liveLocked(topic string) bool {
@@ -529,25 +554,33 @@ func (s *subscriber) read(ctx context.Context) {
 // receive reads ps until its connection fails. replied reports whether
 // Redis answered at all.
 //
-// A connection whose path to Redis dies silently would block Receive
-// until TCP gives up, minutes later, while the instance misses its
-// groups' traffic. So a connection silent for the health interval is
-// pinged, and one that stays silent for another interval is given up.
+// A connection whose path to Redis dies silently, or whose server stops
+// answering (a frozen node), would block Receive until TCP gives up,
+// minutes later, while the instance misses its groups' traffic. So a
+// connection silent for the health interval is pinged, and one that
+// stays silent for the health timeout after that is given up.
 func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub) (replied bool, err error) {
-	pinged := false
+	var pingedAt time.Time // zero: no ping awaiting an answer
 	for {
-		v, err := ps.ReceiveTimeout(ctx, s.c.health)
+		wait := s.c.health
+		if !pingedAt.IsZero() {
+			wait = max(time.Millisecond, s.c.healthTimeout-time.Since(pingedAt))
+		}
+		v, err := ps.ReceiveTimeout(ctx, wait)
 		if err != nil && isTimeout(err) && ctx.Err() == nil {
-			if pinged {
-				return replied, fmt.Errorf("no answer to a ping within %v", s.c.health)
+			if !pingedAt.IsZero() {
+				if time.Since(pingedAt) >= s.c.healthTimeout {
+					return replied, fmt.Errorf("no answer to a ping within %v", s.c.healthTimeout)
+				}
+				continue
 			}
+			pingedAt = time.Now()
 			if err := ps.Ping(ctx); err != nil {
 				return replied, err
 			}
-			pinged = true
 			continue
 		}
-		pinged = false
+		pingedAt = time.Time{}
 		if err != nil {
 			if ctx.Err() == nil && isErrorReply(err) {
 				replied = true
@@ -564,6 +597,13 @@ func (s *subscriber) receive(ctx context.Context, ps *redis.PubSub) (replied boo
 		case *redis.Subscription:
 			s.subscription(v)
 		case *redis.Message:
+			if s.sharded && !s.carries(v.Channel) {
+				// A topic this connection no longer carries: its slot
+				// moved, or its master was replaced while frozen and
+				// now runs what was queued on it before it steps down.
+				// The topic's new home delivers the group's messages.
+				continue
+			}
 			s.c.dispatch(v.Channel, v.Payload)
 		}
 	}
@@ -649,10 +689,9 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 // staleLocked marks a group topic to be recovered from its history once
 // it is subscribed on this connection: what the group's members missed
 // while it was not (the connection was lost, or the group's slot was
-// moving to this master) goes to them first. A group with no id
-// delivered yet has nothing to recover.
+// moving to this master) goes to them first, from the group's position.
 func (s *subscriber) staleLocked(topic string) {
-	if s.c.history == nil || !strings.HasPrefix(topic, s.c.groupTopic) {
+	if s.c.recoverRead == nil || !strings.HasPrefix(topic, s.c.groupTopic) {
 		return
 	}
 	if s.stale == nil {

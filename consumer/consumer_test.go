@@ -220,10 +220,10 @@ func TestNotificationForwardsUnchanged(t *testing.T) {
 	for _, c := range []*websocket.Conn{a, b} {
 		got := read(t, c)
 		id, ok := strings.CutPrefix(got, event[:len(event)-1]+`,"herald_id":"`)
-		if !ok || !strings.HasSuffix(id, `"}`) {
-			t.Fatalf("got %s, want the event byte for byte with a herald_id: %s", got, event)
+		if !ok || !strings.HasSuffix(id, `","herald_group":"gossip"}`) {
+			t.Fatalf("got %s, want the event byte for byte with a herald_id and herald_group: %s", got, event)
 		}
-		if _, err := channellayer.ParseID(strings.TrimSuffix(id, `"}`)); err != nil {
+		if _, err := channellayer.ParseID(strings.TrimSuffix(id, `","herald_group":"gossip"}`)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -31,6 +31,8 @@ type gossip struct {
 	// HeraldID is the group history's id, which the layer adds to groups
 	// that keep a history (gossip does by default).
 	HeraldID string `json:"herald_id,omitempty"`
+	// HeraldGroup names the group the id belongs to.
+	HeraldGroup string `json:"herald_group,omitempty"`
 }
 
 // inbox collects what a member of the "gossip" group receives.
@@ -49,7 +51,7 @@ func join(t *testing.T, layer channellayer.Layer) inbox {
 			t.Errorf("member got type %q, undecodable message %s: %v", msgType, data, err)
 			return
 		}
-		g.HeraldID = "" // the layer's, not the notifier's: compared elsewhere
+		g.HeraldID, g.HeraldGroup = "", "" // the layer's, not the notifier's: compared elsewhere
 		select {
 		case in <- g:
 		default:

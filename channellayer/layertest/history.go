@@ -11,10 +11,11 @@ import (
 
 // History is the history policy the suite expects a layer implementing
 // channellayer.Historian to be configured with: "hist.*" groups keep
-// 1000 messages, "small.*" groups 10, and nothing else keeps any.
+// 1000 messages, "small.*" groups 10, both for at most an hour, and
+// nothing else keeps any.
 var History = []channellayer.HistoryPolicy{
 	{Pattern: "hist.*", Size: 1000, Age: time.Hour},
-	{Pattern: "small.*", Size: 10},
+	{Pattern: "small.*", Size: 10, Age: time.Hour},
 }
 
 var historyCases = []struct {
@@ -65,7 +66,7 @@ func testHistoryIDs(t *testing.T, newLayer NewLayer) {
 			t.Fatalf("id %v does not follow %v", id, last)
 		}
 		last = id
-		want := fmt.Sprintf(`{"n":%d,"type":"t.x","herald_id":"%s"}`, i, d.ID)
+		want := fmt.Sprintf(`{"n":%d,"type":"t.x","herald_id":"%s","herald_group":"hist.a"}`, i, d.ID)
 		if string(d.Data) != want {
 			t.Fatalf("frame %s, want %s", d.Data, want)
 		}
@@ -115,7 +116,7 @@ func testHistoryReplay(t *testing.T, newLayer NewLayer) {
 			t.Fatalf("history[%d] = %s %s, want %s %s", i, m.ID(), m.Bytes(), got[3+i].ID, got[3+i].Data)
 		}
 	}
-	if want := `{"n":10,"type":"t.r","herald_id":"` + msgs[7].ID() + `"}`; string(msgs[7].Bytes()) != want {
+	if want := `{"n":10,"type":"t.r","herald_id":"` + msgs[7].ID() + `","herald_group":"hist.r"}`; string(msgs[7].Bytes()) != want {
 		t.Fatalf("last = %s, want %s", msgs[7].Bytes(), want)
 	}
 	if msgs, err := h.History(ctx(t), "hist.r", msgs[7].ID(), 100); err != nil || len(msgs) != 0 {

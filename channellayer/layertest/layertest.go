@@ -38,7 +38,7 @@ type NewLayer func(t *testing.T) channellayer.Layer
 // implement channellayer.Historian must be configured with History; the
 // history cases are skipped for the others.
 func Run(t *testing.T, newLayer NewLayer) {
-	all := append(append(cases[:len(cases):len(cases)], historyCases...), onceCases...)
+	all := append(append(append(cases[:len(cases):len(cases)], historyCases...), onceCases...), keyedCases...)
 	for _, tc := range all {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -491,11 +491,57 @@ func RedisURL() string {
 	return "redis://127.0.0.1:6379/0"
 }
 
-// Prefix returns a Redis channel prefix unique to this test run.
+// Prefix returns a Redis channel and key prefix unique to this test
+// run. When t ends, every key of the Redis at RedisURL whose name starts
+// with it is deleted, so that a test leaves nothing in the Redis it
+// shares with its user (a test on a Redis it owns has nothing there).
 func Prefix(t testing.TB) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return "herald-test-" + hex.EncodeToString(b[:])
+	p := "herald-test-" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		if err := DeleteKeys(p); err != nil && RequireServices() {
+			t.Errorf("removing the keys of prefix %s: %v", p, err)
+		}
+	})
+	return p
+}
+
+// DeleteKeys deletes every key of the Redis at RedisURL whose name
+// starts with prefix. An unreachable Redis holds none of a test's keys:
+// that is not an error unless services are required.
+func DeleteKeys(prefix string) error {
+	opt, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		return err
+	}
+	opt.MaxRetries = -1
+	c := redis.NewClient(opt)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		if RequireServices() {
+			return err
+		}
+		return nil
+	}
+	var cursor uint64
+	for range 1_000_000 { // SCAN ends when the cursor comes back to 0
+		keys, next, err := c.Scan(ctx, cursor, prefix+"*", 1000).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := c.Unlink(ctx, keys...).Err(); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+	return errors.New("layertest: SCAN did not finish")
 }
 
 // RedisClient returns a client for RedisURL, closed when t ends, or

@@ -120,9 +120,16 @@ func testSendOnceSources(t *testing.T, newLayer NewLayer) {
 
 // expectN is expect for frames that may carry more fields than the
 // message sent (a history id): it checks the type and the "n" field.
-func expectN(t *testing.T, in *Inbox, typ string, n int) {
+func expectN(t *testing.T, in *Inbox, typ string, n int) Delivery {
 	t.Helper()
 	d := in.Next(t)
+	checkN(t, d, typ, n)
+	return d
+}
+
+// checkN checks the type and the "n" field of a delivery.
+func checkN(t *testing.T, d Delivery, typ string, n int) {
+	t.Helper()
 	var got struct {
 		Type string
 		N    int

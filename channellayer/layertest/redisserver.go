@@ -149,6 +149,27 @@ func (s *RedisServer) signal(sig os.Signal) {
 	}
 }
 
+// Pause freezes the server with SIGSTOP: it keeps its connections and
+// the kernel still accepts new ones, but it answers nothing until
+// Continue, as a node that hangs does.
+func (s *RedisServer) Pause() { s.send(syscall.SIGSTOP) }
+
+// Continue resumes a paused server with SIGCONT: it then runs what was
+// queued meanwhile.
+func (s *RedisServer) Continue() { s.send(syscall.SIGCONT) }
+
+func (s *RedisServer) send(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		s.t.Fatalf("layertest: redis-server on %s is not running", s.Addr)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 // Stop stops the server with SIGTERM and waits for it to exit.
 func (s *RedisServer) Stop() { s.signal(syscall.SIGTERM) }
 
