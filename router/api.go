@@ -179,7 +179,7 @@ func (a *API) sendBody(w http.ResponseWriter, ctx context.Context, body []byte, 
 		return
 	}
 	if key != "" {
-		msg = msg.WithKey(key)
+		msg = msg.WithKey(layerKey(key))
 	}
 	status, err := send(ctx, msg)
 	if err != nil {

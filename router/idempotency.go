@@ -3,9 +3,12 @@ package router
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/channellayer"
 )
 
 // Idempotency-Key handling, shared by the write routes.
@@ -184,4 +187,19 @@ func writeAnswer(w http.ResponseWriter, header http.Header, status int, body []b
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// layerKey is the idempotency key an API send hands the layer for the
+// scoped request key key. The layer records keys per destination and
+// bounds their length (channellayer.MaxKeyLength), while a client's key
+// may be 255 bytes: a key that does not fit goes as its SHA-256. The
+// "api:" prefix keeps a client's key apart from the keys Herald's own
+// producers use for the same group (a post's "post:<group>:<id>").
+func layerKey(key string) string {
+	k := "api:" + key
+	if len(k) <= channellayer.MaxKeyLength {
+		return k
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "api:sha256:" + hex.EncodeToString(sum[:])
 }

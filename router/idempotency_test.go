@@ -123,3 +123,27 @@ func TestIdempotentRetryAfter503(t *testing.T) {
 		t.Fatalf("%d sends reached the layer, want 2", n)
 	}
 }
+
+// TestLongIdempotencyKeyOnSend: a key as long as the API accepts is longer
+// than a layer records, with its scope; the send must still be applied once,
+// not refused.
+func TestLongIdempotencyKeyOnSend(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "")
+	c := e.mustDial("/notifications/")
+	key := strings.Repeat("k", 255)
+	msg := `{"type":"name.gossip","n":1}`
+	for i := range 2 {
+		if status, body, _ := e.do("POST", "/api/groups/gossip/send", msg, "Idempotency-Key", key); status != http.StatusAccepted {
+			t.Fatalf("send %d with a 255-byte key: %d %s, want 202", i, status, body)
+		}
+	}
+	if status, _, _ := e.do("POST", "/api/groups/gossip/send", `{"type":"name.gossip","n":"sentinel"}`); status != http.StatusAccepted {
+		t.Fatal(status)
+	}
+	if got := read(t, c); !strings.Contains(got, `"n":1`) {
+		t.Fatalf("got %s, want the keyed message", got)
+	}
+	if got := read(t, c); !strings.Contains(got, "sentinel") {
+		t.Fatalf("got %s after the keyed message, want the sentinel", got)
+	}
+}
