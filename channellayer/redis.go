@@ -148,6 +148,8 @@ func (l *Redis) waitLocked(topic string) (live bool, fail chan struct{}, down bo
 	return l.sub.liveLocked(topic), l.sub.fail, l.sub.down
 }
 
+func (l *Redis) blindLocked(topic string) bool { return l.sub.blindLocked(topic) }
+
 // topics is how a Redis layer finds the subscription connection of a
 // group's topic: Redis has one connection, RedisCluster one per master.
 // Its methods are called with redisCore.mu held.
@@ -162,6 +164,28 @@ type topics interface {
 	// if not, what a GroupAdd waits on: fail closes when the connection
 	// fails, and down tells that it is down now.
 	waitLocked(topic string) (live bool, fail chan struct{}, down bool)
+	// blindLocked reports whether topic's subscription was lost and is
+	// not restored yet.
+	blindLocked(topic string) bool
+}
+
+// blindTo returns an error wrapping ErrUnavailable when this instance has
+// members of group that a message published now would miss: the
+// subscription that carries the group to them was lost and is being
+// restored. A group with history recovers such a message from it, so
+// only a group without one is refused; the publisher retries (with the
+// same idempotency key) rather than be told the message was delivered.
+func (c *redisCore) blindTo(t topics, group string) error {
+	if c.reg.Len(group) == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	blind := t.blindLocked(c.groupTopic + group)
+	c.mu.Unlock()
+	if blind {
+		return fmt.Errorf("%w: this instance's subscription to group %q is being restored after a lost connection; its members here would miss the message", ErrUnavailable, group)
+	}
+	return nil
 }
 
 // closeChannel is CloseChannel for both Redis layers.
@@ -250,6 +274,9 @@ func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 	sent, ttl := l.sentKey(topic, "", msg)
 	if p, ok := historyFor(l.policies, group); ok {
 		return l.groupSendHistory(ctx, l.client, plainPublishing, sent, ttl, l.historyKey(group), group, msg, p)
+	}
+	if err := l.blindTo(l, group); err != nil {
+		return err
 	}
 	n, err := publish(ctx, l.client, plainPublishing.plain, sent, ttl, topic, msg.data)
 	return l.published(n, err, fmt.Sprintf("group %q has no member", group))

@@ -479,6 +479,13 @@ func (l *RedisCluster) waitLocked(topic string) (live bool, fail chan struct{}, 
 	return false, l.mapFail, l.mapDown
 }
 
+func (l *RedisCluster) blindLocked(topic string) bool {
+	if s := l.home[topic]; s != nil {
+		return s.blindLocked(topic)
+	}
+	return false
+}
+
 // GroupSend implements Layer: one script that SPUBLISHes on the group's
 // shard, whatever the size of the group, applied once however often the
 // client retries it (see KeyedSender). Its record is in the group's slot.
@@ -490,6 +497,9 @@ func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message)
 	if p, ok := historyFor(l.policies, group); ok {
 		sent, ttl := l.sentKey("{"+topic+"}", "", msg)
 		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, sent, ttl, l.historyKey(group), group, msg, p))
+	}
+	if err := l.blindTo(l, group); err != nil {
+		return err
 	}
 	n, err := l.spublish(ctx, topic, "", msg.data, msg)
 	return l.follow(l.published(n, err, fmt.Sprintf("group %q has no member", group)))

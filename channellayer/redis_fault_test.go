@@ -14,8 +14,11 @@ import (
 )
 
 // resubscribeBound is how soon after Redis returns every group with local
-// members must receive again.
-const resubscribeBound = 2 * time.Second
+// members must receive again. The layer retries at most a second apart
+// (RedisConfig.MaxBackoff), and a cluster reads its slot map first; the
+// bound leaves room for a loaded machine, as it tells a layer that comes
+// back from one that does not, not how fast it does.
+const resubscribeBound = 5 * time.Second
 
 // faultLayer is what the fault tests need of a Redis-backed layer.
 type faultLayer interface {

@@ -302,6 +302,7 @@ type subscriber struct {
 	unwait  map[string][]chan struct{} // GroupDiscards awaiting an UNSUBSCRIBE
 	queue   []subOp
 	stale   map[string]struct{} // group topics to recover once subscribed again
+	blind   map[string]struct{} // group topics lost with a connection and not yet subscribed again
 	ps      *redis.PubSub       // of the current connection
 	stopped bool
 	down    bool          // an attempt failed since the last confirmation
@@ -372,6 +373,15 @@ func (s *subscriber) subLocked(topic string) {
 			s.staleLocked(topic)
 		}
 	}
+	if s.down && strings.HasPrefix(topic, s.c.groupTopic) {
+		// Not carried until the connection is back (a topic that moved
+		// here from a failed master's connection, or a first member
+		// that joined during the outage).
+		if s.blind == nil {
+			s.blind = make(map[string]struct{})
+		}
+		s.blind[topic] = struct{}{}
+	}
 	s.want[topic] = struct{}{}
 	s.queue = append(s.queue, subOp{sub: true, topic: topic})
 	s.poke()
@@ -382,6 +392,7 @@ func (s *subscriber) subLocked(topic string) {
 func (s *subscriber) unsubLocked(topic string) chan struct{} {
 	delete(s.want, topic)
 	delete(s.live, topic)
+	delete(s.blind, topic)
 	s.forgetHistoryLocked(topic)
 	done := make(chan struct{})
 	if s.down {
@@ -405,9 +416,18 @@ func (s *subscriber) unsubLocked(topic string) chan struct{} {
 func (s *subscriber) forgetLocked(topic string) {
 	delete(s.want, topic)
 	delete(s.live, topic)
+	delete(s.blind, topic)
 	delete(s.stale, topic)
 	s.queue = append(s.queue, subOp{topic: topic, forget: true})
 	s.poke()
+}
+
+// blindLocked reports whether topic was carried by a connection that was
+// lost and is not subscribed again yet: a message published to it now
+// would miss this instance's members.
+func (s *subscriber) blindLocked(topic string) bool {
+	_, ok := s.blind[topic]
+	return ok
 }
 
 // carries reports whether the connection should carry topic.
@@ -622,6 +642,12 @@ func (s *subscriber) failed(err error) {
 	clear(s.live)
 	for topic := range s.want {
 		s.staleLocked(topic)
+		if strings.HasPrefix(topic, s.c.groupTopic) {
+			if s.blind == nil {
+				s.blind = make(map[string]struct{})
+			}
+			s.blind[topic] = struct{}{}
+		}
 	}
 	// The server dropped every subscription of the lost connection.
 	for topic := range s.pending {
@@ -654,6 +680,7 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 		}
 		if _, wanted := s.want[v.Channel]; wanted && s.pending[v.Channel] == 0 {
 			s.live[v.Channel] = struct{}{}
+			delete(s.blind, v.Channel)
 			s.c.releaseWaitersLocked(v.Channel)
 			if _, ok := s.stale[v.Channel]; ok {
 				delete(s.stale, v.Channel)

@@ -1,0 +1,131 @@
+package channellayer_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/channellayer/layertest"
+)
+
+// TestRedisRefusesSendWhileResubscribing: a group without history, with
+// members on two instances. A's subscription connection is lost and cannot
+// be made again, while its command connection still works and B still
+// receives. A group send through A then reaches B's member only: it must
+// be refused (ErrUnavailable, for the publisher to retry), not answered as
+// delivered. Once A is subscribed again the same send reaches both.
+func TestRedisRefusesSendWhileResubscribing(t *testing.T) {
+	direct := layertest.RedisClient(t)
+	prefix := layertest.Prefix(t)
+	name := prefix + "-a"
+
+	var refuse atomic.Bool
+	var d net.Dialer
+	opts := *direct.Options()
+	opts.ClientName = name
+	opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if refuse.Load() {
+			return nil, errors.New("dial refused by the test")
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	clientA := redis.NewClient(&opts)
+	t.Cleanup(func() { _ = clientA.Close() })
+	a, err := channellayer.NewRedis(clientA, channellayer.RedisConfig{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := channellayer.NewRedis(direct, channellayer.RedisConfig{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	ctx := t.Context()
+	const group = "live"
+	inA, inB := layertest.NewInbox(8), layertest.NewInbox(8)
+	for _, m := range []struct {
+		l  channellayer.Layer
+		in *layertest.Inbox
+	}{{a, inA}, {b, inB}} {
+		ch, err := m.l.NewChannel(m.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.l.GroupAdd(ctx, group, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A's command connection is made and idle, so sends need no dial.
+	if err := clientA.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	refuse.Store(true)
+	errorsBefore := a.Stats().SubscribeErrors
+	killPubSub(t, direct, name)
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Stats().SubscribeErrors == errorsBefore {
+		if time.Now().After(deadline) {
+			t.Fatal("A never noticed that its subscription connection was killed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	msg := layertest.Msg(t, "note", 1)
+	err = a.GroupSend(ctx, group, msg)
+	if !errors.Is(err, channellayer.ErrUnavailable) {
+		t.Fatalf("send through A while its subscription is down: %v, want ErrUnavailable (B's member got it, A's cannot)", err)
+	}
+	inB.Empty(t)
+
+	refuse.Store(false)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		err = a.GroupSend(ctx, group, msg)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, channellayer.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("retry once A can subscribe again: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, in := range []*layertest.Inbox{inA, inB} {
+		if got := in.Next(t); got.Type != "note" {
+			t.Fatalf("got %+v, want the note", got)
+		}
+		in.Empty(t)
+	}
+}
+
+// killPubSub closes the subscription connection of the client named name.
+func killPubSub(t *testing.T, direct *redis.Client, name string) {
+	t.Helper()
+	list, err := direct.Do(t.Context(), "CLIENT", "LIST", "TYPE", "pubsub").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(list, "\n") {
+		if !strings.Contains(" "+line+" ", " name="+name+" ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if id, ok := strings.CutPrefix(f, "id="); ok {
+				if err := direct.Do(t.Context(), "CLIENT", "KILL", "ID", id).Err(); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("no subscription connection named %s in CLIENT LIST:\n%s", name, list)
+}
