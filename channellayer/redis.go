@@ -183,6 +183,7 @@ func (c *redisCore) blindTo(t topics, group string) error {
 	blind := t.blindLocked(c.groupTopic + group)
 	c.mu.Unlock()
 	if blind {
+		c.publishErrors.Add(1)
 		return fmt.Errorf("%w: this instance's subscription to group %q is being restored after a lost connection; its members here would miss the message", ErrUnavailable, group)
 	}
 	return nil

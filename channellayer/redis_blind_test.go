@@ -20,7 +20,9 @@ import (
 // be made again, while its command connection still works and B still
 // receives. A group send through A then reaches B's member only: it must
 // be refused (ErrUnavailable, for the publisher to retry), not answered as
-// delivered. Once A is subscribed again the same send reaches both.
+// delivered. Once A is subscribed again its member is told it may have
+// missed messages (a resync naming the group), and the same send reaches
+// both.
 func TestRedisRefusesSendWhileResubscribing(t *testing.T) {
 	direct := layertest.RedisClient(t)
 	prefix := layertest.Prefix(t)
@@ -98,6 +100,11 @@ func TestRedisRefusesSendWhileResubscribing(t *testing.T) {
 			t.Fatalf("retry once A can subscribe again: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// A's member was not carried for a while: it is told so before the
+	// next message. B's never stopped receiving.
+	if got := inA.Next(t); got.Type != channellayer.ResyncType || !strings.Contains(string(got.Data), `"group":"`+group+`"`) {
+		t.Fatalf("A's member got %+v first, want a resync naming %q", got, group)
 	}
 	for _, in := range []*layertest.Inbox{inA, inB} {
 		if got := in.Next(t); got.Type != "note" {

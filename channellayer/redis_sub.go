@@ -665,7 +665,7 @@ func (s *subscriber) failed(err error) {
 }
 
 func (s *subscriber) subscription(v *redis.Subscription) {
-	var lost, restored, established, recover bool
+	var lost, restored, established, recover, missed bool
 	s.c.mu.Lock()
 	switch v.Kind {
 	case "subscribe", "ssubscribe":
@@ -680,7 +680,10 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 		}
 		if _, wanted := s.want[v.Channel]; wanted && s.pending[v.Channel] == 0 {
 			s.live[v.Channel] = struct{}{}
-			delete(s.blind, v.Channel)
+			if _, ok := s.blind[v.Channel]; ok {
+				delete(s.blind, v.Channel)
+				missed = true
+			}
 			s.c.releaseWaitersLocked(v.Channel)
 			if _, ok := s.stale[v.Channel]; ok {
 				delete(s.stale, v.Channel)
@@ -707,9 +710,21 @@ func (s *subscriber) subscription(v *redis.Subscription) {
 	if lost && s.onLost != nil {
 		s.onLost(s, v.Channel)
 	}
-	if recover {
+	if !strings.HasPrefix(v.Channel, s.c.groupTopic) {
+		return
+	}
+	group := v.Channel[len(s.c.groupTopic):]
+	_, history := historyFor(s.c.policies, group)
+	switch {
+	case recover && history:
 		// On the reader, before any later message of the group.
-		s.c.recoverGroup(v.Channel[len(s.c.groupTopic):])
+		s.c.recoverGroup(group)
+	case missed && !history && s.c.reg.Len(group) > 0:
+		// A group without history that was not carried for a while: what
+		// was published meanwhile is gone, and its members are told so,
+		// before any later message.
+		s.c.resyncs.Add(1)
+		s.c.reg.SendGroup(group, ResyncType, resyncFrame(group))
 	}
 }
 
