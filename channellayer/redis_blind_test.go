@@ -136,3 +136,64 @@ func killPubSub(t *testing.T, direct *redis.Client, name string) {
 	}
 	t.Fatalf("no subscription connection named %s in CLIENT LIST:\n%s", name, list)
 }
+
+// TestRedisFrozenWhileSending: Redis freezes with a send to a group without
+// history in its input, and stays frozen long enough that A gives its
+// subscription up. When Redis continues, the send is applied, but A's old
+// subscription is gone: A's member must get the message or be told it
+// missed something (a resync naming the group), never neither.
+func TestRedisFrozenWhileSending(t *testing.T) {
+	srv := layertest.StartRedis(t)
+	newLayer := func() (channellayer.Layer, *channellayer.Redis) {
+		client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 10 * time.Second})
+		t.Cleanup(func() { _ = client.Close() })
+		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: layertest.Prefix(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return l, l
+	}
+	a, ra := newLayer()
+	b, _ := newLayer()
+	ctx := t.Context()
+	const group = "live"
+	inA, inB := layertest.NewInbox(8), layertest.NewInbox(8)
+	for _, m := range []struct {
+		l  channellayer.Layer
+		in *layertest.Inbox
+	}{{a, inA}, {b, inB}} {
+		ch, err := m.l.NewChannel(m.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.l.GroupAdd(ctx, group, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	srv.Pause()
+	sent := make(chan error, 1)
+	go func() { sent <- b.GroupSend(ctx, group, layertest.Msg(t, "note", 1)) }()
+	errorsBefore := ra.Stats().SubscribeErrors
+	deadline := time.Now().Add(10 * time.Second)
+	for ra.Stats().SubscribeErrors == errorsBefore {
+		if time.Now().After(deadline) {
+			srv.Continue()
+			t.Fatal("A never gave up its subscription to a frozen Redis")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.Continue()
+	if err := <-sent; err != nil {
+		t.Logf("the send during the freeze: %v", err)
+	}
+	// A's member: the note, or a resync naming the group, first.
+	got := inA.Next(t)
+	switch {
+	case got.Type == "note":
+	case got.Type == channellayer.ResyncType && strings.Contains(string(got.Data), `"group":"`+group+`"`):
+	default:
+		t.Fatalf("A's member got %+v, want the note or a resync naming %q", got, group)
+	}
+}

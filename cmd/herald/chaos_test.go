@@ -39,18 +39,28 @@ import (
 //
 // herald-bench chaos runs the same test for longer.
 
-// chaosDefaultFaults are the fault classes a plain "go test" runs: those
-// under which every promise held in every run so far. The others run
-// with HERALD_CHAOS_FAULTS=all or by name; each breaks a promise today:
+// chaosDefaultFaults are the fault classes a plain "go test" runs. Each of
+// these once broke a promise, and the soak is what showed it:
 //
 //	redis-kill   posts delivered twice, once without an id (b, c); resyncs
 //	             that name no group (resync)
-//	redis-stop   a send answered 202 once delivered twice, with two ids (a)
 //	herald-kill  a send to a group without history, applied once, reaching
 //	             plain members twice (c)
 //	pg-burst     healthy clients cut with 4008 by a transaction of posts (e)
-//	cluster-*    accepted messages and posts lost without a resync (a, b)
-var chaosDefaultFaults = []string{"api-burst", "herald-term", "pg-restart", "pg-terminate", "proxy-stall"}
+//
+// Left out, and run with HERALD_CHAOS_FAULTS=all or by name:
+//
+//	redis-stop   a send answered 202 once delivered twice, with two ids (a),
+//	             is fixed; but about one run in three still finds a send to
+//	             a group without history, made while Redis was frozen, that
+//	             plain members of one instance neither get nor are told of
+//	             (c), seed 6543784342808026033 under -race
+//
+// The cluster classes run with HERALD_CHAOS_REDIS=cluster.
+var chaosDefaultFaults = []string{
+	"api-burst", "herald-kill", "herald-term", "pg-burst", "pg-restart",
+	"pg-terminate", "proxy-stall", "redis-kill",
+}
 
 // chaosFaults are the fault classes, by name.
 var chaosFaults = map[string]string{
