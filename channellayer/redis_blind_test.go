@@ -53,19 +53,7 @@ func TestRedisRefusesSendWhileResubscribing(t *testing.T) {
 
 	ctx := t.Context()
 	const group = "live"
-	inA, inB := layertest.NewInbox(8), layertest.NewInbox(8)
-	for _, m := range []struct {
-		l  channellayer.Layer
-		in *layertest.Inbox
-	}{{a, inA}, {b, inB}} {
-		ch, err := m.l.NewChannel(m.in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.l.GroupAdd(ctx, group, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	inA, inB := memberOf(t, a, group), memberOf(t, b, group)
 	// A's command connection is made and idle, so sends need no dial.
 	if err := clientA.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -158,19 +146,8 @@ func TestRedisFrozenWhileSending(t *testing.T) {
 	b, _ := newLayer()
 	ctx := t.Context()
 	const group = "live"
-	inA, inB := layertest.NewInbox(8), layertest.NewInbox(8)
-	for _, m := range []struct {
-		l  channellayer.Layer
-		in *layertest.Inbox
-	}{{a, inA}, {b, inB}} {
-		ch, err := m.l.NewChannel(m.in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.l.GroupAdd(ctx, group, ch); err != nil {
-			t.Fatal(err)
-		}
-	}
+	inA := memberOf(t, a, group)
+	memberOf(t, b, group) // so that the send has a receiver besides A
 
 	srv.Pause()
 	sent := make(chan error, 1)
@@ -196,4 +173,18 @@ func TestRedisFrozenWhileSending(t *testing.T) {
 	default:
 		t.Fatalf("A's member got %+v, want the note or a resync naming %q", got, group)
 	}
+}
+
+// memberOf joins a new member of group on l and returns its inbox.
+func memberOf(t *testing.T, l channellayer.Layer, group string) *layertest.Inbox {
+	t.Helper()
+	in := layertest.NewInbox(8)
+	ch, err := l.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupAdd(t.Context(), group, ch); err != nil {
+		t.Fatal(err)
+	}
+	return in
 }

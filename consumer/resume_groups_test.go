@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -22,26 +21,10 @@ import (
 // a and b keep a history and any client may join them; "secret" it may
 // not.
 func groupsHarness(t *testing.T) *harness {
-	h := &harness{t: t}
-	l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{
-		History: []channellayer.HistoryPolicy{{Pattern: "gossip", Size: 1000}, {Pattern: "a", Size: 1000}, {Pattern: "b", Size: 1000}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.layer = l
-	h.srv = &consumer.Server{Layer: l, PublicGroups: []string{"gossip", "a", "b"}}
-	h.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: consumer.NewNotification("")})
-	}))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		_ = h.srv.Shutdown(ctx)
-		h.http.Close()
-		_ = l.Close()
-	})
-	return h
+	return historyHarness(t, &consumer.Server{PublicGroups: []string{"gossip", "a", "b"}},
+		channellayer.HistoryPolicy{Pattern: "gossip", Size: 1000},
+		channellayer.HistoryPolicy{Pattern: "a", Size: 1000},
+		channellayer.HistoryPolicy{Pattern: "b", Size: 1000})
 }
 
 // publishTo sends message {"type":"name.gossip","g":group,"n":n} to
@@ -115,18 +98,7 @@ func TestSincePerGroupOverWebSocket(t *testing.T) {
 		{Type: "name.gossip", G: "gossip", N: 1}, {Type: "name.gossip", G: "gossip", N: 2},
 		{Type: "name.gossip", G: "a", N: 2}, {Type: "error", Group: "secret"},
 	}
-	var got []gframe
-	for range want {
-		f := readFrame(t, c)
-		f.ID = ""
-		if f.Type == "error" {
-			f = gframe{Type: "error", Group: f.Group}
-		}
-		got = append(got, f)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("at connect got %v, want %v", got, want)
-	}
+	expectFrames(t, c, "at connect", want)
 	// b was remembered: subscribing resumes it from message 1.
 	write(t, c, websocket.MessageText, `{"type":"subscribe","group":"b"}`)
 	for _, wantN := range []int{1, 2} {
@@ -158,18 +130,7 @@ func TestResumeFramePerGroup(t *testing.T) {
 		{Type: "name.gossip", G: "gossip", N: 1}, {Type: "name.gossip", G: "gossip", N: 2},
 		{Type: "name.gossip", G: "a", N: 2}, {Type: "error", Group: "b"},
 	}
-	var got []gframe
-	for range want {
-		f := readFrame(t, c)
-		f.ID = ""
-		if f.Type == "error" {
-			f = gframe{Type: "error", Group: f.Group}
-		}
-		got = append(got, f)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
+	expectFrames(t, c, "after the resume frame", want)
 }
 
 // An event stream joins several groups with "groups", and its event ids
@@ -262,5 +223,23 @@ func TestEventStreamOneGroupBareID(t *testing.T) {
 	}
 	if ids := h.historyIDs("gossip"); id != ids[0] {
 		t.Fatalf("event id %q, want %q", id, ids[0])
+	}
+}
+
+// expectFrames reads len(want) frames from c and compares them with want,
+// ignoring ids and, of error frames, everything but the group.
+func expectFrames(t *testing.T, c *websocket.Conn, when string, want []gframe) {
+	t.Helper()
+	var got []gframe
+	for range want {
+		f := readFrame(t, c)
+		f.ID = ""
+		if f.Type == "error" {
+			f = gframe{Type: "error", Group: f.Group}
+		}
+		got = append(got, f)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s got %v, want %v", when, got, want)
 	}
 }

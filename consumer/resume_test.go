@@ -250,20 +250,23 @@ func checkSequence(t *testing.T, got []int, total int) {
 }
 
 func resumeHarness(t *testing.T) *harness {
+	return historyHarness(t, &consumer.Server{QueueBytes: 16 << 20}, channellayer.HistoryPolicy{Pattern: "gossip", Size: 20000})
+}
+
+// historyHarness serves /notifications/ with srv over a memory layer
+// whose groups keep the histories policies say.
+func historyHarness(t *testing.T, srv *consumer.Server, policies ...channellayer.HistoryPolicy) *harness {
 	h := &harness{t: t}
-	l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{
-		History: []channellayer.HistoryPolicy{{Pattern: "gossip", Size: 20000}},
-	})
+	l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: policies})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.layer = l
-	h.srv = &consumer.Server{Layer: l, QueueBytes: 16 << 20}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/notifications/", func(w http.ResponseWriter, r *http.Request) {
+	srv.Layer = l
+	h.srv = srv
+	h.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: consumer.NewNotification("")})
-	})
-	h.http = httptest.NewServer(mux)
+	}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()

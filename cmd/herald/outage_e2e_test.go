@@ -53,14 +53,7 @@ func metric(t *testing.T, in *instance, name string) float64 {
 // 503 meanwhile, the metrics count it, and messages flow again after.
 func TestRedisOutageFromOutside(t *testing.T) {
 	t.Parallel()
-	rs := layertest.StartRedis(t)
-	in := startHerald(t, "REDIS_URL=redis://"+rs.Addr+"/0")
-	in.waitReady(t)
-	c := dialNotifications(t, in.addr)
-	joinedEverywhere(t, in)
-
-	rs.Stop()
-	pollUntil(t, "/readyz to report not ready", func() bool { return status("http://"+in.addr+"/readyz") == http.StatusServiceUnavailable })
+	rs, in, c := redisDown(t)
 	if st := in.post(t, "/api/groups/gossip/send", `{"type":"name.gossip","n":1}`); st != http.StatusServiceUnavailable {
 		t.Fatalf("send while Redis is down: %d, want 503", st)
 	}
@@ -85,4 +78,19 @@ func TestRedisOutageFromOutside(t *testing.T) {
 	if n := metric(t, in, `herald_layer_events_total{kind="reconnects"}`); n < 1 {
 		t.Errorf("reconnects = %v, want at least 1", n)
 	}
+}
+
+// redisDown starts herald on a Redis of the test's own with a client at
+// /notifications/ that has joined, then stops Redis and waits for /readyz
+// to say so.
+func redisDown(t *testing.T) (*layertest.RedisServer, *instance, *client) {
+	t.Helper()
+	rs := layertest.StartRedis(t)
+	in := startHerald(t, "REDIS_URL=redis://"+rs.Addr+"/0")
+	in.waitReady(t)
+	c := dialNotifications(t, in.addr)
+	joinedEverywhere(t, in)
+	rs.Stop()
+	pollUntil(t, "/readyz to report not ready", func() bool { return status("http://"+in.addr+"/readyz") == http.StatusServiceUnavailable })
+	return rs, in, c
 }

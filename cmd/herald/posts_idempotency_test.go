@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/heraldhq/herald/channellayer/layertest"
 	"github.com/heraldhq/herald/notifier/pgtest"
 )
 
@@ -110,14 +109,7 @@ func (in *instance) getBody(t *testing.T, path string) (int, string) {
 // back the post reaches the client that stayed connected, once.
 func TestPostDuringRedisOutage(t *testing.T) {
 	t.Parallel()
-	rs := layertest.StartRedis(t)
-	in := startHerald(t, "REDIS_URL=redis://"+rs.Addr+"/0")
-	in.waitReady(t)
-	c := dialNotifications(t, in.addr)
-	joinedEverywhere(t, in)
-
-	rs.Stop()
-	pollUntil(t, "/readyz to report not ready", func() bool { return status("http://"+in.addr+"/readyz") == http.StatusServiceUnavailable })
+	rs, in, c := redisDown(t)
 	post := `{"author":"ann","message":"while Redis is down"}`
 	st, body, _ := in.postKeyed(t, "/posts", post, "outage-1")
 	if st != http.StatusCreated || !strings.Contains(body, `"delivery":"pending"`) {
