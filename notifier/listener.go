@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -409,32 +410,123 @@ func (l *Listener) wait(ctx context.Context, conn *pgx.Conn) error {
 // a row is numbered only once every row before it has committed, this
 // misses nothing and repeats nothing, whatever the order of inserts.
 func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
-	type entry struct {
-		Seq    int64
-		Source string
-		Data   []byte
-	}
 	for {
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		rows, _ := conn.Query(qctx,
 			"SELECT seq, source, data FROM herald_log WHERE seq > $1 ORDER BY seq LIMIT $2", l.last, pageSize)
-		page, err := pgx.CollectRows(rows, pgx.RowToStructByPos[entry])
+		page, err := pgx.CollectRows(rows, pgx.RowToStructByPos[logEntry])
 		cancel()
 		if err != nil {
 			return fmt.Errorf("read the log: %w", err)
 		}
-		for _, e := range page {
-			if err := l.deliver(ctx, e.Seq, e.Source, e.Data); err != nil {
-				return err
-			}
-			if l.held {
-				return nil
-			}
+		if l.once != nil {
+			err = l.sendPage(ctx, conn, page)
+		} else {
+			err = l.deliverAll(ctx, page)
+		}
+		if err != nil || l.held {
+			return err
 		}
 		if len(page) < pageSize {
 			return nil
 		}
 	}
+}
+
+// logEntry is one row of herald_log.
+type logEntry struct {
+	Seq    int64
+	Source string
+	Data   []byte
+}
+
+// deliverAll delivers the rows of page in order, stopping at a held one.
+func (l *Listener) deliverAll(ctx context.Context, page []logEntry) error {
+	for _, e := range page {
+		if err := l.deliver(ctx, e.Seq, e.Source, e.Data, true); err != nil {
+			return err
+		}
+		if l.held {
+			return nil
+		}
+	}
+	return nil
+}
+
+// sendPage sends the rows of page, on a layer that sends once, under the
+// row locks of this Listener's sources in herald_sent: rows another
+// Listener sent already are skipped, and what this one sends is recorded
+// there in the same transaction. The layer drops a repeated offer too,
+// but its record lives in Redis: one restarted without persistence forgets
+// it, and a Listener that was behind would send again rows that reached
+// clients before the restart. A row sent whose record then fails to
+// commit (Postgres went away) is offered again, and the layer's record
+// drops it unless Redis also lost it in the meantime.
+func (l *Listener) sendPage(ctx context.Context, conn *pgx.Conn, page []logEntry) error {
+	if len(page) == 0 {
+		return nil
+	}
+	// Wait for room before taking the locks, so that a paced Listener
+	// does not hold the others up while it waits.
+	if l.pace != nil {
+		if err := l.pace(ctx); err != nil {
+			return fmt.Errorf("pace: %w", err)
+		}
+	}
+	names := make([]string, 0, len(l.bridges))
+	for _, b := range l.bridges {
+		names = append(names, l.sourceName(b))
+	}
+	slices.Sort(names) // one order for every Listener: no deadlock
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("record sends: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	// A Listener whose send hangs holds the others for at most this long;
+	// then they reconnect and try again.
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '30s'`); err != nil {
+		return fmt.Errorf("record sends: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO herald_sent (source) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, names); err != nil {
+		return fmt.Errorf("record sends: %w", err)
+	}
+	through := make(map[string]int64, len(names))
+	rows, _ := tx.Query(ctx, `SELECT source, through FROM herald_sent WHERE source = ANY($1) ORDER BY source FOR UPDATE`, names)
+	var name string
+	var seq int64
+	if _, err := pgx.ForEachRow(rows, []any{&name, &seq}, func() error { through[name] = seq; return nil }); err != nil {
+		return fmt.Errorf("record sends: %w", err)
+	}
+	sent := map[string]int64{}
+	paced := l.pace != nil // the first row to send waited above
+	for _, e := range page {
+		if b, ok := l.bridges[e.Source]; ok {
+			if n := l.sourceName(b); e.Seq <= through[n] {
+				l.last = e.Seq // sent by another Listener
+				continue
+			}
+		}
+		if err := l.deliver(ctx, e.Seq, e.Source, e.Data, !paced); err != nil {
+			return err
+		}
+		paced = false
+		if l.held {
+			break
+		}
+		if b, ok := l.bridges[e.Source]; ok {
+			sent[l.sourceName(b)] = e.Seq
+		}
+	}
+	for n, seq := range sent {
+		if _, err := tx.Exec(ctx, `UPDATE herald_sent SET through = greatest(through, $2) WHERE source = $1`, n, seq); err != nil {
+			return fmt.Errorf("record sends: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("record sends: %w", err)
+	}
+	return nil
 }
 
 // deliver sends one logged row to its bridge's group, after Pace if set.
@@ -454,7 +546,7 @@ func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
 // logged and not retried: the row is not lost for good, as it stays in
 // its table. deliver returns an error only when Pace fails or ctx ends;
 // the row is then neither sent nor skipped.
-func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []byte) error {
+func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []byte, pace bool) error {
 	b, ok := l.bridges[source]
 	if !ok {
 		l.last = seq
@@ -467,7 +559,7 @@ func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []
 		l.log.Warn("notifier: skipping a row", "err", err, "table", source, "seq", seq, "row", truncate(string(row)))
 		return nil
 	}
-	if l.pace != nil {
+	if pace && l.pace != nil {
 		if err := l.pace(ctx); err != nil {
 			return fmt.Errorf("pace: %w", err)
 		}

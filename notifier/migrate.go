@@ -62,6 +62,17 @@ CREATE TABLE IF NOT EXISTS herald_log_state (
 ALTER TABLE herald_log_state ADD COLUMN IF NOT EXISTS epoch text NOT NULL DEFAULT gen_random_uuid()::text;
 INSERT INTO herald_log_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 
+-- The highest seq of each source (a bridge of one log epoch) that some
+-- Listener has sent to the layer. A Listener takes the row lock of its
+-- sources for each page it sends and skips what another already sent, so
+-- that a row is sent once even when the layer loses its own record (a
+-- Redis restarted without persistence) while Listeners are at different
+-- points of the log.
+CREATE TABLE IF NOT EXISTS herald_sent (
+	source  text PRIMARY KEY,
+	through bigint NOT NULL DEFAULT 0
+);
+
 -- The idempotency keys of POST /posts, each written in the transaction of
 -- the post it created and pruned by the Listeners after a day.
 CREATE TABLE IF NOT EXISTS herald_idempotency (
