@@ -503,7 +503,11 @@ func (l *Listener) sendPage(ctx context.Context, conn *pgx.Conn, page []logEntry
 	for _, e := range page {
 		if b, ok := l.bridges[e.Source]; ok {
 			if n := l.sourceName(b); e.Seq <= through[n] {
-				l.last = e.Seq // sent by another Listener
+				// Sent by another Listener: a row this one held is settled
+				// too, and the probe that let it here says the layer is
+				// back.
+				l.last = e.Seq
+				l.unhold(e.Seq)
 				continue
 			}
 		}
@@ -580,15 +584,21 @@ func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []
 		l.held = true
 		return nil
 	}
-	if l.held {
-		l.held = false
-		l.log.Info("notifier: the layer is back; delivering the rows held meanwhile", "from_seq", seq)
-	}
+	l.unhold(seq)
 	l.last = seq
 	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 		l.log.Warn("notifier: delivery failed", "err", err, "table", source, "seq", seq, "group", b.Group)
 	}
 	return nil
+}
+
+// unhold ends a hold: the row seq, which was held or follows one that
+// was, is settled.
+func (l *Listener) unhold(seq int64) {
+	if l.held {
+		l.held = false
+		l.log.Info("notifier: the layer is back; delivering the rows held meanwhile", "from_seq", seq)
+	}
 }
 
 // sourceName names the rows of bridge b in this log for OnceSender.

@@ -96,3 +96,53 @@ func nextPost(t *testing.T, frames chan []byte) int64 {
 		}
 	}
 }
+
+// TestHeldListenerResumesWhenAnotherSent: a Listener holds a row its layer
+// could not take, and another Listener sends it meanwhile. Once its layer
+// is back the first must go on (ready again), though it has nothing left
+// to send itself.
+func TestHeldListenerResumesWhenAnotherSent(t *testing.T) {
+	t.Parallel()
+	direct := layertest.RedisClient(t)
+	proxy := layertest.StartProxy(t, direct.Options().Addr)
+	opts := *direct.Options()
+	opts.Addr = proxy.Addr()
+	viaProxy := redis.NewClient(&opts)
+	t.Cleanup(func() { _ = viaProxy.Close() })
+	cfg := channellayer.RedisConfig{Prefix: layertest.Prefix(t), Logger: testLogger(t)}
+	cut, err := channellayer.NewRedis(viaProxy, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cut.Close() })
+	other, err := channellayer.NewRedis(direct, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	frames := joinRaw(t, other, notifier.DefaultGroup)
+
+	pool := newPool(t, true)
+	held := startListener(t, pool, cut, notifier.Config{})
+	// The other Listener sends only once the first is holding, so that the
+	// first is the one to find its layer gone.
+	startListener(t, pool, other, notifier.Config{Pace: func(ctx context.Context) error {
+		for held.Ready() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		return nil
+	}})
+
+	proxy.Refuse()
+	p := insert(t, pool, "ann", "while one layer is cut")
+	waitReady(t, held, false)
+	if got := nextPost(t, frames); got != p.ID {
+		t.Fatalf("got post %d, want %d from the other Listener", got, p.ID)
+	}
+	proxy.Admit()
+	waitReady(t, held, true)
+}
