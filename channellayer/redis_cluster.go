@@ -43,6 +43,7 @@ type RedisCluster struct {
 	// guarded by mu
 	owner   []string                 // slot -> master address; nil until first read
 	home    map[string]*subscriber   // topic -> the connection that carries it
+	adrift  map[string]bool          // topics whose slot left their connection, not homed again yet
 	shards  map[string]*subscriber   // master address -> its connection
 	nodes   map[string]bool          // every node of the last slot map
 	probes  map[string]*redis.Client // clients that ask nodes for the slot map
@@ -75,6 +76,7 @@ func NewRedisCluster(client *redis.ClusterClient, cfg RedisConfig) (*RedisCluste
 		refresh:   make(chan struct{}, 1),
 		cancel:    cancel,
 		home:      make(map[string]*subscriber),
+		adrift:    make(map[string]bool),
 		shards:    make(map[string]*subscriber),
 		probes:    make(map[string]*redis.Client),
 		mapFail:   make(chan struct{}),
@@ -318,6 +320,8 @@ func (l *RedisCluster) homeLocked(topic string, fresh bool) {
 	if cur != nil && cur.addr == addr {
 		return
 	}
+	moved := cur != nil || l.adrift[topic]
+	delete(l.adrift, topic)
 	if cur != nil {
 		cur.forgetLocked(topic)
 	}
@@ -327,6 +331,12 @@ func (l *RedisCluster) homeLocked(topic string, fresh bool) {
 		s.staleLocked(topic)
 	}
 	s.subLocked(topic)
+	if moved {
+		// Between the two subscriptions nobody here listened: a group
+		// without history is told so once subscribed here, and sends
+		// through this instance are refused until then (see blindLocked).
+		s.blindTopicLocked(topic)
+	}
 	l.home[topic] = s
 }
 
@@ -337,6 +347,7 @@ func (l *RedisCluster) unhomeLocked(topic string) chan struct{} {
 		return nil
 	}
 	delete(l.home, topic)
+	delete(l.adrift, topic)
 	return s.unsubLocked(topic)
 }
 
@@ -365,6 +376,7 @@ func (l *RedisCluster) lost(s *subscriber, topic string) {
 	if l.home[topic] == s {
 		delete(l.home, topic)
 		s.forgetLocked(topic)
+		l.adrift[topic] = true
 	}
 	l.mu.Unlock()
 	l.pokeRefresh()
@@ -483,7 +495,7 @@ func (l *RedisCluster) blindLocked(topic string) bool {
 	if s := l.home[topic]; s != nil {
 		return s.blindLocked(topic)
 	}
-	return false
+	return l.adrift[topic]
 }
 
 // GroupSend implements Layer: one script that SPUBLISHes on the group's

@@ -131,3 +131,55 @@ func TestRedisClusterDeposedMaster(t *testing.T) {
 	}
 
 }
+
+// TestRedisClusterSlotMoveNoHistory moves the slot of a group without
+// history to another master. What is published there before this
+// instance follows the slot reaches nobody here and cannot be recovered,
+// so the member is told to resync before the next message, and a send
+// through this instance meanwhile is refused rather than answered as
+// delivered.
+func TestRedisClusterSlotMoveNoHistory(t *testing.T) {
+	cluster := layertest.StartCluster(t, 3)
+	w := watchHistory(t, cluster, "live.move")
+	w.mustSend(0)
+	if d := w.in.Next(t); !strings.HasPrefix(string(d.Data), `{"n":0,`) {
+		t.Fatalf("got %s, want message 0", d.Data)
+	}
+	slot, err := w.cc.ClusterKeySlot(context.Background(), w.topic).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := cluster.Nodes[0].Addr
+	if to == w.master() {
+		to = cluster.Nodes[1].Addr
+	}
+	cluster.MoveSlot(t, int(slot), to, func() {
+		_ = w.send(1) // reaches nobody: nobody listens on the new master yet
+	})
+	// Once this instance follows the slot, a send reaches its member.
+	deadline := time.Now().Add(layertest.Timeout)
+	for {
+		err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "m", 2))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("send 2 after the move: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the move, bounded by deadline
+	}
+	d := w.in.Next(t)
+	if d.Type != channellayer.ResyncType || !strings.Contains(string(d.Data), `"group":"live.move"`) {
+		t.Fatalf("got %s, want a resync naming live.move before the next message", d.Data)
+	}
+	for {
+		d := w.in.Next(t)
+		if strings.HasPrefix(string(d.Data), `{"n":2,`) {
+			break
+		}
+		if !strings.HasPrefix(string(d.Data), `{"n":1,`) {
+			t.Fatalf("got %s, want message 2", d.Data)
+		}
+	}
+	w.in.Empty(t)
+}

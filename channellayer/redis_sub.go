@@ -373,14 +373,11 @@ func (s *subscriber) subLocked(topic string) {
 			s.staleLocked(topic)
 		}
 	}
-	if s.down && strings.HasPrefix(topic, s.c.groupTopic) {
+	if s.down {
 		// Not carried until the connection is back (a topic that moved
 		// here from a failed master's connection, or a first member
 		// that joined during the outage).
-		if s.blind == nil {
-			s.blind = make(map[string]struct{})
-		}
-		s.blind[topic] = struct{}{}
+		s.blindTopicLocked(topic)
 	}
 	s.want[topic] = struct{}{}
 	s.queue = append(s.queue, subOp{sub: true, topic: topic})
@@ -420,6 +417,18 @@ func (s *subscriber) forgetLocked(topic string) {
 	delete(s.stale, topic)
 	s.queue = append(s.queue, subOp{topic: topic, forget: true})
 	s.poke()
+}
+
+// blindTopicLocked records that a group topic is not carried until its
+// SUBSCRIBE is confirmed: members may miss what is published meanwhile.
+func (s *subscriber) blindTopicLocked(topic string) {
+	if !strings.HasPrefix(topic, s.c.groupTopic) {
+		return
+	}
+	if s.blind == nil {
+		s.blind = make(map[string]struct{})
+	}
+	s.blind[topic] = struct{}{}
 }
 
 // blindLocked reports whether topic was carried by a connection that was
