@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,8 +223,14 @@ func (l *RedisCluster) downLocked() map[string]bool {
 // map, replicas included, and the client's seed addresses) for the slot
 // map at once: a frozen node answers nothing, and the replica that takes
 // over from it must be heard without waiting on it. Of the answers that
-// come within slotWait, it takes the one that gives the fewest slots to
-// masters this layer cannot reach, as the freshest news of a failover.
+// come within slotWait of the first, it takes the one the most nodes
+// gave, and of those the one that gives the fewest slots to masters this
+// layer cannot reach, as the freshest news of a failover. A single node
+// is never believed against the others: a master that was replaced while
+// it was down or frozen claims its old slots for a moment when it
+// returns, until the cluster tells it to follow its replacement, and a
+// layer that believed it would subscribe on what is by then a replica,
+// where publications still arrive but no send counts them.
 func (l *RedisCluster) askSlots(ctx context.Context) ([]redis.ClusterSlot, error) {
 	l.mu.Lock()
 	down := l.downLocked()
@@ -257,10 +264,15 @@ func (l *RedisCluster) askSlots(ctx context.Context) ([]redis.ClusterSlot, error
 			answers <- answer{slots, err}
 		}()
 	}
+	type view struct {
+		slots []redis.ClusterSlot
+		votes int
+		down  int // slots given to masters this layer cannot reach
+	}
+	views := map[string]*view{}
 	err := errors.New("no node to ask")
-	var best []redis.ClusterSlot
-	bestDown := slotCount + 1
 	var wait <-chan time.Time
+collect:
 	for range clients {
 		select {
 		case a := <-answers:
@@ -270,34 +282,55 @@ func (l *RedisCluster) askSlots(ctx context.Context) ([]redis.ClusterSlot, error
 				}
 				continue
 			}
-			n := 0
-			for _, s := range a.slots {
-				if len(s.Nodes) > 0 && down[s.Nodes[0].Addr] {
-					n += s.End - s.Start + 1
+			k := slotsKey(a.slots)
+			v := views[k]
+			if v == nil {
+				v = &view{slots: a.slots}
+				for _, s := range a.slots {
+					if len(s.Nodes) > 0 && down[s.Nodes[0].Addr] {
+						v.down += s.End - s.Start + 1
+					}
 				}
+				views[k] = v
 			}
-			if n < bestDown {
-				best, bestDown = a.slots, n
-			}
-			if n == 0 {
-				return best, nil
-			}
+			v.votes++
 			if wait == nil {
 				wait = time.After(slotWait)
 			}
 		case <-wait:
-			return best, nil
+			break collect
 		case <-ctx.Done():
-			if best != nil {
-				return best, nil
+			if len(views) == 0 {
+				return nil, ctx.Err()
 			}
-			return nil, ctx.Err()
+			break collect
 		}
 	}
-	if best != nil {
-		return best, nil
+	var best *view
+	for _, v := range views {
+		if best == nil || v.votes > best.votes || v.votes == best.votes && v.down < best.down {
+			best = v
+		}
 	}
-	return nil, err
+	if best == nil {
+		return nil, err
+	}
+	return best.slots, nil
+}
+
+// slotsKey identifies a slot map by who owns what, so that identical
+// answers from several nodes count as one view.
+func slotsKey(slots []redis.ClusterSlot) string {
+	parts := make([]string, 0, len(slots))
+	for _, s := range slots {
+		owner := ""
+		if len(s.Nodes) > 0 {
+			owner = s.Nodes[0].Addr
+		}
+		parts = append(parts, strconv.Itoa(s.Start)+"-"+strconv.Itoa(s.End)+"@"+owner)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
 
 // slotWait is how long askSlots waits for a better answer than the
