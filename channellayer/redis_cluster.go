@@ -147,13 +147,26 @@ func (l *RedisCluster) refreshLoop(ctx context.Context) {
 	}
 }
 
-// readSlots reads the slot map and moves every topic to its owner.
+// readSlots reads the slot map, moves every topic to its owner and stops
+// the connections no longer needed.
 func (l *RedisCluster) readSlots(ctx context.Context) error {
+	idle, err := l.moveSlots(ctx, true)
+	for _, s := range idle {
+		s.stop()
+	}
+	return err
+}
+
+// moveSlots reads the slot map and moves every topic to its owner. With
+// prune, it also forgets the connections no longer needed and returns
+// them, to be stopped; a subscription connection's own goroutine, which
+// may be one of them, leaves that to the refresh goroutine.
+func (l *RedisCluster) moveSlots(ctx context.Context, prune bool) ([]*subscriber, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	slots, err := l.askSlots(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	owner := make([]string, slotCount)
 	nodes := map[string]bool{}
@@ -182,16 +195,13 @@ func (l *RedisCluster) readSlots(ctx context.Context) error {
 		masters[a] = true
 	}
 	for addr, s := range l.shards {
-		if len(s.want) == 0 && !masters[addr] {
+		if prune && len(s.want) == 0 && !masters[addr] {
 			delete(l.shards, addr)
 			idle = append(idle, s)
 		}
 	}
 	l.mu.Unlock()
-	for _, s := range idle {
-		s.stop()
-	}
-	return nil
+	return idle, nil
 }
 
 // waiting reports whether some wanted topic is homed on a connection
@@ -397,6 +407,18 @@ func (l *RedisCluster) shardLocked(addr string) *subscriber {
 	// Every failure, not only the first: while a master is down its
 	// replica may take over, and only the slot map tells.
 	s.onFail = func(*subscriber) { l.pokeRefresh() }
+	// A master that was replaced while down comes back claiming its old
+	// slots for a moment, then follows its replacement as a replica,
+	// which keeps delivering the shard's publications to its subscribers
+	// though no send counts them: a group subscribed there again would be
+	// answered no_receivers while its members get the messages. So the
+	// slot map is read before each new connection, as the most nodes see
+	// it, and only the topics this node still owns are subscribed again.
+	s.onRetry = func(ctx context.Context) {
+		if _, err := l.moveSlots(ctx, false); err == nil {
+			l.pokeRefresh() // which stops the connections no longer needed
+		}
+	}
 	l.shards[addr] = s
 	s.start()
 	return s

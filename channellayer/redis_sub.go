@@ -294,6 +294,10 @@ type subscriber struct {
 	onLost  func(s *subscriber, topic string) // the server dropped a topic we did not drop
 	onReply func(s *subscriber, err error)    // an error reply, such as MOVED
 	onFail  func(s *subscriber)               // the connection failed, or a new one could not be made
+	// before each new connection after a failure: the cluster layer reads
+	// the slot map, so that topics whose slot moved meanwhile are not
+	// subscribed again on a node that no longer owns them
+	onRetry func(ctx context.Context)
 
 	// guarded by c.mu
 	want    map[string]struct{}        // topics this connection should carry
@@ -546,7 +550,13 @@ func (s *subscriber) settleUnsubLocked(topic string) {
 func (s *subscriber) read(ctx context.Context) {
 	defer s.wg.Done()
 	backoff := minBackoff
-	for {
+	for failed := false; ; failed = true {
+		if failed && s.onRetry != nil {
+			s.onRetry(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+		}
 		// With no channel, Subscribe does not touch the network; the
 		// first Receive or SUBSCRIBE dials.
 		ps := s.client.Subscribe(context.Background())
