@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ type RedisCluster struct {
 	// guarded by mu
 	owner   []string                 // slot -> master address; nil until first read
 	home    map[string]*subscriber   // topic -> the connection that carries it
+	adrift  map[string]bool          // topics whose slot left their connection, not homed again yet
 	shards  map[string]*subscriber   // master address -> its connection
 	nodes   map[string]bool          // every node of the last slot map
 	probes  map[string]*redis.Client // clients that ask nodes for the slot map
@@ -75,6 +77,7 @@ func NewRedisCluster(client *redis.ClusterClient, cfg RedisConfig) (*RedisCluste
 		refresh:   make(chan struct{}, 1),
 		cancel:    cancel,
 		home:      make(map[string]*subscriber),
+		adrift:    make(map[string]bool),
 		shards:    make(map[string]*subscriber),
 		probes:    make(map[string]*redis.Client),
 		mapFail:   make(chan struct{}),
@@ -144,13 +147,26 @@ func (l *RedisCluster) refreshLoop(ctx context.Context) {
 	}
 }
 
-// readSlots reads the slot map and moves every topic to its owner.
+// readSlots reads the slot map, moves every topic to its owner and stops
+// the connections no longer needed.
 func (l *RedisCluster) readSlots(ctx context.Context) error {
+	idle, err := l.moveSlots(ctx, true)
+	for _, s := range idle {
+		s.stop()
+	}
+	return err
+}
+
+// moveSlots reads the slot map and moves every topic to its owner. With
+// prune, it also forgets the connections no longer needed and returns
+// them, to be stopped; a subscription connection's own goroutine, which
+// may be one of them, leaves that to the refresh goroutine.
+func (l *RedisCluster) moveSlots(ctx context.Context, prune bool) ([]*subscriber, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	slots, err := l.askSlots(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	owner := make([]string, slotCount)
 	nodes := map[string]bool{}
@@ -179,16 +195,13 @@ func (l *RedisCluster) readSlots(ctx context.Context) error {
 		masters[a] = true
 	}
 	for addr, s := range l.shards {
-		if len(s.want) == 0 && !masters[addr] {
+		if prune && len(s.want) == 0 && !masters[addr] {
 			delete(l.shards, addr)
 			idle = append(idle, s)
 		}
 	}
 	l.mu.Unlock()
-	for _, s := range idle {
-		s.stop()
-	}
-	return nil
+	return idle, nil
 }
 
 // waiting reports whether some wanted topic is homed on a connection
@@ -220,8 +233,14 @@ func (l *RedisCluster) downLocked() map[string]bool {
 // map, replicas included, and the client's seed addresses) for the slot
 // map at once: a frozen node answers nothing, and the replica that takes
 // over from it must be heard without waiting on it. Of the answers that
-// come within slotWait, it takes the one that gives the fewest slots to
-// masters this layer cannot reach, as the freshest news of a failover.
+// come within slotWait of the first, it takes the one the most nodes
+// gave, and of those the one that gives the fewest slots to masters this
+// layer cannot reach, as the freshest news of a failover. A single node
+// is never believed against the others: a master that was replaced while
+// it was down or frozen claims its old slots for a moment when it
+// returns, until the cluster tells it to follow its replacement, and a
+// layer that believed it would subscribe on what is by then a replica,
+// where publications still arrive but no send counts them.
 func (l *RedisCluster) askSlots(ctx context.Context) ([]redis.ClusterSlot, error) {
 	l.mu.Lock()
 	down := l.downLocked()
@@ -255,10 +274,15 @@ func (l *RedisCluster) askSlots(ctx context.Context) ([]redis.ClusterSlot, error
 			answers <- answer{slots, err}
 		}()
 	}
+	type view struct {
+		slots []redis.ClusterSlot
+		votes int
+		down  int // slots given to masters this layer cannot reach
+	}
+	views := map[string]*view{}
 	err := errors.New("no node to ask")
-	var best []redis.ClusterSlot
-	bestDown := slotCount + 1
 	var wait <-chan time.Time
+collect:
 	for range clients {
 		select {
 		case a := <-answers:
@@ -268,34 +292,55 @@ func (l *RedisCluster) askSlots(ctx context.Context) ([]redis.ClusterSlot, error
 				}
 				continue
 			}
-			n := 0
-			for _, s := range a.slots {
-				if len(s.Nodes) > 0 && down[s.Nodes[0].Addr] {
-					n += s.End - s.Start + 1
+			k := slotsKey(a.slots)
+			v := views[k]
+			if v == nil {
+				v = &view{slots: a.slots}
+				for _, s := range a.slots {
+					if len(s.Nodes) > 0 && down[s.Nodes[0].Addr] {
+						v.down += s.End - s.Start + 1
+					}
 				}
+				views[k] = v
 			}
-			if n < bestDown {
-				best, bestDown = a.slots, n
-			}
-			if n == 0 {
-				return best, nil
-			}
+			v.votes++
 			if wait == nil {
 				wait = time.After(slotWait)
 			}
 		case <-wait:
-			return best, nil
+			break collect
 		case <-ctx.Done():
-			if best != nil {
-				return best, nil
+			if len(views) == 0 {
+				return nil, ctx.Err()
 			}
-			return nil, ctx.Err()
+			break collect
 		}
 	}
-	if best != nil {
-		return best, nil
+	var best *view
+	for _, v := range views {
+		if best == nil || v.votes > best.votes || v.votes == best.votes && v.down < best.down {
+			best = v
+		}
 	}
-	return nil, err
+	if best == nil {
+		return nil, err
+	}
+	return best.slots, nil
+}
+
+// slotsKey identifies a slot map by who owns what, so that identical
+// answers from several nodes count as one view.
+func slotsKey(slots []redis.ClusterSlot) string {
+	parts := make([]string, 0, len(slots))
+	for _, s := range slots {
+		owner := ""
+		if len(s.Nodes) > 0 {
+			owner = s.Nodes[0].Addr
+		}
+		parts = append(parts, strconv.Itoa(s.Start)+"-"+strconv.Itoa(s.End)+"@"+owner)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
 
 // slotWait is how long askSlots waits for a better answer than the
@@ -318,6 +363,8 @@ func (l *RedisCluster) homeLocked(topic string, fresh bool) {
 	if cur != nil && cur.addr == addr {
 		return
 	}
+	moved := cur != nil || l.adrift[topic]
+	delete(l.adrift, topic)
 	if cur != nil {
 		cur.forgetLocked(topic)
 	}
@@ -327,6 +374,12 @@ func (l *RedisCluster) homeLocked(topic string, fresh bool) {
 		s.staleLocked(topic)
 	}
 	s.subLocked(topic)
+	if moved {
+		// Between the two subscriptions nobody here listened: a group
+		// without history is told so once subscribed here, and sends
+		// through this instance are refused until then (see blindLocked).
+		s.blindTopicLocked(topic)
+	}
 	l.home[topic] = s
 }
 
@@ -337,6 +390,7 @@ func (l *RedisCluster) unhomeLocked(topic string) chan struct{} {
 		return nil
 	}
 	delete(l.home, topic)
+	delete(l.adrift, topic)
 	return s.unsubLocked(topic)
 }
 
@@ -353,6 +407,18 @@ func (l *RedisCluster) shardLocked(addr string) *subscriber {
 	// Every failure, not only the first: while a master is down its
 	// replica may take over, and only the slot map tells.
 	s.onFail = func(*subscriber) { l.pokeRefresh() }
+	// A master that was replaced while down comes back claiming its old
+	// slots for a moment, then follows its replacement as a replica,
+	// which keeps delivering the shard's publications to its subscribers
+	// though no send counts them: a group subscribed there again would be
+	// answered no_receivers while its members get the messages. So the
+	// slot map is read before each new connection, as the most nodes see
+	// it, and only the topics this node still owns are subscribed again.
+	s.onRetry = func(ctx context.Context) {
+		if _, err := l.moveSlots(ctx, false); err == nil {
+			l.pokeRefresh() // which stops the connections no longer needed
+		}
+	}
 	l.shards[addr] = s
 	s.start()
 	return s
@@ -365,6 +431,7 @@ func (l *RedisCluster) lost(s *subscriber, topic string) {
 	if l.home[topic] == s {
 		delete(l.home, topic)
 		s.forgetLocked(topic)
+		l.adrift[topic] = true
 	}
 	l.mu.Unlock()
 	l.pokeRefresh()
@@ -483,7 +550,7 @@ func (l *RedisCluster) blindLocked(topic string) bool {
 	if s := l.home[topic]; s != nil {
 		return s.blindLocked(topic)
 	}
-	return false
+	return l.adrift[topic]
 }
 
 // GroupSend implements Layer: one script that SPUBLISHes on the group's

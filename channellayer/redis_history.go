@@ -50,7 +50,9 @@ redis.call('SET', mark, ARGV[#ARGV - 1], 'PX', ARGV[#ARGV])
 // message is published, and subscribers receive them in id order. Each
 // entry also holds the id before it ("p"), so that a reader can tell
 // whether anything between an id it knows and the oldest kept entry was
-// trimmed away.
+// trimmed away; the publication carries it too ("<id> <prev> <json>"),
+// so that a subscriber can tell a message that follows the last one it
+// delivered from one of another line of history (see dispatchGroup).
 func historyBody(publish string) string {
 	return `
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
@@ -64,7 +66,7 @@ if age > 0 then
   redis.call('XTRIM', KEYS[2], 'MINID', '~', tostring(now - age))
   redis.call('PEXPIRE', KEYS[2], age)
 end
-local n = redis.call('` + publish + `', ARGV[2], id .. ' ' .. ARGV[3])
+local n = redis.call('` + publish + `', ARGV[2], id .. ' ' .. prev .. ' ' .. ARGV[3])
 `
 }
 
@@ -323,15 +325,30 @@ func (c *redisCore) readAfter(ctx context.Context, client redis.Cmdable, key, gr
 const recoverLimit = 2 * MaxHistorySize
 
 // dispatchGroup hands a group message from Redis to the local members.
-// A payload that starts with a history id ("<id> <json>") is delivered
-// with it, once: ids at or before the last one delivered for the group
-// were already delivered, by recovery or by an earlier copy.
+// A payload that starts with a history id ("<id> <prev> <json>", or
+// "<id> <json>" without the id before it) is delivered with it, once:
+// ids at or before the last one delivered for the group were already
+// delivered, by recovery or by an earlier copy.
+//
+// A message whose previous id is not the last one delivered does not
+// follow what the members have: either messages were missed, or it comes
+// from another line of history, as when a Redis Cluster master that was
+// frozen and replaced continues and runs the sends queued on it before it
+// steps down; it forwards their publications to its shard over the
+// cluster bus, so they reach the new master's subscribers, though no
+// history holds them and the sender's retry is applied again by the new
+// master. Such a message is not delivered as it is: the group is
+// recovered from its history on the connection it came from instead, so
+// members get what the history holds after their position, or a resync.
 func (c *redisCore) dispatchGroup(topic, payload string) {
 	group := topic[len(c.groupTopic):]
-	id, body := "", payload
+	id, prev, body := "", "", payload
 	if len(payload) > 0 && payload[0] != '{' {
 		var ok bool
 		id, body, ok = strings.Cut(payload, " ")
+		if ok && len(body) > 0 && body[0] != '{' {
+			prev, body, ok = strings.Cut(body, " ")
+		}
 		if !ok {
 			c.log.Warn("channellayer: dropped a malformed group message from Redis", "topic", topic)
 			return
@@ -347,14 +364,52 @@ func (c *redisCore) dispatchGroup(topic, payload string) {
 		return
 	}
 	pid, err := ParseID(id)
+	var pprev ID
+	if err == nil && prev != "" {
+		pprev, err = ParseID(prev)
+	}
 	if err != nil {
 		c.log.Warn("channellayer: dropped a group message with a malformed id from Redis", "topic", topic, "err", err)
 		return
 	}
-	if !c.advance(group, pid) {
+	switch c.chain(group, pid, pprev, prev != "") {
+	case chainRepeat:
+		return
+	case chainBroken:
+		c.log.Warn("channellayer: a group message does not follow the last one delivered; recovering the group from its history", "group", group, "id", id, "prev", prev)
+		c.recoverGroup(group)
 		return
 	}
 	c.reg.SendGroupFrom(group, id, msg.typ, FrameWithID(msg.data, id, group))
+}
+
+// What chain found of a live message.
+const (
+	chainNext   = iota // it follows the position: deliver it
+	chainRepeat        // at or before the position: delivered already
+	chainBroken        // after the position, but not right after it
+)
+
+// chain records id as the last delivered for group if it comes right
+// after the group's position: prev, when known, is the id before it in
+// the history it was published from. A moment position takes any id.
+func (c *redisCore) chain(group string, id, prev ID, chained bool) int {
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	last, ok := c.seen[group]
+	if ok && last.exact {
+		if id.Compare(last.id) <= 0 {
+			return chainRepeat
+		}
+		if chained && prev != last.id {
+			return chainBroken
+		}
+	}
+	if c.seen == nil {
+		c.seen = make(map[string]position)
+	}
+	c.seen[group] = position{id: id, exact: true}
+	return chainNext
 }
 
 // position is where a group's recovery starts: the last id delivered

@@ -294,6 +294,10 @@ type subscriber struct {
 	onLost  func(s *subscriber, topic string) // the server dropped a topic we did not drop
 	onReply func(s *subscriber, err error)    // an error reply, such as MOVED
 	onFail  func(s *subscriber)               // the connection failed, or a new one could not be made
+	// before each new connection after a failure: the cluster layer reads
+	// the slot map, so that topics whose slot moved meanwhile are not
+	// subscribed again on a node that no longer owns them
+	onRetry func(ctx context.Context)
 
 	// guarded by c.mu
 	want    map[string]struct{}        // topics this connection should carry
@@ -373,14 +377,11 @@ func (s *subscriber) subLocked(topic string) {
 			s.staleLocked(topic)
 		}
 	}
-	if s.down && strings.HasPrefix(topic, s.c.groupTopic) {
+	if s.down {
 		// Not carried until the connection is back (a topic that moved
 		// here from a failed master's connection, or a first member
 		// that joined during the outage).
-		if s.blind == nil {
-			s.blind = make(map[string]struct{})
-		}
-		s.blind[topic] = struct{}{}
+		s.blindTopicLocked(topic)
 	}
 	s.want[topic] = struct{}{}
 	s.queue = append(s.queue, subOp{sub: true, topic: topic})
@@ -420,6 +421,18 @@ func (s *subscriber) forgetLocked(topic string) {
 	delete(s.stale, topic)
 	s.queue = append(s.queue, subOp{topic: topic, forget: true})
 	s.poke()
+}
+
+// blindTopicLocked records that a group topic is not carried until its
+// SUBSCRIBE is confirmed: members may miss what is published meanwhile.
+func (s *subscriber) blindTopicLocked(topic string) {
+	if !strings.HasPrefix(topic, s.c.groupTopic) {
+		return
+	}
+	if s.blind == nil {
+		s.blind = make(map[string]struct{})
+	}
+	s.blind[topic] = struct{}{}
 }
 
 // blindLocked reports whether topic was carried by a connection that was
@@ -537,7 +550,13 @@ func (s *subscriber) settleUnsubLocked(topic string) {
 func (s *subscriber) read(ctx context.Context) {
 	defer s.wg.Done()
 	backoff := minBackoff
-	for {
+	for failed := false; ; failed = true {
+		if failed && s.onRetry != nil {
+			s.onRetry(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+		}
 		// With no channel, Subscribe does not touch the network; the
 		// first Receive or SUBSCRIBE dials.
 		ps := s.client.Subscribe(context.Background())

@@ -101,8 +101,10 @@ type Conn struct {
 	floor  map[string]channellayer.ID
 
 	// dispatching is the group of the layer message being dispatched, if
-	// known. Only the writer reads and writes it.
+	// known, and inline the writer's batch meanwhile. Only the writer
+	// reads and writes them.
 	dispatching string
+	inline      *batch
 
 	// Resume positions the client gave when it connected, guarded by mu:
 	// seeds are those of the groups resumed before the transport started,
@@ -265,6 +267,18 @@ func (c *Conn) Send(data []byte) error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// sendInline writes data as the frame of the layer message being
+// dispatched, in the writer's batch, ahead of the messages the writer took
+// with it: a resync must reach the client before the replay that follows
+// it, which Send would queue after. Off the writer it is Send.
+func (c *Conn) sendInline(data []byte) error {
+	if c.inline != nil {
+		c.t.frame(c.inline, "", "", data)
+		return nil
+	}
+	return c.Send(data)
 }
 
 // SendJSON encodes v and queues it as one text frame.

@@ -153,7 +153,7 @@ func forwardResync(_ context.Context, c *Conn, msg channellayer.Message) error {
 		_ = json.Unmarshal(msg.Bytes(), &named)
 		group = named.Group
 	}
-	return c.Send(resyncFrame(group))
+	return c.sendInline(resyncFrame(group))
 }
 
 // resumeFrom returns the positions a client resumes from: the

@@ -352,3 +352,48 @@ func TestResyncNamesItsGroup(t *testing.T) {
 		t.Fatalf("resync to the channel: %s %v", p, err)
 	}
 }
+
+// A resync from the layer reaches the client where the layer put it:
+// before the messages that follow it, which recovery hands over right
+// after it, whether or not the writer takes them in the same batch.
+func TestResyncKeepsItsPlace(t *testing.T) {
+	h := resumeHarness(t)
+	h.srv.PublicGroups = []string{"room"}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.http.URL, "http")+"/notifications/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","group":"room"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"subscribed","group":"room"}` {
+		t.Fatalf("subscribe: %s %v", p, err)
+	}
+	const n = 200
+	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
+	for i := range n {
+		msg, _ := channellayer.NewMessage(map[string]any{"type": consumer.NotificationType, "n": i})
+		if err := h.layer.GroupSend(ctx, "room", msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.layer.GroupSend(ctx, "room", resync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 * n {
+		_, p, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf(`"n":%d`, i/2)
+		if i%2 == 1 {
+			want = `{"type":"resync","group":"room"}`
+		}
+		if !strings.Contains(string(p), want) {
+			t.Fatalf("frame %d is %s, want %s", i, p, want)
+		}
+	}
+}

@@ -616,9 +616,9 @@ func (s *Server) write(c *Conn) {
 					fwdType, fwd = it.msgType, canForward && f.forwards(it.msgType)
 				}
 				if !fwd {
-					c.dispatching = it.group
+					c.dispatching, c.inline = it.group, b
 					err := c.cons.Dispatch(c.ctx, c, channellayer.MessageFromID(it.msgType, it.id, it.data))
-					c.dispatching = ""
+					c.dispatching, c.inline = "", nil
 					if err != nil {
 						s.fail(c, "dispatch", err)
 					}
