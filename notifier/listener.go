@@ -71,6 +71,13 @@ type Config struct {
 	// before reading the log anyway. The read doubles as a check that the
 	// connection is alive. Default: DefaultPollInterval (10s).
 	PollInterval time.Duration
+	// SharedLayer says that every instance reading this log sends on one
+	// layer (Redis or Redis Cluster), as opposed to a layer of its own
+	// (memory). Then each page of the log is sent under row locks in
+	// herald_sent, which records the highest seq sent per bridge, so that
+	// a row is sent once even after Redis loses its own record of what was
+	// sent. Default false: each Listener offers every row to its layer.
+	SharedLayer bool
 	// Retention is how long rows stay in the log, and so how long a
 	// Listener may be away and still catch up everything. Every Listener
 	// prunes older rows. Default: DefaultRetention (24h).
@@ -91,6 +98,7 @@ type Config struct {
 type Listener struct {
 	connConfig *pgx.ConnConfig
 	bridges    map[string]Bridge        // by Table
+	shared     bool                     // Config.SharedLayer
 	once       channellayer.OnceSender  // nil if the layer is not one
 	local      channellayer.LocalSender // nil if the layer is not one
 	checker    channellayer.Checker     // nil if the layer has no probe
@@ -159,6 +167,7 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 		maxBackoff: cfg.MaxBackoff,
 		poll:       cfg.PollInterval,
 		retention:  cfg.Retention,
+		shared:     cfg.SharedLayer,
 		pace:       cfg.Pace,
 		begun:      make(chan struct{}),
 	}
@@ -419,7 +428,7 @@ func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
 		if err != nil {
 			return fmt.Errorf("read the log: %w", err)
 		}
-		if l.once != nil {
+		if l.once != nil && l.shared {
 			err = l.sendPage(ctx, conn, page)
 		} else {
 			err = l.deliverAll(ctx, page)

@@ -40,10 +40,10 @@ func TestListenerBehindAfterRedisLostItsRecord(t *testing.T) {
 	frames := joinRaw(t, ahead, notifier.DefaultGroup)
 
 	pool := newPool(t, true)
-	startListener(t, pool, ahead, notifier.Config{})
+	startListener(t, pool, ahead, notifier.Config{SharedLayer: true})
 	// The second Listener stops before its first send until released.
 	release := make(chan struct{})
-	startListener(t, pool, behind, notifier.Config{Pace: func(ctx context.Context) error {
+	startListener(t, pool, behind, notifier.Config{SharedLayer: true, Pace: func(ctx context.Context) error {
 		select {
 		case <-release:
 			return nil
@@ -123,10 +123,10 @@ func TestHeldListenerResumesWhenAnotherSent(t *testing.T) {
 	frames := joinRaw(t, other, notifier.DefaultGroup)
 
 	pool := newPool(t, true)
-	held := startListener(t, pool, cut, notifier.Config{})
+	held := startListener(t, pool, cut, notifier.Config{SharedLayer: true})
 	// The other Listener sends only once the first is holding, so that the
 	// first is the one to find its layer gone.
-	startListener(t, pool, other, notifier.Config{Pace: func(ctx context.Context) error {
+	startListener(t, pool, other, notifier.Config{SharedLayer: true, Pace: func(ctx context.Context) error {
 		for held.Ready() {
 			select {
 			case <-ctx.Done():

@@ -141,7 +141,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		}
 		defer pool.Close()
 		bridges := append([]notifier.Bridge{notifier.PostsBridge(consumer.NotificationGroup)}, cfg.bridges...)
-		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log, Bridges: bridges, Pace: conns.WaitForRoom})
+		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log, Bridges: bridges, Pace: conns.WaitForRoom,
+			SharedLayer: cfg.redisOpts != nil || cfg.redisCluster != nil})
 		if err != nil {
 			return err
 		}
