@@ -318,17 +318,7 @@ func TestResyncNamesItsGroup(t *testing.T) {
 	h.srv.PublicGroups = []string{"gossip", "room"}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.http.URL, "http")+"/notifications/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","group":"room"}`)); err != nil {
-		t.Fatal(err)
-	}
-	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"subscribed","group":"room"}` {
-		t.Fatalf("subscribe: %s %v", p, err)
-	}
+	c := subscribedToRoom(t, ctx, h)
 	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
 	if err := h.layer.GroupSend(ctx, "room", resync); err != nil {
 		t.Fatal(err)
@@ -361,17 +351,7 @@ func TestResyncKeepsItsPlace(t *testing.T) {
 	h.srv.PublicGroups = []string{"room"}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.http.URL, "http")+"/notifications/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","group":"room"}`)); err != nil {
-		t.Fatal(err)
-	}
-	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"subscribed","group":"room"}` {
-		t.Fatalf("subscribe: %s %v", p, err)
-	}
+	c := subscribedToRoom(t, ctx, h)
 	const n = 200
 	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
 	for i := range n {
@@ -396,4 +376,21 @@ func TestResyncKeepsItsPlace(t *testing.T) {
 			t.Fatalf("frame %d is %s, want %s", i, p, want)
 		}
 	}
+}
+
+// subscribedToRoom dials h and subscribes to "room".
+func subscribedToRoom(t *testing.T, ctx context.Context, h *harness) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.http.URL, "http")+"/notifications/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","group":"room"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"subscribed","group":"room"}` {
+		t.Fatalf("subscribe: %s %v", p, err)
+	}
+	return c
 }
