@@ -105,8 +105,9 @@ type apiPublisher struct {
 	client *http.Client
 	rng    *rand.Rand
 
-	mu  sync.Mutex
-	seq int
+	mu       sync.Mutex
+	seq      int
+	accepted int // sends answered 2xx
 }
 
 const chaosSendPatience = 10 * time.Second
@@ -198,6 +199,11 @@ func (p *apiPublisher) send(ctx context.Context, k msgKey, rec *published) strin
 }
 
 func (p *apiPublisher) finish(rec *published, outcome string) string {
+	if outcome == outAccepted {
+		p.mu.Lock()
+		p.accepted++
+		p.mu.Unlock()
+	}
 	if rec != nil {
 		p.ledger.set(rec, outcome, "")
 	}
@@ -352,6 +358,7 @@ func (h *chaosRun) startPublishers(ctx context.Context, wg *sync.WaitGroup) {
 	// Large messages for the client that stops reading, so that its queue
 	// fills within seconds whatever the socket buffers hold.
 	slow := newAPIPublisher(h, chaosSlow, 10*time.Millisecond, 16000, false, h.cfg.seed+99)
+	h.slow = slow
 	wg.Add(1)
 	go func() { defer wg.Done(); slow.run(ctx) }()
 

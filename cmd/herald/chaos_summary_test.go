@@ -20,6 +20,7 @@ type chaosSummary struct {
 	Published  map[string]map[string]int `json:"published"` // group -> outcome -> count
 	Clients    []clientSummary           `json:"clients"`
 	StallCuts  int                       `json:"stall_cuts_4008"`
+	StallBytes int                       `json:"stall_stream_bytes"`
 	Excused    int                       `json:"missing_excused_by_resync"`
 	Violations map[string]int            `json:"violations"` // by promise
 	Examples   map[string][]string       `json:"examples"`
@@ -42,7 +43,7 @@ func (h *chaosRun) summary(elapsed time.Duration) chaosSummary {
 		Pass: h.violations.count() == 0, Seed: h.cfg.seed, Duration: h.cfg.duration.String(),
 		Elapsed: elapsed.Round(time.Second).String(), Redis: "single", Faults: h.cfg.faults,
 		Injected: map[string]int{}, FaultLog: h.faultLog, Published: map[string]map[string]int{},
-		StallCuts: h.stallCuts, Excused: h.excused, Violations: map[string]int{}, Examples: map[string][]string{},
+		StallCuts: h.stallCuts, StallBytes: h.stallStreamBytes(), Excused: h.excused, Violations: map[string]int{}, Examples: map[string][]string{},
 		Replay: replayCommand(h.cfg),
 	}
 	if h.cfg.cluster {

@@ -272,6 +272,7 @@ type chaosRun struct {
 	clients []*chaosClient
 	sql     *sqlPublisher
 	api     []*apiPublisher
+	slow    *apiPublisher // the stream to the client that stops reading
 
 	faultLog   []faultRec
 	violations violations
