@@ -43,7 +43,8 @@ type Constructor func(r *http.Request) Consumer
 // RejectError refuses a connection before the WebSocket upgrade.
 type RejectError struct {
 	Status int    // HTTP status, 403 if zero
-	Reason string // sent as the response body
+	Reason string // sent as the "error" of the JSON response body: plain words for the client
+	Code   string // sent as its "code"; empty: a code for Status, such as "forbidden"
 }
 
 func (e *RejectError) Error() string {

@@ -281,8 +281,8 @@ func TestClientFrames(t *testing.T) {
 	for _, bad := range []string{`not json`, `[1,2]`, `"str"`, `null`} {
 		write(t, c, websocket.MessageText, bad)
 		var frame consumer.ErrorFrame
-		if err := json.Unmarshal([]byte(read(t, c)), &frame); err != nil || frame.Type != "error" || frame.Error == "" {
-			t.Fatalf("frame %q: answer %+v %v, want an error frame", bad, frame, err)
+		if err := json.Unmarshal([]byte(read(t, c)), &frame); err != nil || frame.Type != "error" || frame.Error == "" || frame.Code != "bad_request" {
+			t.Fatalf("frame %q: answer %+v %v, want an error frame with code bad_request", bad, frame, err)
 		}
 	}
 }
@@ -446,8 +446,8 @@ func TestNotificationClientFrames(t *testing.T) {
 	for _, bad := range []string{`{"type":"dance"}`, `{"type":7}`, `{"no":"type"}`} {
 		write(t, c, websocket.MessageText, bad)
 		var frame consumer.ErrorFrame
-		if err := json.Unmarshal([]byte(read(t, c)), &frame); err != nil || frame.Type != "error" {
-			t.Fatalf("%s: got %+v %v, want an error frame", bad, frame, err)
+		if err := json.Unmarshal([]byte(read(t, c)), &frame); err != nil || frame.Type != "error" || frame.Code != "bad_request" {
+			t.Fatalf("%s: got %+v %v, want an error frame with code bad_request", bad, frame, err)
 		}
 	}
 }

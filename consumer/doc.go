@@ -80,7 +80,9 @@
 // Text frames must be valid UTF-8 (else close 1007) and at most
 // Server.ReadLimit bytes (default 64 KiB, else close 1009); binary frames
 // close with 1003. The JSON base answers a text frame that is not a JSON
-// object with {"type":"error","error":"..."} and keeps the connection.
+// object with {"type":"error","code":"bad_request","error":"..."} and
+// keeps the connection. Refusals before the upgrade are JSON too,
+// {"error":"...","code":"..."}, with the codes the router's answers use.
 //
 // Close codes are listed, with whether to reconnect, in close.go.
 package consumer

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"reflect"
 
 	"github.com/coder/websocket"
@@ -91,7 +90,7 @@ func (j *JSON) Connect(ctx context.Context, c *Conn) error {
 func (j *JSON) Receive(ctx context.Context, c *Conn, _ websocket.MessageType, data []byte) error {
 	obj, err := decodeObject(data)
 	if err != nil {
-		return c.SendJSON(ErrorFrame{Type: "error", Error: err.Error()})
+		return c.SendJSON(ErrorFrame{Type: "error", Code: CodeBadRequest, Error: err.Error()})
 	}
 	if j.OnReceive == nil {
 		return nil
@@ -105,7 +104,9 @@ func (j *JSON) Receive(ctx context.Context, c *Conn, _ websocket.MessageType, da
 func decodeObject(data []byte) (map[string]json.RawMessage, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(data, &obj); err != nil {
-		return nil, fmt.Errorf("frame is not a JSON object: %v", err)
+		// encoding/json's reason is in Go's words: the client is told
+		// what was wanted.
+		return nil, errors.New("frame is not a JSON object")
 	}
 	if obj == nil {
 		return nil, errors.New("frame is not a JSON object")
@@ -143,5 +144,6 @@ func (j *JSON) Disconnect(c *Conn, status websocket.StatusCode) {
 // ErrorFrame is what a client receives when a frame it sent was refused.
 type ErrorFrame struct {
 	Type  string `json:"type"` // always "error"
+	Code  string `json:"code"` // a stable word for programs, such as "bad_request"
 	Error string `json:"error"`
 }

@@ -115,7 +115,7 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 				// An event stream cannot be answered a frame it did not ask
 				// for by frame; it joins what it may.
 				c.Logger().Debug("consumer: group refused", "group", g, "err", err)
-			} else if err := c.SendJSON(SubscriptionError{Type: "error", Error: err.Error(), Group: g}); err != nil {
+			} else if err := c.SendJSON(SubscriptionError{Type: "error", Code: frameCode(err), Error: plainError(err), Group: g}); err != nil {
 				return err
 			}
 			if errors.Is(err, ErrTooManyGroups) {
@@ -179,6 +179,7 @@ type Subscription struct {
 // SubscriptionError is the error frame for a refused subscription.
 type SubscriptionError struct {
 	Type  string `json:"type"` // "error"
+	Code  string `json:"code"` // "forbidden", "too_many_groups", "bad_request" or "not_member"
 	Error string `json:"error"`
 	Group string `json:"group"`
 }
@@ -246,7 +247,7 @@ func decodeRequest(obj map[string]json.RawMessage) (request, error) {
 func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json.RawMessage) error {
 	r, err := decodeRequest(obj)
 	if err != nil {
-		return c.SendJSON(ErrorFrame{Type: "error", Error: err.Error()})
+		return c.SendJSON(ErrorFrame{Type: "error", Code: CodeBadRequest, Error: err.Error()})
 	}
 	switch r.Type {
 	case "whoami":
@@ -259,7 +260,7 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 		for _, p := range r.Positions {
 			group := cmp.Or(p.group, n.Group)
 			if !slices.Contains(joined, group) {
-				if err := c.SendJSON(SubscriptionError{Type: "error", Error: "resume: not a member of the group; subscribe with \"since\" instead", Group: group}); err != nil {
+				if err := c.SendJSON(SubscriptionError{Type: "error", Code: CodeNotMember, Error: "resume: not a member of the group; subscribe with \"since\" instead", Group: group}); err != nil {
 					return err
 				}
 				continue
@@ -285,7 +286,7 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 	case err == nil, errors.Is(err, channellayer.ErrUnavailable):
 		return c.SendJSON(Subscription{Type: r.Type + "d", Group: r.Group})
 	case errors.Is(err, ErrForbiddenGroup), errors.Is(err, ErrTooManyGroups), errors.Is(err, channellayer.ErrInvalidName):
-		return c.SendJSON(SubscriptionError{Type: "error", Error: err.Error(), Group: r.Group})
+		return c.SendJSON(SubscriptionError{Type: "error", Code: frameCode(err), Error: plainError(err), Group: r.Group})
 	default:
 		return err
 	}

@@ -288,7 +288,7 @@ var ErrDraining = errors.New("consumer: server is shutting down")
 func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	if s.Layer == nil {
 		s.logger().Error("consumer: Server.Layer is nil")
-		http.Error(w, "server misconfigured", http.StatusInternalServerError)
+		refuse(w, http.StatusInternalServerError, CodeInternal, "server misconfigured")
 		return
 	}
 	addr := s.clientAddr(r)
@@ -296,17 +296,17 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	switch {
 	case s.draining:
 		s.mu.Unlock()
-		http.Error(w, "server is shutting down; reconnect", http.StatusServiceUnavailable)
+		refuse(w, http.StatusServiceUnavailable, CodeUnavailable, "server is shutting down; reconnect")
 		return
 	case s.admitted >= orDefault(s.MaxConnections, 10000):
 		s.mu.Unlock()
 		s.refused.Add(1)
-		http.Error(w, "too many connections on this instance; try again later", http.StatusServiceUnavailable)
+		refuse(w, http.StatusServiceUnavailable, CodeUnavailable, "too many connections on this instance; try again later")
 		return
 	case s.perAddr[addr] >= orDefault(s.MaxConnectionsPerAddr, 100):
 		s.mu.Unlock()
 		s.refused.Add(1)
-		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		refuse(w, http.StatusTooManyRequests, CodeRateLimited, "too many connections from your address")
 		return
 	}
 	if s.perAddr == nil {
@@ -341,7 +341,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	name, err := s.Layer.NewChannel(c)
 	if err != nil {
 		c.Logger().Error("consumer: no channel for connection", "err", err)
-		http.Error(w, "channel layer unavailable", http.StatusServiceUnavailable)
+		refuse(w, http.StatusServiceUnavailable, CodeUnavailable, "channel layer unavailable; try again later")
 		return
 	}
 	c.channel = name
@@ -355,18 +355,18 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	default:
 		var rej *RejectError
 		if errors.As(err, &rej) {
-			http.Error(w, rej.Reason, rej.status())
+			refuse(w, rej.status(), rej.Code, rej.Reason)
 			return
 		}
 		c.Logger().Error("consumer: connect failed", "err", err)
-		http.Error(w, "connect failed", http.StatusInternalServerError)
+		refuse(w, http.StatusInternalServerError, CodeInternal, "connect failed")
 		return
 	}
 
 	if IsEventStream(r) {
 		if !originAllowed(r, s.OriginPatterns) {
 			c.Logger().Info("consumer: event stream from a foreign origin refused")
-			http.Error(w, "origin not allowed", http.StatusForbidden)
+			refuse(w, http.StatusForbidden, CodeForbidden, "origin not allowed")
 			return
 		}
 		st, err := newSSE(w, s.writeTimeout(), cancel)
@@ -397,8 +397,12 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		OnPongReceived:  func(_ context.Context, p []byte) { c.pongReceived(p) },
 	})
 	if err != nil {
-		// Accept has written the HTTP error (403 for a foreign origin).
+		// Accept has refused the handshake (403 for a foreign origin);
+		// the client gets a JSON refusal, the log Accept's reason.
 		c.Logger().Info("consumer: upgrade refused", "err", err)
+		if up.refused != nil {
+			refuse(w, up.refused.status, "", handshakeRefusal(up.refused.status))
+		}
 		return
 	}
 	c.ws, c.nc = ws, up.nc

@@ -292,6 +292,25 @@ type upgrader struct {
 	http.ResponseWriter
 	timeout time.Duration
 	nc      *wsConn // set by Hijack
+
+	// refused holds what Accept writes when it refuses the handshake,
+	// which Serve replaces with a JSON refusal.
+	refused *acceptRefusal
+}
+
+func (u *upgrader) WriteHeader(status int) {
+	if status != http.StatusSwitchingProtocols && u.refused == nil && u.nc == nil {
+		u.refused = &acceptRefusal{status: status}
+		return
+	}
+	u.ResponseWriter.WriteHeader(status)
+}
+
+func (u *upgrader) Write(p []byte) (int, error) {
+	if u.refused != nil {
+		return u.refused.body.Write(p)
+	}
+	return u.ResponseWriter.Write(p)
 }
 
 func (u *upgrader) Unwrap() http.ResponseWriter { return u.ResponseWriter }

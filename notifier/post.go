@@ -166,3 +166,31 @@ func requestHash(author, message string) []byte {
 	h.Write([]byte(message))
 	return h.Sum(nil)
 }
+
+// ErrPostConflict reports a post that the database refused because it
+// clashes with a stored row (a unique constraint of the posts table).
+var ErrPostConflict = errors.New("notifier: post conflicts with a stored one")
+
+// RefusedError is a post that the database's own rules refused: a
+// constraint of the posts table (unique, check, not null, foreign key)
+// or a value it cannot take. Nothing was stored, and a retry fails the
+// same way. It wraps ErrPostConflict for a unique violation and
+// ErrInvalidPost for a value the database cannot take, and always the
+// database's error, whose text, with constraint names and SQLSTATEs, is
+// for the log: Reason is the sentence for the client.
+type RefusedError struct {
+	Reason string // plain words for the client
+	Kind   error  // ErrPostConflict, ErrInvalidPost, or nil for another rule
+	Err    error  // the database's error
+}
+
+func (e *RefusedError) Error() string {
+	return "notifier: the database refused the post: " + e.Err.Error()
+}
+
+func (e *RefusedError) Unwrap() []error {
+	if e.Kind == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Kind, e.Err}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -68,6 +69,8 @@ func (s *PostgresStore) Create(ctx context.Context, np NewPost) (Created, error)
 	switch {
 	case errors.Is(err, ErrIdempotencyKeyReused):
 		return Created{}, err
+	case refused(err) != nil:
+		return Created{}, refused(err)
 	case err != nil:
 		return Created{}, fmt.Errorf("notifier: create post: %w", err)
 	}
@@ -131,4 +134,24 @@ func (s *PostgresStore) Recent(ctx context.Context, limit int) ([]Post, error) {
 		return nil, fmt.Errorf("notifier: recent posts: %w", err)
 	}
 	return posts, nil
+}
+
+// refused returns a *RefusedError for an error of a write that the
+// database refused by its rules: SQLSTATE class 23 (integrity
+// constraint violation) or 22 (data exception). Other errors, an
+// unreachable server among them, give nil.
+func refused(err error) error {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) || len(pg.Code) != 5 {
+		return nil
+	}
+	switch {
+	case pg.Code == "23505": // unique_violation
+		return &RefusedError{Reason: "the post was not stored: it conflicts with a stored post", Kind: ErrPostConflict, Err: err}
+	case strings.HasPrefix(pg.Code, "23"): // check, not null, foreign key, exclusion
+		return &RefusedError{Reason: "the post was not stored: it breaks a rule of the posts table", Err: err}
+	case strings.HasPrefix(pg.Code, "22"): // invalid text representation, value too long, ...
+		return &RefusedError{Reason: "the post was not stored: the database cannot hold one of its values", Kind: ErrInvalidPost, Err: err}
+	}
+	return nil
 }

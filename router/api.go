@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -37,6 +39,10 @@ type API struct {
 	Logger *slog.Logger
 
 	memo *memo // answers to keyed sends, made by Mount
+
+	readyMu     sync.Mutex
+	readyLast   string    // the last readiness failure logged, "" while ready
+	readyLogged time.Time // when it was
 }
 
 // Mount adds the API's routes to r:
@@ -111,7 +117,8 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
 			return nil, false
 		}
-		WriteError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+		a.logger().Debug("router: reading a request body failed", "err", err)
+		WriteError(w, http.StatusBadRequest, "could not read the request body")
 		return nil, false
 	}
 	return body, true
@@ -175,7 +182,7 @@ func (a *API) sendBody(w http.ResponseWriter, ctx context.Context, body []byte, 
 	send func(context.Context, channellayer.Message) (string, error)) {
 	msg, err := channellayer.ParseMessage(body)
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, plain(err))
 		return
 	}
 	if key != "" {
@@ -215,16 +222,19 @@ func (a *API) historian() channellayer.Historian {
 func (a *API) layerError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, channellayer.ErrInvalidName), errors.Is(err, channellayer.ErrInvalidMessage):
-		WriteError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, plain(err))
 	case errors.Is(err, channellayer.ErrNoReceivers):
-		writeJSON(w, http.StatusNotFound, ErrorBody{Error: err.Error(), Code: "no_receivers"})
+		WriteErrorCode(w, http.StatusNotFound, CodeNoReceivers,
+			"nobody received the message: the group has no member, or the channel no connection")
 	case errors.Is(err, channellayer.ErrFull):
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusTooManyRequests, ErrorBody{Error: err.Error(), Code: "full"})
+		WriteErrorCode(w, http.StatusTooManyRequests, CodeFull,
+			"the receivers cannot take more messages now; retry after Retry-After")
 	default:
 		a.logger().Warn("router: layer send failed", "err", err)
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: err.Error(), Code: "unavailable"})
+		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
+			"the channel layer is unreachable and the message was not sent; retry after Retry-After")
 	}
 }
 
@@ -249,7 +259,7 @@ func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		WriteError(w, http.StatusBadRequest, "body must be a JSON object {\"author\": ..., \"message\": ...}: "+err.Error())
+		WriteError(w, http.StatusBadRequest, "body must be a JSON object {\"author\": ..., \"message\": ...}: "+jsonProblem(err))
 		return
 	}
 	if dec.More() {
@@ -260,6 +270,7 @@ func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, `"author" and "message" are both required`)
 		return
 	}
+	var refused *notifier.RefusedError
 	created, err := a.Posts.Create(r.Context(), notifier.NewPost{Author: *req.Author, Message: *req.Message, IdempotencyKey: key})
 	switch {
 	case err == nil:
@@ -267,17 +278,34 @@ func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(replayedHeader, "true")
 		}
 		writeJSON(w, http.StatusCreated, created)
+	case errors.As(err, &refused):
+		// The database's own rules refused the post: the client's to fix,
+		// so no retry, and its SQL error, which names the constraint,
+		// stays in the log.
+		a.logger().Info("router: the database refused a post", "err", err)
+		switch {
+		case errors.Is(err, notifier.ErrPostConflict):
+			WriteErrorCode(w, http.StatusConflict, CodeConflict, refused.Reason)
+		case errors.Is(err, notifier.ErrInvalidPost):
+			WriteErrorCode(w, http.StatusBadRequest, CodeBadRequest, refused.Reason)
+		default:
+			WriteErrorCode(w, http.StatusUnprocessableEntity, CodeRejected, refused.Reason)
+		}
 	case errors.Is(err, notifier.ErrInvalidPost):
-		WriteError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, plain(err))
 	case errors.Is(err, notifier.ErrIdempotencyKeyReused):
-		writeJSON(w, http.StatusUnprocessableEntity, ErrorBody{
-			Error: "this Idempotency-Key was used for another post; use a new key for a new post",
-			Code:  "idempotency_key_reused",
-		})
+		WriteErrorCode(w, http.StatusUnprocessableEntity, CodeIdempotencyKeyReuse,
+			"this Idempotency-Key was used for another post; use a new key for a new post")
+	case errors.Is(err, notifier.ErrBacklogFull):
+		a.logger().Warn("router: creating post failed", "err", err)
+		w.Header().Set("Retry-After", "1")
+		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
+			"the post was not stored: too many posts wait for the channel layer; retry after Retry-After")
 	default:
 		a.logger().Warn("router: creating post failed", "err", err)
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "the post was not stored: " + err.Error(), Code: "unavailable"})
+		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
+			"the post was not stored: the database is unreachable; retry after Retry-After")
 	}
 }
 
@@ -294,7 +322,9 @@ func (a *API) recentPosts(w http.ResponseWriter, r *http.Request) {
 	posts, err := a.Posts.Recent(r.Context(), limit)
 	if err != nil {
 		a.logger().Warn("router: listing posts failed", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "could not list posts: " + err.Error(), Code: "unavailable"})
+		w.Header().Set("Retry-After", "1")
+		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
+			"could not list posts: the database is unreachable; retry after Retry-After")
 		return
 	}
 	if posts == nil {
@@ -303,12 +333,66 @@ func (a *API) recentPosts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"posts": posts})
 }
 
+// NotReady is an error a Ready func returns to name, for the client,
+// the part of the instance that is down. The client sees Reason; Err,
+// the underlying error, goes to the log.
+type NotReady struct {
+	Reason string // plain words, such as "channel layer unreachable"
+	Err    error
+}
+
+func (e *NotReady) Error() string {
+	if e.Err == nil {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Err.Error()
+}
+
+func (e *NotReady) Unwrap() error { return e.Err }
+
+// readyLogEvery is how often an unchanged readiness failure is logged
+// again: load balancers poll /readyz often.
+const readyLogEvery = time.Minute
+
+// readyz answers 200 when Ready passes, and 503 otherwise with the part
+// that is down in plain words (NotReady.Reason), never the underlying
+// error, which is logged when it changes and at most once a
+// readyLogEvery while it stays.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	var err error
 	if a.Ready != nil {
-		if err := a.Ready(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
-			return
+		err = a.Ready(r.Context())
+	}
+	a.logReadiness(err)
+	if err != nil {
+		reason := "not ready"
+		var nr *NotReady
+		if errors.As(err, &nr) && nr.Reason != "" {
+			reason = nr.Reason
 		}
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "code": CodeUnavailable, "error": reason})
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// logReadiness logs a readiness failure when it differs from the last
+// one or the last was logged readyLogEvery ago, and the return to ready.
+func (a *API) logReadiness(err error) {
+	a.readyMu.Lock()
+	defer a.readyMu.Unlock()
+	if err == nil {
+		if a.readyLast != "" {
+			a.readyLast = ""
+			a.logger().Info("router: ready again")
+		}
+		return
+	}
+	text := err.Error()
+	if text == a.readyLast && time.Since(a.readyLogged) < readyLogEvery {
+		return
+	}
+	a.readyLast, a.readyLogged = text, time.Now()
+	a.logger().Warn("router: not ready", "err", err)
 }

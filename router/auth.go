@@ -155,13 +155,21 @@ func (t *Tokens) FromRequest(r *http.Request) (string, error) {
 // otherwise it returns r carrying the token's identity.
 func (t *Tokens) authenticate(w http.ResponseWriter, r *http.Request) *http.Request {
 	tok, err := t.FromRequest(r)
+	msg := ""
+	if err != nil {
+		msg = plain(err) // where a token may be given
+	}
 	var id *consumer.Identity
 	if err == nil {
-		id, err = t.Verify(tok)
+		if id, err = t.Verify(tok); err != nil {
+			// The JWT library's reasons are its own words: the client is
+			// told what to do.
+			msg = "the token is invalid or expired; get a new one"
+		}
 	}
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
-		writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: err.Error(), Code: "bad_token"})
+		WriteErrorCode(w, http.StatusUnauthorized, CodeBadToken, msg)
 		return nil
 	}
 	return r.WithContext(consumer.WithIdentity(r.Context(), id))

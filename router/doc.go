@@ -11,9 +11,12 @@
 // API adds the HTTP API for backend services: group and channel sends
 // through the channel layer, posts, and health checks. Every write
 // answers what happened. Errors are JSON ({"error": "...", "code":
-// "..."}) with a status that says what went wrong: 400 bad input, 401 bad
-// token, 404 nobody to receive, 413 too large, 422 an Idempotency-Key
-// reused for another request, 429 receivers full and 503 layer or
+// "..."}: a plain sentence, never an internal error, which goes to the
+// log, and one of the Code constants) with a status that says what went
+// wrong: 400 bad input, 401 bad token, 404 nobody to receive, 409 a post
+// that clashes with a stored one, 413 too large, 422 an Idempotency-Key
+// reused for another request or a post the database's rules refuse, 429
+// receivers full and 503 layer or
 // database down (both with Retry-After: nothing was applied, or, after a
 // timeout, the publisher cannot know; retry with the same key). A message
 // that went nowhere is never answered with a 2xx; a group send that

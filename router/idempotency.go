@@ -36,7 +36,7 @@ func idempotencyKey(w http.ResponseWriter, r *http.Request) (key string, ok bool
 		return "", true
 	}
 	bad := func(msg string) (string, bool) {
-		writeJSON(w, http.StatusBadRequest, ErrorBody{Error: msg, Code: "bad_idempotency_key"})
+		WriteErrorCode(w, http.StatusBadRequest, CodeBadIdempotencyKey, msg)
 		return "", false
 	}
 	if len(values) > 1 {
@@ -94,10 +94,8 @@ func (m *memo) do(w http.ResponseWriter, r *http.Request, key string, body []byt
 			return
 		}
 		if e.hash != hash {
-			writeJSON(w, http.StatusUnprocessableEntity, ErrorBody{
-				Error: "this Idempotency-Key was used for a request with another body; use a new key for a new request",
-				Code:  "idempotency_key_reused",
-			})
+			WriteErrorCode(w, http.StatusUnprocessableEntity, CodeIdempotencyKeyReuse,
+				"this Idempotency-Key was used for a request with another body; use a new key for a new request")
 			return
 		}
 		select {

@@ -111,17 +111,6 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// ErrorBody is the JSON body of every error answer.
-type ErrorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code,omitempty"` // a stable word for programs
-}
-
-// WriteError answers with status and a JSON ErrorBody.
-func WriteError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, ErrorBody{Error: msg})
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -300,9 +300,14 @@ func TestLayerDownIs503(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, layer, "")
-	status, body, _ := e.do("POST", "/api/groups/gossip/send", `{"type":"x"}`)
+	status, body, h := e.do("POST", "/api/groups/gossip/send", `{"type":"x"}`)
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") {
 		t.Fatalf("send with Redis down: %d %s, want 503", status, body)
+	}
+	// The answer says the layer is down, not how: no dial error, no address.
+	checkErrorBody(t, "send with Redis down", status, h, body)
+	if strings.Contains(body, addr) {
+		t.Errorf("send with Redis down: %s names Redis' address", body)
 	}
 	if _, body, _ := e.do("GET", "/metrics", ""); !strings.Contains(body, `herald_layer_errors_total{op="group_send"} 1`) {
 		t.Errorf("layer error not counted:\n%s", body)

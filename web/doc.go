@@ -44,7 +44,7 @@
 //     stream brings meanwhile stays): what it showed may come from a server
 //     that restarted and whose post ids started over.
 //   - POST /posts taking {"author","message"}, answering 201 with the post,
-//     or 4xx/5xx with {"error":"..."}, which the page shows under the form.
+//     or 4xx/5xx with {"error":"...","code":"..."}, whose "error" the page shows under the form.
 //
 // Posts are keyed by id: one that arrives both by GET and by the stream is
 // shown once, and the feed is ordered by id, newest on top. A name.gossip

@@ -367,6 +367,16 @@ var retired = map[string]string{
 	"HERALD_QUEUE_SIZE": "HERALD_QUEUE_BYTES",
 }
 
+// settingError is a setting's error with the value's secrets masked in
+// its text.
+type settingError struct {
+	msg string
+	err error
+}
+
+func (e *settingError) Error() string { return e.msg }
+func (e *settingError) Unwrap() error { return e.err }
+
 // errHelp is returned when --help was asked for and printed.
 var errHelp = flag.ErrHelp
 
@@ -404,7 +414,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 			v, from = *values[i], "flag"
 		}
 		if err := s.parse(c, v); err != nil {
-			return nil, fmt.Errorf("setting -%s / $%s (value from the %s): %w", s.flag, s.env, from, err)
+			// The error may quote the value: its secrets are masked.
+			return nil, &settingError{msg: redact(fmt.Sprintf("setting -%s / $%s (value from the %s): %v", s.flag, s.env, from, err), s.env, v), err: err}
 		}
 	}
 	return c, nil

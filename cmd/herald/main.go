@@ -36,7 +36,7 @@ func main() {
 		return
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "herald:", err)
+		fmt.Fprintln(os.Stderr, "herald:", maskURLs(err.Error()))
 		os.Exit(2)
 	}
 }
@@ -256,11 +256,12 @@ func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Cont
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			if err := c.Check(ctx); err != nil {
-				return fmt.Errorf("channel layer: %w", err)
+				return &router.NotReady{Reason: "channel layer unreachable", Err: err}
 			}
 		}
 		if l != nil && !l.Ready() {
-			return errors.New("notifier: not listening to Postgres, or holding posts until the channel layer takes them")
+			return &router.NotReady{Reason: "database unreachable, or posts waiting for the channel layer",
+				Err: errors.New("notifier: not listening to Postgres, or holding posts until the channel layer takes them")}
 		}
 		return nil
 	}
@@ -276,7 +277,7 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 }
 
 func newLogger(cfg *config, out io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel, ReplaceAttr: maskAttr}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(out, opts))
 	}

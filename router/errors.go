@@ -1,0 +1,131 @@
+package router
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// The codes of error answers. Every error answer's JSON body has one, a
+// stable word for programs, beside "error", a sentence for people. The
+// sentence never holds an internal error (addresses, SQL, package names);
+// those go to the log. README.md's "HTTP API answers" lists them.
+const (
+	CodeBadRequest          = "bad_request"            // 400: the request is malformed
+	CodeBadIdempotencyKey   = "bad_idempotency_key"    // 400: the Idempotency-Key header is malformed
+	CodeUnauthorized        = "unauthorized"           // 401: missing or wrong API token
+	CodeBadToken            = "bad_token"              // 401: missing, invalid or expired client token
+	CodeForbidden           = "forbidden"              // 403
+	CodeNotFound            = "not_found"              // 404: no such route
+	CodeNoReceivers         = "no_receivers"           // 404: the message reached nobody
+	CodeMethodNotAllowed    = "method_not_allowed"     // 405
+	CodeConflict            = "conflict"               // 409: the write clashes with stored data
+	CodeTooLarge            = "too_large"              // 413: the body is larger than the limit
+	CodeUnsupportedMedia    = "unsupported_media_type" // 415
+	CodeRejected            = "rejected"               // 422: the database's rules refuse the write
+	CodeIdempotencyKeyReuse = "idempotency_key_reused" // 422: the key was used for another request
+	CodeUpgradeRequired     = "upgrade_required"       // 426: a WebSocket route asked without upgrading
+	CodeRateLimited         = "rate_limited"           // 429: too many requests or connections
+	CodeFull                = "full"                   // 429: the receivers cannot take more now
+	CodeInternal            = "internal"               // 500: a fault of the server
+	CodeUnavailable         = "unavailable"            // 503: a part the server needs is unreachable
+)
+
+// ErrorBody is the JSON body of every error answer.
+type ErrorBody struct {
+	Error string `json:"error"` // a sentence for people
+	Code  string `json:"code"`  // a stable word for programs
+}
+
+// CodeFor returns the code of an error answer with status that has no
+// more precise one.
+func CodeFor(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return CodeBadRequest
+	case http.StatusUnauthorized:
+		return CodeUnauthorized
+	case http.StatusForbidden:
+		return CodeForbidden
+	case http.StatusNotFound:
+		return CodeNotFound
+	case http.StatusMethodNotAllowed:
+		return CodeMethodNotAllowed
+	case http.StatusConflict:
+		return CodeConflict
+	case http.StatusRequestEntityTooLarge:
+		return CodeTooLarge
+	case http.StatusUnsupportedMediaType:
+		return CodeUnsupportedMedia
+	case http.StatusUnprocessableEntity:
+		return CodeRejected
+	case http.StatusUpgradeRequired:
+		return CodeUpgradeRequired
+	case http.StatusTooManyRequests:
+		return CodeRateLimited
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return CodeUnavailable
+	}
+	if status >= 500 {
+		return CodeInternal
+	}
+	return CodeBadRequest
+}
+
+// WriteError answers with status and a JSON ErrorBody whose code is
+// CodeFor(status). msg is shown to the client: never put an internal
+// error in it.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteErrorCode(w, status, "", msg)
+}
+
+// WriteErrorCode is WriteError with a code of its own; an empty code is
+// CodeFor(status).
+func WriteErrorCode(w http.ResponseWriter, status int, code, msg string) {
+	if code == "" {
+		code = CodeFor(status)
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	if msg == "" {
+		msg = "the request failed"
+	}
+	writeJSON(w, status, ErrorBody{Error: msg, Code: code})
+}
+
+// plain returns err's text for a client, without the package prefixes
+// ("channellayer: ", "notifier: ", ...) of Herald's own sentinel errors.
+// Use it only for errors that describe the client's own request.
+func plain(err error) string {
+	s := err.Error()
+	for _, p := range []string{"channellayer: ", "notifier: ", "consumer: ", "router: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	return s
+}
+
+// jsonProblem describes why a request body is not the JSON wanted, in
+// words about the body rather than encoding/json's.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("it is not valid JSON (at byte %d)", syn.Offset)
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return fmt.Sprintf("%q must be a %s, not %s", typ.Field, typ.Type.Kind(), typ.Value)
+		}
+		return "it is not a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return "it is empty or cut short"
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return "unknown field " + f
+	}
+	return "it is not a JSON object"
+}
