@@ -29,7 +29,9 @@
 // is closed (StatusTooSlow, 4008, for the queue), counted in Stats, and
 // nobody else waits for it. A burst that the client drains in time is
 // never a reason to close it. A resuming client's replay is bounded by
-// Server.MaxReplay instead, and is not counted.
+// Server.MaxReplay and Server.MaxReplayBytes (at most half of
+// QueueBytes) instead, and is not counted; how often one client address
+// may ask for a replay is bounded by Server.ReplayRate.
 //
 // So a slow client costs the server at most QueueBytes of queued
 // messages (payloads of group messages are shared with the other

@@ -30,7 +30,11 @@ const NotificationType = "name.gossip"
 // A client that saw messages before may resume the group: with the
 // history id of the last one it saw in the "since" query parameter, in
 // the Last-Event-ID header (event streams), or in a first frame
-// {"type":"resume","since":"<id>"}. See Conn.JoinFrom.
+// {"type":"resume","since":"<id>"}. See Conn.JoinFrom. Each asks for a
+// replay, which Server.ReplayRate limits per client address: a connect
+// with a position over it is refused with 429 by the Server; a resume
+// frame over it is answered with a ReplayError and replays nothing; a
+// subscribe with "since" over it joins the group and gets a Resync frame.
 //
 // A client in several groups gives a position per group, in the same
 // places: comma-separated entries, each a bare id (the default group) or
@@ -184,6 +188,20 @@ type SubscriptionError struct {
 	Group string `json:"group"`
 }
 
+// ReplayError is the error frame for a resume frame refused because the
+// client's address asked for too many replays (Server.ReplayRate):
+// {"type":"error","error":"...","code":"replay_rate_limited",
+// "retry_after":<seconds>}, with "group" when the frame named one.
+// Nothing was replayed; the connection and its live stream go on, and
+// the client may send the resume frame again after RetryAfter seconds.
+type ReplayError struct {
+	Type       string `json:"type"` // "error"
+	Error      string `json:"error"`
+	Code       string `json:"code"` // "replay_rate_limited"
+	RetryAfter int    `json:"retry_after"`
+	Group      string `json:"group,omitempty"`
+}
+
 // WhoAmI is the frame a client sends as {"type":"whoami"} to learn its
 // channel name, and the answer it gets back with Channel set. A page can
 // hand the name to its backend, which can then send to exactly this
@@ -253,6 +271,9 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 	case "whoami":
 		return c.SendJSON(WhoAmI{Type: "whoami", Channel: c.Channel()})
 	case "resume":
+		if secs, err := c.AllowReplay(); err != nil {
+			return c.SendJSON(ReplayError{Type: "error", Error: err.Error(), Code: "replay_rate_limited", RetryAfter: secs, Group: r.Group})
+		}
 		if r.Group != "" {
 			r.Positions = []position{{group: r.Group, id: r.Since}}
 		}
@@ -270,6 +291,13 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 		return nil
 	case "subscribe":
 		since := r.Since
+		if since != "" {
+			if _, err := c.AllowReplay(); err != nil {
+				// Over the replay rate: the group is joined all the same, and
+				// the client told to resync it rather than left with a gap.
+				since = unreadable
+			}
+		}
 		if since == "" {
 			// A position the client gave when it connected.
 			since, _ = c.rememberedSince(r.Group)

@@ -8,14 +8,15 @@ import (
 	"slices"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/consumer/keyrate"
 )
 
 // Resync is the frame a client receives when it asked to resume a group
 // and what it missed can no longer be replayed: older than the group's
-// history, more than Server.MaxReplay messages, unknown to the history, or
-// lost while the instance's link to the layer was down. The live stream
-// follows; the client should reload its state of Group, the group it
-// names.
+// history, more than Server.MaxReplay messages or Server.MaxReplayBytes
+// bytes, unknown to the history, or lost while the instance's link to the
+// layer was down. The live stream follows; the client should reload its
+// state of Group, the group it names.
 type Resync struct {
 	Type  string `json:"type"` // "resync"
 	Group string `json:"group,omitempty"`
@@ -113,6 +114,25 @@ func (c *Conn) Resume(ctx context.Context, group, since string) {
 	c.release(group, since, msgs, err)
 }
 
+// ErrReplayRateLimited is returned by Conn.AllowReplay for a client
+// address over Server.ReplayRate.
+var ErrReplayRateLimited = errors.New("consumer: too many replays asked for from this address")
+
+// AllowReplay takes one replay from the bucket of the connection's
+// client address (Server.ReplayRate). Consumers call it before a Resume
+// or JoinFrom that a client frame asks for; the replays of the request's
+// own resume positions were counted when it connected. Over the limit it
+// returns an error wrapping ErrReplayRateLimited that says when to retry,
+// and the number of seconds.
+func (c *Conn) AllowReplay() (int, error) {
+	ok, wait := c.srv.allowReplay(c.addr)
+	if ok {
+		return 0, nil
+	}
+	s := keyrate.RetryAfter(wait)
+	return s, fmt.Errorf("%w; retry in %d s", ErrReplayRateLimited, s)
+}
+
 func (c *Conn) historian() channellayer.Historian {
 	if c.srv.History != nil {
 		return c.srv.History
@@ -178,7 +198,19 @@ func (c *Conn) release(group, since string, replay []channellayer.Message, err e
 		replay = nil
 	}
 	// The replay does not count against the queue bound (see account):
-	// it is bounded by Server.MaxReplay instead.
+	// it is bounded by Server.MaxReplay and Server.MaxReplayBytes instead.
+	if !resync && len(replay) > 0 {
+		size := 0
+		for _, m := range replay {
+			size += len(m.Bytes()) + itemOverhead
+		}
+		if c.exempt+size > c.srv.maxReplayBytes() {
+			c.srv.replayLarge.Add(1)
+			c.Logger().Debug("consumer: replay too large; client must resync", "group", group,
+				"messages", len(replay), "bytes", size, "unwritten_replay", c.exempt, "limit", c.srv.maxReplayBytes())
+			resync = true
+		}
+	}
 	before := c.queued
 	if resync {
 		it := item{data: resyncFrame(group)}

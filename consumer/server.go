@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/consumer/keyrate"
 )
 
 // Server accepts WebSocket connections and runs their consumers. Layer is
@@ -39,7 +41,7 @@ type Server struct {
 	// slow and is closed with StatusTooSlow; a burst that the client
 	// drains in time is not. A single message larger than QueueBytes is
 	// let in when nothing else waits. A resuming client's replay (at most
-	// MaxReplay messages) is not counted. Default 1 MiB.
+	// MaxReplay messages and MaxReplayBytes) is not counted. Default 1 MiB.
 	QueueBytes int
 	// ReadLimit is the largest client frame in bytes; a larger one closes
 	// the connection with StatusTooBig. Default 64 KiB.
@@ -101,6 +103,24 @@ type Server struct {
 	// MaxReplay caps the messages replayed to one resuming client; a
 	// client that missed more gets a Resync frame. Default 10000.
 	MaxReplay int
+	// MaxReplayBytes caps the bytes (counted as for QueueBytes) of replay
+	// that may wait for one connection: a replay that would take the
+	// connection's unwritten replay past it is not sent, and the client
+	// gets a Resync frame instead, as for more than MaxReplay messages.
+	// It is at most half of QueueBytes, which is also the default, so a
+	// replay never fills a client's queue nor takes longer to write than
+	// its live traffic may.
+	MaxReplayBytes int
+	// ReplayRate is how many replays per second the connections of one
+	// client address (see ClientAddr) may ask for on average, and
+	// ReplayBurst how many at once. A request that connects with a resume
+	// position (the "since" query parameter or a Last-Event-ID header)
+	// takes one, whatever the number of groups it resumes; over the limit
+	// it is refused with 429 and Retry-After before the upgrade. Frames
+	// that ask for a replay take one each (see Conn.AllowReplay).
+	// Defaults 2 and 20; a negative ReplayRate turns the limit off.
+	ReplayRate  float64
+	ReplayBurst int
 
 	admitted    int // connections from admission to end, under mu
 	refused     atomic.Int64
@@ -111,6 +131,11 @@ type Server struct {
 	droppedSlow atomic.Int64
 	droppedGone atomic.Int64
 	pressed     atomic.Int64 // connections with more than half of QueueBytes queued
+	replayRated atomic.Int64 // replays refused by ReplayRate
+	replayLarge atomic.Int64 // replays past MaxReplayBytes, answered with a resync
+
+	replayOnce sync.Once
+	replayLim  *keyrate.Limiter // nil: no limit
 
 	roomMu sync.Mutex
 	room   chan struct{} // closed when a pressed connection drains; nil until someone waits
@@ -139,6 +164,11 @@ type Stats struct {
 	Open            int64 // connections open now
 	Refused         int64 // connections refused by MaxConnections or MaxConnectionsPerAddr
 	SlowDisconnects int64 // clients closed with StatusTooSlow
+	// ReplaysRefused counts the replays not sent, by reason.
+	ReplaysRefused struct {
+		RateLimited int64 // over ReplayRate: 429 at connect, an error frame after
+		TooLarge    int64 // past MaxReplayBytes: a Resync frame instead
+	}
 	// Dropped counts messages that reached a connection and were not
 	// written, by reason.
 	Dropped struct {
@@ -169,6 +199,8 @@ func (s *Server) Stats() Stats {
 	st.Dropped.NoHandler = s.unhandled.Load()
 	st.Dropped.Slow = s.droppedSlow.Load()
 	st.Dropped.Closed = s.droppedGone.Load()
+	st.ReplaysRefused.RateLimited = s.replayRated.Load()
+	st.ReplaysRefused.TooLarge = s.replayLarge.Load()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Routes = make(map[string]RouteStats, len(s.routes))
@@ -203,6 +235,42 @@ func (s *Server) compressionMode() websocket.CompressionMode {
 }
 
 func (s *Server) maxReplay() int { return orDefault(s.MaxReplay, 10000) }
+
+func (s *Server) maxReplayBytes() int {
+	half := s.queueBytes() / 2
+	if s.MaxReplayBytes <= 0 || s.MaxReplayBytes > half {
+		return half
+	}
+	return s.MaxReplayBytes
+}
+
+// allowReplay takes a replay from addr's bucket, or reports how long
+// until there is one.
+func (s *Server) allowReplay(addr string) (bool, time.Duration) {
+	s.replayOnce.Do(func() {
+		if s.ReplayRate < 0 {
+			return
+		}
+		r := s.ReplayRate
+		if r == 0 {
+			r = 2
+		}
+		s.replayLim = keyrate.New(r, orDefault(s.ReplayBurst, 20), 0)
+	})
+	if s.replayLim == nil {
+		return true, 0
+	}
+	ok, wait := s.replayLim.Allow(addr)
+	if !ok {
+		s.replayRated.Add(1)
+	}
+	return ok, wait
+}
+
+// asksReplay reports whether r connects with a resume position.
+func asksReplay(r *http.Request) bool {
+	return r.Header.Get("Last-Event-ID") != "" || r.URL.Query().Get("since") != ""
+}
 
 func (s *Server) queueBytes() int {
 	if s.QueueBytes > 0 {
@@ -292,6 +360,13 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		return
 	}
 	addr := s.clientAddr(r)
+	if asksReplay(r) {
+		if ok, wait := s.allowReplay(addr); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(keyrate.RetryAfter(wait)))
+			http.Error(w, "too many replays asked for from your address; retry later", http.StatusTooManyRequests)
+			return
+		}
+	}
 	s.mu.Lock()
 	switch {
 	case s.draining:

@@ -37,6 +37,10 @@ type API struct {
 	Ready func(ctx context.Context) error
 	// Logger receives server-side failures. Default slog.Default().
 	Logger *slog.Logger
+	// Limit, when set, limits the requests of each client address to
+	// /api/ and POST /posts (see RateLimit); its Token should be Token.
+	// Nil: no limit.
+	Limit *RateLimit
 
 	memo *memo // answers to keyed sends, made by Mount
 
@@ -64,16 +68,17 @@ type API struct {
 // send's key goes with the message to the layer (Message.WithKey, as
 // "group:<group>:<key>" or "channel:<channel>:<key>"), and the API also
 // remembers the last 10,000 keyed send answers of its instance for 24
-// hours. Mount must be called once per API.
+// hours. Limit, when set, applies to /api/ and POST /posts, before the
+// API token is checked. Mount must be called once per API.
 func (a *API) Mount(r chi.Router) {
 	a.memo = newMemo()
 	r.Route("/api", func(r chi.Router) {
-		r.Use(a.authorize)
+		r.Use(a.Limit.Handler, a.authorize)
 		r.Post("/groups/{group}/send", a.groupSend)
 		r.Post("/channels/{channel}/send", a.channelSend)
 	})
 	if a.Posts != nil {
-		r.Post("/posts", a.createPost)
+		r.With(a.Limit.Handler).Post("/posts", a.createPost)
 		r.Get("/posts", a.recentPosts)
 	}
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -42,6 +42,11 @@ type Tokens struct {
 	// Leeway allows for clock skew when checking "exp" and "nbf". Default
 	// 30s; negative for none.
 	Leeway time.Duration
+	// MaxLifetime, when positive, is the longest lifetime a token may be
+	// issued for: its "exp" minus its "iat". A token that claims more,
+	// or has no "iat", or whose "iat" is in the future (beyond Leeway), is
+	// refused. Zero: any lifetime.
+	MaxLifetime time.Duration
 
 	key     any
 	methods []string
@@ -111,11 +116,22 @@ func (t *Tokens) Verify(token string) (*consumer.Identity, error) {
 	if t.Audience != "" {
 		opts = append(opts, jwt.WithAudience(t.Audience))
 	}
+	if t.MaxLifetime > 0 {
+		opts = append(opts, jwt.WithIssuedAt()) // an "iat" in the future is refused
+	}
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.key, nil }, opts...)
 	if err != nil {
 		// jwt's messages describe the failure, never the token itself.
 		return nil, fmt.Errorf("%w: %v", ErrBadToken, err)
+	}
+	if t.MaxLifetime > 0 {
+		if c.IssuedAt == nil {
+			return nil, fmt.Errorf("%w: token has no \"iat\" claim, which is required when a maximum token lifetime (%v) is set", ErrBadToken, t.MaxLifetime)
+		}
+		if life := c.ExpiresAt.Sub(c.IssuedAt.Time); life > t.MaxLifetime {
+			return nil, fmt.Errorf("%w: token lifetime (exp - iat) is %v, more than the maximum %v", ErrBadToken, life, t.MaxLifetime)
+		}
 	}
 	id := &consumer.Identity{User: c.Subject, Groups: c.Groups}
 	if c.ExpiresAt != nil {

@@ -22,6 +22,7 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	latency *prometheus.HistogramVec
 	errs    *prometheus.CounterVec
+	refused *prometheus.CounterVec
 }
 
 // LayerStatser is implemented by layers that count their own faults, such
@@ -44,11 +45,16 @@ func NewMetrics(conns *consumer.Server, layer channellayer.Layer) *Metrics {
 			Name: "herald_layer_errors_total",
 			Help: "Channel layer operations that failed, by operation (sends that reached nobody are not errors).",
 		}, []string{"op"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_http_requests_refused_total",
+			Help: "HTTP requests refused before their handler, by reason (rate_limited: over HERALD_HTTP_RATE_LIMIT).",
+		}, []string{"reason"}),
 	}
+	m.refused.WithLabelValues("rate_limited") // present at 0 from the start
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.latency, m.errs,
+		m.latency, m.errs, m.refused,
 		&collector{conns: conns, layer: layer},
 	)
 	return m
@@ -58,6 +64,10 @@ func NewMetrics(conns *consumer.Server, layer channellayer.Layer) *Metrics {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
+
+// Refused counts one HTTP request refused for reason, such as
+// "rate_limited" (see RateLimit.Refused).
+func (m *Metrics) Refused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 // Registry returns the registry, for adding metrics of other parts.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -174,11 +184,12 @@ var (
 	descChannels   = prometheus.NewDesc("herald_channels", "Channels (connections and other receivers) registered on this instance.", nil, nil)
 	descGroups     = prometheus.NewDesc("herald_groups", "Groups with at least one member on this instance.", nil, nil)
 	descMembers    = prometheus.NewDesc("herald_group_members", "Group memberships on this instance.", nil, nil)
+	descReplays    = prometheus.NewDesc("herald_replays_refused_total", "Replays asked for by resuming clients and not sent, by reason (rate_limited: over HERALD_REPLAY_RATE; too_large: past the replay byte bound, answered with a resync).", []string{"reason"}, nil)
 	descLayer      = prometheus.NewDesc("herald_layer_events_total", "Channel layer events, such as reconnects to its backing service, by kind.", []string{"kind"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descIn, descOut, descDispatched, descDropped, descSlow, descChannels, descGroups, descMembers, descLayer} {
+	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descIn, descOut, descDispatched, descDropped, descSlow, descChannels, descGroups, descMembers, descReplays, descLayer} {
 		ch <- d
 	}
 }
@@ -196,6 +207,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped.Slow), "slow_consumer")
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped.Closed), "connection_closing")
 	ch <- prometheus.MustNewConstMetric(descSlow, prometheus.CounterValue, float64(st.SlowDisconnects))
+	ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(st.ReplaysRefused.RateLimited), "rate_limited")
+	ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(st.ReplaysRefused.TooLarge), "too_large")
 	if ls, ok := c.layer.(channellayer.LocalStatser); ok {
 		g := ls.LocalStats()
 		ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(g.Channels))

@@ -6,13 +6,16 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,6 +227,7 @@ var attacks = []attack{
 		}
 		return nil
 	}},
+	{"replay flood", replayFlood},
 	{"half-open peer", func(t *testing.T, addr string) error {
 		c, _ := rawUpgrade(t, addr)
 		defer c.Close()
@@ -241,6 +245,66 @@ var attacks = []attack{
 	}},
 }
 
+// floodGroup is the group whose history the replay flood asks for: full,
+// 1000 messages of 20 KB, filled before the attack.
+const floodGroup = "flood"
+
+var floodClients atomic.Int32 // gives each replay flood an address of its own
+
+// replayFlood resumes floodGroup from its start (20 MB), then asks for the
+// same replay ten times more with resume frames: it must get a resync
+// instead of more than half its queue (replayQueueBytes), error frames
+// past the replay rate, and stay connected.
+func replayFlood(t *testing.T, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	from := fmt.Sprintf("198.51.100.%d", floodClients.Add(1))
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/notifications/?groups="+floodGroup+"&since="+floodGroup+":0-0",
+		&websocket.DialOptions{HTTPHeader: http.Header{"X-Forwarded-For": {from}}})
+	if err != nil {
+		return err
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(1 << 20)
+	rd := readAll(ctx, c)
+	r, err := rd.replay(floodGroup, 500*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	if r.bytes > replayQueueBytes/2 || !r.resync {
+		return fmt.Errorf("resume from 0-0: %d frames, %d bytes replayed, resync %v; want a resync and at most %d bytes",
+			r.frames, r.bytes, r.resync, replayQueueBytes/2)
+	}
+	for i := 0; i < 10; i++ {
+		f := `{"type":"resume","group":"` + floodGroup + `","since":"0-0"}`
+		if err := c.Write(ctx, websocket.MessageText, []byte(f)); err != nil {
+			return err
+		}
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"whoami"}`)); err != nil {
+		return err
+	}
+	r, err = rd.replay(floodGroup, time.Second)
+	if err != nil {
+		return err
+	}
+	limited := 0
+	for _, e := range r.errors {
+		if e["code"] == "replay_rate_limited" {
+			limited++
+		}
+	}
+	switch {
+	case r.bytes > replayQueueBytes/2:
+		return fmt.Errorf("ten resume frames replayed %d bytes", r.bytes)
+	case limited < 7:
+		return fmt.Errorf("ten resume frames past a burst of 3: %d replay_rate_limited error frames", limited)
+	case !r.whoami:
+		return errors.New("no whoami answer after the resume frames")
+	}
+	return nil
+}
+
 // TestBadClientsHurtNobody throws every kind of bad input at a running
 // server while 100 good clients listen: each bad client ends as
 // documented, every good client receives every message in order, and the
@@ -250,7 +314,13 @@ func TestBadClientsHurtNobody(t *testing.T) {
 	// on a loaded CI machine, time to answer; half-open peers are still
 	// dropped within 2.5 s.
 	addr := startInProcess(t, "-handshake-timeout", "1s", "-ping-interval", "500ms", "-ping-timeout", "2s",
-		"-max-connections-per-addr", "1000")
+		"-max-connections-per-addr", "1000",
+		// For the replay flood: a group with a full history, a replay rate,
+		// and X-Forwarded-For believed from loopback.
+		"-history", "gossip:1000:1h,"+floodGroup+":1000", "-public-groups", "gossip,"+floodGroup,
+		"-queue-bytes", strconv.Itoa(replayQueueBytes), "-replay-rate", "0.1", "-replay-burst", "3",
+		"-trusted-proxies", "127.0.0.1/32")
+	fillHistory(t, addr, floodGroup, 1000, 20000)
 
 	const good, messages = 100, 200
 	results := make(chan error, good)

@@ -21,7 +21,14 @@ func startInProcess(t *testing.T, args ...string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
-	env := func(string) string { return "" }
+	// The per-address HTTP and replay limits are off unless the test's
+	// flags set them: the tests' clients all come from 127.0.0.1.
+	env := func(k string) string {
+		if k == "HERALD_HTTP_RATE_LIMIT" || k == "HERALD_REPLAY_RATE" {
+			return "0"
+		}
+		return ""
+	}
 	go func() {
 		done <- run(ctx, append([]string{"-addr", "127.0.0.1:0", "-log-level", "warn"}, args...), env, os.Stderr, func(a string) { addr <- a })
 	}()

@@ -48,6 +48,11 @@ type config struct {
 	TrustedProxies        []netip.Prefix
 	RateLimit             float64
 	RateBurst             int
+	IPv6Prefix            int
+	HTTPRateLimit         float64 // 0: off
+	HTTPRateBurst         int
+	ReplayRate            float64 // 0: off
+	ReplayBurst           int
 	MaxGroups             int
 	PingInterval          time.Duration
 	PingTimeout           time.Duration
@@ -55,6 +60,7 @@ type config struct {
 
 	tokens                 *router.Tokens
 	jwtIssuer, jwtAudience string
+	jwtMaxLifetime         time.Duration
 
 	redisOpts    *redis.Options
 	redisCluster *redis.ClusterOptions // REDIS_CLUSTER_ADDRS
@@ -141,7 +147,7 @@ var settings = []setting{
 		c.History = h
 		return nil
 	}},
-	{"max-replay", "HERALD_MAX_REPLAY", "10000", "most messages replayed to one resuming client; one that missed more is told to resync", func(c *config, v string) error {
+	{"max-replay", "HERALD_MAX_REPLAY", "10000", "most messages replayed to one resuming client; one that missed more, or more than half of -queue-bytes of them, is told to resync", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			return fmt.Errorf("%q is not a whole number above 0", v)
@@ -288,6 +294,18 @@ var settings = []setting{
 		c.jwtAudience = v
 		return nil
 	}},
+	{"jwt-max-lifetime", "HERALD_JWT_MAX_LIFETIME", "", "when set (a duration such as 24h), tokens must carry \"iat\" and \"exp\" - \"iat\" may not exceed it; others get 401 (empty: any lifetime)", func(c *config, v string) error {
+		if v == "" {
+			c.jwtMaxLifetime = 0
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q is not a positive duration such as 24h", v)
+		}
+		c.jwtMaxLifetime = d
+		return nil
+	}},
 	{"public-groups", "HERALD_PUBLIC_GROUPS", "gossip", "comma-separated group patterns any client may join without a token's say-so", func(c *config, v string) error {
 		c.PublicGroups = []string{}
 		for p := range strings.SplitSeq(v, ",") {
@@ -323,6 +341,18 @@ var settings = []setting{
 		}
 		return nil
 	}},
+	{"ipv6-prefix", "HERALD_IPV6_PREFIX", "64", "leading bits of an IPv6 client address that name one client for per-address limits (32 to 128; IPv4 addresses are always whole)", func(c *config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 32 || n > 128 {
+			return fmt.Errorf("%q is not a whole number from 32 to 128", v)
+		}
+		c.IPv6Prefix = n
+		return nil
+	}},
+	{"http-rate-limit", "HERALD_HTTP_RATE_LIMIT", "50", "requests per second one client address may make to /api/ and POST /posts; more get 429 with Retry-After; requests with HERALD_API_TOKEN are not limited (0: off)", nonNegativeFloat(func(c *config) *float64 { return &c.HTTPRateLimit })},
+	{"http-rate-burst", "HERALD_HTTP_RATE_BURST", "100", "requests one client address may make at once above -http-rate-limit", positiveInt(func(c *config) *int { return &c.HTTPRateBurst })},
+	{"replay-rate", "HERALD_REPLAY_RATE", "2", "replays (connects with since= or Last-Event-ID, resume frames, subscribes with since) per second one client address may ask for; more get 429 at connect, an error frame after (0: off)", nonNegativeFloat(func(c *config) *float64 { return &c.ReplayRate })},
+	{"replay-burst", "HERALD_REPLAY_BURST", "20", "replays one client address may ask for at once above -replay-rate", positiveInt(func(c *config) *int { return &c.ReplayBurst })},
 	{"rate-limit", "HERALD_RATE_LIMIT", "20", "frames per second a client may send on average; faster closes it with 1008", func(c *config, v string) error {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f <= 0 {
@@ -345,6 +375,17 @@ func positiveInt(field func(*config) *int) func(*config, string) error {
 			return fmt.Errorf("%q is not a whole number above 0", v)
 		}
 		*field(c) = n
+		return nil
+	}
+}
+
+func nonNegativeFloat(field func(*config) *float64) func(*config, string) error {
+	return func(c *config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 1e9 {
+			return fmt.Errorf("%q is not a number of 0 or more (0 turns it off)", v)
+		}
+		*field(c) = f
 		return nil
 	}
 }

@@ -90,7 +90,10 @@ func startBinary(t *testing.T, bin string, env ...string) *instance {
 		}
 	}
 	cmd := exec.Command(bin, "-addr", addrFlag)
-	cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=", "HERALD_API_TOKEN=")
+	// The per-address HTTP and replay limits are off unless a test sets
+	// them: the tests' clients all come from 127.0.0.1.
+	cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=", "HERALD_API_TOKEN=",
+		"HERALD_HTTP_RATE_LIMIT=0", "HERALD_REPLAY_RATE=0")
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -97,6 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 	defer layer.Close()
 
+	clientAddr := router.ClientAddrPrefix(cfg.TrustedProxies, cfg.IPv6Prefix)
 	// Every send goes through the instrumented layer; the metrics read the
 	// plain one's counters.
 	conns := &consumer.Server{
@@ -109,7 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 
 		MaxConnections:        cfg.MaxConnections,
 		MaxConnectionsPerAddr: cfg.MaxConnectionsPerAddr,
-		ClientAddr:            router.ClientAddr(cfg.TrustedProxies),
+		ClientAddr:            clientAddr,
 		RateLimit:             cfg.RateLimit,
 		RateBurst:             cfg.RateBurst,
 		MaxGroups:             cfg.MaxGroups,
@@ -117,6 +118,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		PingInterval:          cfg.PingInterval,
 		PingTimeout:           cfg.PingTimeout,
 		MaxReplay:             cfg.MaxReplay,
+		ReplayRate:            cfg.ReplayRate,
+		ReplayBurst:           cfg.ReplayBurst,
+	}
+	if cfg.ReplayRate == 0 {
+		conns.ReplayRate = -1 // the Server's zero value is its default
 	}
 	if cfg.WriteDelay == 0 {
 		conns.WriteDelay = -1 // the Server's zero value is its default
@@ -169,6 +175,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	rt := router.New(conns, log)
 	if cfg.tokens != nil {
 		cfg.tokens.Issuer, cfg.tokens.Audience = cfg.jwtIssuer, cfg.jwtAudience
+		cfg.tokens.MaxLifetime = cfg.jwtMaxLifetime
 		rt.Tokens = cfg.tokens
 	}
 	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
@@ -179,6 +186,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		MaxBody: cfg.MaxFrame,
 		Logger:  log,
 		Ready:   readiness(plainLayer, listener),
+	}
+	if cfg.HTTPRateLimit > 0 {
+		api.Limit = &router.RateLimit{
+			Rate:       cfg.HTTPRateLimit,
+			Burst:      cfg.HTTPRateBurst,
+			Token:      cfg.APIToken,
+			ClientAddr: clientAddr,
+			Refused:    metrics.Refused,
+		}
 	}
 	api.Mount(rt.HTTP())
 	rt.HTTP().Method(http.MethodGet, "/metrics", metrics.Handler())
