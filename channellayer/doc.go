@@ -8,8 +8,9 @@
 // Group and channel names follow Django Channels: ASCII letters, digits,
 // '-', '_' and '.', shorter than MaxNameLength (100) bytes. Channel names
 // made by NewChannel also hold one '!' that separates the part naming the
-// instance from the part naming the connection. A bad name is an error
-// wrapping ErrInvalidName, never a silent drop.
+// instance from the part naming the connection, which is LocalName: 128
+// random bits, so that no name can be guessed from another. A bad name
+// is an error wrapping ErrInvalidName, never a silent drop.
 //
 // # Messages
 //

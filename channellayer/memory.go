@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/groups"
@@ -19,15 +17,28 @@ import (
 // is not usable; call NewMemory.
 type Memory struct {
 	prefix string
-	seq    atomic.Uint64
 	reg    groups.Registry
 
 	mu     sync.RWMutex
 	closed bool
 
-	policies []HistoryPolicy
-	histMu   sync.Mutex
-	rings    map[string]*ring
+	policies   []HistoryPolicy
+	sweepEvery time.Duration // 0: no policy has an age
+
+	// histMu guards the histories: every ring's entries and last, the
+	// queue of every entry kept, oldest first, and the counts.
+	histMu       sync.Mutex
+	rings        map[string]*ring
+	queue        []ref
+	qhead        int // queue[:qhead] is spent
+	live         int // entries kept
+	bytes        int64
+	maxBytes     int64 // 0: no bound
+	droppedSpace int64
+	expired      int64
+	sweepTimer   *time.Timer
+	sweepArmed   bool
+	histClosed   bool
 
 	onceMu sync.Mutex
 	once   map[string]int64 // last seq sent, by source
@@ -44,9 +55,12 @@ var (
 	_ KeyedSender = (*Memory)(nil)
 )
 
-// NewMemory returns an empty in-memory layer that keeps DefaultHistory.
+// NewMemory returns an empty in-memory layer that keeps DefaultHistory,
+// within DefaultHistoryMaxBytes.
 func NewMemory() *Memory {
-	return &Memory{prefix: "memory." + randomID() + "!", policies: DefaultHistory}
+	l := &Memory{prefix: "memory." + randomID() + "!", maxBytes: DefaultHistoryMaxBytes}
+	l.setPolicies(DefaultHistory)
+	return l
 }
 
 // NewChannel implements Layer.
@@ -56,7 +70,7 @@ func (l *Memory) NewChannel(m groups.Member) (string, error) {
 	if l.closed {
 		return "", ErrClosed
 	}
-	name := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
+	name := l.prefix + LocalName()
 	l.reg.AddChannel(name, m)
 	return name, nil
 }
@@ -128,8 +142,8 @@ func (l *Memory) GroupSendLocal(_ context.Context, group string, msg Message) er
 		return err
 	}
 	send := func() int {
-		if r := l.ring(group); r != nil {
-			return l.sendHistory(r, group, msg)
+		if p, ok := historyFor(l.policies, group); ok {
+			return l.sendHistory(group, p, msg)
 		}
 		return l.reg.SendGroup(group, msg.typ, msg.data)
 	}
@@ -194,11 +208,12 @@ func (l *Memory) Check(context.Context) error {
 	return nil
 }
 
-// Close implements Layer.
+// Close implements Layer. It also stops the sweeps of expired history.
 func (l *Memory) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closed = true
+	l.closeHistory()
 	return nil
 }
 
@@ -214,6 +229,23 @@ func (l *Memory) checkNames(group, channel string) error {
 
 func (l *Memory) check(nameErr error, msg Message) error {
 	return CheckSend(nameErr, msg, l.Check(context.Background()) != nil)
+}
+
+// LocalNameBytes is how many random bytes make the part of a channel
+// name after its '!' (LocalName): 128 bits, as many as a channels_redis
+// name carries, so that nobody who knows one channel's name can guess
+// another's.
+const LocalNameBytes = 16
+
+// LocalName returns the part of a new channel name after its '!': 32
+// random hex characters (LocalNameBytes from crypto/rand), unrelated to
+// any other name. A channel name is the address /api/channels/{name}/send
+// delivers to, so it must not be guessable from another; a counter would
+// let anyone who learned their own name reach their neighbours'.
+func LocalName() string {
+	var b [LocalNameBytes]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // randomID returns 12 random hex characters.

@@ -40,6 +40,11 @@ type RedisConfig struct {
 	// trimmed by size and age) and how much. Nil means DefaultHistory; an
 	// empty, non-nil list keeps none.
 	History []HistoryPolicy
+	// MaxGroups caps the distinct groups this instance holds at once
+	// (those with a local member, each a subscription on Redis): a
+	// GroupAdd that would create one more fails with an error wrapping
+	// groups.ErrGroupLimit. Sends are not limited. 0: no cap.
+	MaxGroups int
 }
 
 // Redis is a Layer on Redis pub/sub, shared by every instance that uses
@@ -102,7 +107,7 @@ func NewRedis(client *redis.Client, cfg RedisConfig) (*Redis, error) {
 	return l, nil
 }
 
-// NewChannel implements Layer. Names look like "specific.<instance>!<n>";
+// NewChannel implements Layer. Names look like "specific.<instance>!<32 random hex>";
 // the part before '!' routes a send to the instance that holds it.
 func (l *Redis) NewChannel(m groups.Member) (string, error) { return l.newChannel(m) }
 

@@ -43,6 +43,14 @@ func TestRedisCluster(t *testing.T) {
 		}
 		return l
 	})
+	t.Run("GroupLimit", func(t *testing.T) {
+		l, err := channellayer.NewRedisCluster(clusterClient(t, cluster), channellayer.RedisConfig{Prefix: layertest.Prefix(t), MaxGroups: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		layertest.GroupLimit(t, l, 3)
+	})
 }
 
 // TestRedisClusterShards checks that a group's traffic goes only through

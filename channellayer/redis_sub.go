@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,10 +48,9 @@ type redisCore struct {
 	log        *slog.Logger
 	maxBackoff time.Duration
 
-	groupTopic string // prefix of a group's Redis channel
-	instTopic  string // prefix of an instance's Redis channel
-	instance   string // this instance's part of its channel names
-	seq        atomic.Uint64
+	groupTopic string        // prefix of a group's Redis channel
+	instTopic  string        // prefix of an instance's Redis channel
+	instance   string        // this instance's part of its channel names
 	sendSeq    atomic.Uint64 // numbers the records of unkeyed sends
 	keys       keyRecords    // keyed sends to this instance's own channels
 	reg        groups.Registry
@@ -107,7 +105,7 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = 2 * time.Second
 	}
-	return &redisCore{
+	c := &redisCore{
 		health:        cfg.HealthInterval,
 		healthTimeout: cfg.HealthTimeout,
 		log:           cfg.Logger,
@@ -118,7 +116,9 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 		instance:      "specific." + randomID(),
 		waiters:       make(map[string][]chan struct{}),
 		closing:       make(chan struct{}),
-	}, nil
+	}
+	c.reg.SetMaxGroups(cfg.MaxGroups)
+	return c, nil
 }
 
 // Stats returns the layer's fault counters.
@@ -149,7 +149,7 @@ func (c *redisCore) newChannel(m groups.Member) (string, error) {
 	if c.closed.Load() {
 		return "", ErrClosed
 	}
-	name := c.instance + "!" + strconv.FormatUint(c.seq.Add(1), 36)
+	name := c.instance + "!" + LocalName()
 	c.reg.AddChannel(name, m)
 	return name, nil
 }

@@ -30,3 +30,12 @@ func TestRedis(t *testing.T) {
 		return l
 	})
 }
+
+func TestRedisGroupLimit(t *testing.T) {
+	l, err := channellayer.NewRedis(redisClient(t), channellayer.RedisConfig{Prefix: layertest.Prefix(t), MaxGroups: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	layertest.GroupLimit(t, l, 3)
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/groups"
 )
 
 // NotificationGroup is the group browsers at /notifications/ join.
@@ -103,7 +104,17 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 	// A client whose token does not cover the default group can still
 	// join the groups it does cover.
 	if c.MayJoin(n.Group) {
-		if err := join(n.Group); err != nil {
+		switch err := join(n.Group); {
+		case err == nil:
+		case errors.Is(err, groups.ErrGroupLimit):
+			// The instance holds too many groups to make this one: the
+			// client stays, told so, and may subscribe to others.
+			if IsEventStream(r) {
+				c.Logger().Warn("consumer: group refused", "group", n.Group, "err", err)
+			} else if err := c.SendJSON(SubscriptionError{Type: "error", Code: frameCode(err), Error: plainError(err), Group: n.Group}); err != nil {
+				return err
+			}
+		default:
 			return err
 		}
 	}
@@ -114,7 +125,7 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 		}
 		switch err := join(g); {
 		case err == nil:
-		case errors.Is(err, ErrForbiddenGroup), errors.Is(err, ErrTooManyGroups), errors.Is(err, channellayer.ErrInvalidName):
+		case refused(err):
 			if stream {
 				// An event stream cannot be answered a frame it did not ask
 				// for by frame; it joins what it may.
@@ -125,11 +136,21 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 			if errors.Is(err, ErrTooManyGroups) {
 				return nil // so would every group after it
 			}
+			// A group refused because the instance holds too many: the
+			// next, if it exists here already, may still be joined.
 		default:
 			return err
 		}
 	}
 	return nil
+}
+
+// refused reports whether err is a join refused for the client's own
+// reasons or the instance's (its group limit), answered with an error
+// frame that names the group rather than by closing the connection.
+func refused(err error) bool {
+	return errors.Is(err, ErrForbiddenGroup) || errors.Is(err, ErrTooManyGroups) ||
+		errors.Is(err, channellayer.ErrInvalidName) || errors.Is(err, groups.ErrGroupLimit)
 }
 
 // queryGroups returns the groups the "groups" query parameter lists.
@@ -313,7 +334,7 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 	switch {
 	case err == nil, errors.Is(err, channellayer.ErrUnavailable):
 		return c.SendJSON(Subscription{Type: r.Type + "d", Group: r.Group})
-	case errors.Is(err, ErrForbiddenGroup), errors.Is(err, ErrTooManyGroups), errors.Is(err, channellayer.ErrInvalidName):
+	case refused(err):
 		return c.SendJSON(SubscriptionError{Type: "error", Code: frameCode(err), Error: plainError(err), Group: r.Group})
 	default:
 		return err

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/groups"
 )
 
 // Codes of the consumer's refusals before an upgrade and of its error
@@ -17,6 +18,7 @@ const (
 	CodeBadRequest      = "bad_request"      // a malformed frame or handshake, a bad name
 	CodeForbidden       = "forbidden"        // a group the client may not join, a foreign origin
 	CodeTooManyGroups   = "too_many_groups"  // MaxGroups reached
+	CodeGroupLimit      = "group_limit"      // the instance holds as many groups as it may
 	CodeNotMember       = "not_member"       // resume of a group the client is not in
 	CodeRateLimited     = "rate_limited"     // too many connections from the address
 	CodeUnavailable     = "unavailable"      // shutting down, full, or the channel layer is down
@@ -87,6 +89,8 @@ func frameCode(err error) string {
 		return CodeForbidden
 	case errors.Is(err, ErrTooManyGroups):
 		return CodeTooManyGroups
+	case errors.Is(err, groups.ErrGroupLimit):
+		return CodeGroupLimit
 	case errors.Is(err, channellayer.ErrInvalidName):
 		return CodeBadRequest
 	}

@@ -11,6 +11,11 @@ import (
 // Member registered.
 var ErrUnknownChannel = errors.New("groups: unknown channel")
 
+// ErrGroupLimit is returned by Join when the group has no local member
+// yet and the registry already holds as many groups as SetMaxGroups
+// allows: joining would create one group too many on this instance.
+var ErrGroupLimit = errors.New("groups: too many groups on this instance")
+
 // Member is the receiving end of a local channel, usually a connection.
 type Member interface {
 	// Deliver queues one message for the member. data is the encoded JSON
@@ -45,9 +50,22 @@ func (ch *channel) in(group string) bool { return slices.Contains(ch.groups, gro
 // Registry is the local membership of one instance. The zero value is
 // ready to use.
 type Registry struct {
-	mu       sync.RWMutex
-	channels map[string]*channel
-	groups   map[string]*groupMembers
+	mu        sync.RWMutex
+	channels  map[string]*channel
+	groups    map[string]*groupMembers
+	maxGroups int // 0: no limit
+}
+
+// SetMaxGroups caps the groups the registry holds at once (those with at
+// least one local member): past n, Join refuses a channel that would be
+// the first member of a group with an error wrapping ErrGroupLimit.
+// Joining a group that has local members is never refused. Zero or less
+// removes the cap. Every shared layer subscribes to each local group on
+// its backing service, so the cap also bounds those subscriptions.
+func (r *Registry) SetMaxGroups(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.maxGroups = max(n, 0)
 }
 
 type groupMembers struct {
@@ -98,7 +116,9 @@ func (r *Registry) RemoveChannel(name string) (emptied []string) {
 }
 
 // Join adds the local channel to group. first reports whether the channel
-// is the group's first local member. Joining twice is a no-op.
+// is the group's first local member. Joining twice is a no-op. A join
+// that would create a group past SetMaxGroups' cap fails with
+// ErrGroupLimit.
 func (r *Registry) Join(group, channelName string) (first bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -109,8 +129,12 @@ func (r *Registry) Join(group, channelName string) (first bool, err error) {
 	if ch.in(group) {
 		return false, nil
 	}
-	ch.groups = append(ch.groups, group)
 	g := r.groups[group]
+	if g == nil && r.maxGroups > 0 && len(r.groups) >= r.maxGroups {
+		return false, fmt.Errorf("%w: group %q has no member here yet and this instance already holds %d groups, its limit; try again later or on another instance",
+			ErrGroupLimit, group, len(r.groups))
+	}
+	ch.groups = append(ch.groups, group)
 	if g == nil {
 		g = &groupMembers{pos: make(map[string]int, 1)}
 		r.groups[group] = g

@@ -1,9 +1,11 @@
 package groups_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 
@@ -215,5 +217,37 @@ func BenchmarkJoinLeave(b *testing.B) {
 				r.Leave("g", "x")
 			}
 		})
+	}
+}
+
+// TestMaxGroups: past the cap, a join that would make a new group is
+// refused; joining a group that exists is not; leaving frees a place.
+func TestMaxGroups(t *testing.T) {
+	var r groups.Registry
+	r.SetMaxGroups(2)
+	for _, ch := range []string{"a", "b"} {
+		r.AddChannel(ch, groups.MemberFunc(func(string, []byte) {}))
+	}
+	for _, g := range []string{"g1", "g2"} {
+		if _, err := r.Join(g, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := r.Join("g3", "a")
+	if !errors.Is(err, groups.ErrGroupLimit) || !strings.Contains(err.Error(), `"g3"`) {
+		t.Fatalf("join of a 3rd group: %v, want ErrGroupLimit naming g3", err)
+	}
+	if r.Stats().Groups != 2 || r.Stats().Members != 2 {
+		t.Fatalf("a refused join changed the registry: %+v", r.Stats())
+	}
+	if _, err := r.Join("g1", "b"); err != nil {
+		t.Fatalf("join of an existing group: %v", err)
+	}
+	r.Leave("g2", "a")
+	if _, err := r.Join("g3", "b"); err != nil {
+		t.Fatalf("join after a group emptied: %v", err)
+	}
+	if n := r.SendGroup("g2", "t", []byte(`{}`)); n != 0 {
+		t.Fatalf("sending to a group does not create it; it reached %d", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/heraldhq/herald/channellayer"
 	"github.com/heraldhq/herald/consumer"
+	"github.com/heraldhq/herald/groups"
 )
 
 // Metrics exposes an instance's counters in the Prometheus format. Most
@@ -133,7 +134,7 @@ func (l *instrumented) Send(ctx context.Context, channel string, msg channellaye
 
 func (l *instrumented) GroupAdd(ctx context.Context, group, channel string) error {
 	err := l.Layer.GroupAdd(ctx, group, channel)
-	if err != nil {
+	if err != nil && !errors.Is(err, groups.ErrGroupLimit) { // a refusal, not a fault
 		l.m.errs.WithLabelValues("group_add").Inc()
 	}
 	return err
@@ -186,10 +187,20 @@ var (
 	descMembers    = prometheus.NewDesc("herald_group_members", "Group memberships on this instance.", nil, nil)
 	descReplays    = prometheus.NewDesc("herald_replays_refused_total", "Replays asked for by resuming clients and not sent, by reason (rate_limited: over HERALD_REPLAY_RATE; too_large: past the replay byte bound, answered with a resync).", []string{"reason"}, nil)
 	descLayer      = prometheus.NewDesc("herald_layer_events_total", "Channel layer events, such as reconnects to its backing service, by kind.", []string{"kind"}, nil)
+
+	descHistGroups  = prometheus.NewDesc("herald_history_groups", "Groups whose history this instance holds in memory (in-memory layer).", nil, nil)
+	descHistEntries = prometheus.NewDesc("herald_history_entries", "Messages the in-memory histories hold.", nil, nil)
+	descHistBytes   = prometheus.NewDesc("herald_history_bytes", "Bytes the in-memory histories are counted to hold: messages plus a fixed cost per message and per group.", nil, nil)
+	descHistMax     = prometheus.NewDesc("herald_history_max_bytes", "Bound of herald_history_bytes (HERALD_HISTORY_MAX_BYTES); 0: none.", nil, nil)
+	descHistDropped = prometheus.NewDesc("herald_history_dropped_total", "Messages the in-memory histories dropped before their size limit would have, by reason: space (the byte bound was reached, oldest first) or age (older than the group's age, removed by the sweep).", []string{"reason"}, nil)
+	historyDescs    = []*prometheus.Desc{descHistGroups, descHistEntries, descHistBytes, descHistMax, descHistDropped}
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descIn, descOut, descDispatched, descDropped, descSlow, descChannels, descGroups, descMembers, descReplays, descLayer} {
+		ch <- d
+	}
+	for _, d := range historyDescs {
 		ch <- d
 	}
 }
@@ -214,6 +225,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(g.Channels))
 		ch <- prometheus.MustNewConstMetric(descGroups, prometheus.GaugeValue, float64(g.Groups))
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(g.Members))
+	}
+	if hs, ok := c.layer.(channellayer.HistoryStatser); ok {
+		h := hs.HistoryStats()
+		ch <- prometheus.MustNewConstMetric(descHistGroups, prometheus.GaugeValue, float64(h.Groups))
+		ch <- prometheus.MustNewConstMetric(descHistEntries, prometheus.GaugeValue, float64(h.Entries))
+		ch <- prometheus.MustNewConstMetric(descHistBytes, prometheus.GaugeValue, float64(h.Bytes))
+		ch <- prometheus.MustNewConstMetric(descHistMax, prometheus.GaugeValue, float64(h.MaxBytes))
+		ch <- prometheus.MustNewConstMetric(descHistDropped, prometheus.CounterValue, float64(h.DroppedForSpace), "space")
+		ch <- prometheus.MustNewConstMetric(descHistDropped, prometheus.CounterValue, float64(h.Expired), "age")
 	}
 	if ls, ok := c.layer.(LayerStatser); ok {
 		for kind, n := range ls.LayerStats() {

@@ -64,6 +64,11 @@ type CoreConfig struct {
 	// MaxBackoff caps the wait between attempts to read the inbox again
 	// after Redis failed. Default 2s.
 	MaxBackoff time.Duration
+	// MaxGroups caps the distinct groups this instance holds at once
+	// (those with a local member, each a sorted set refreshed on Redis): a
+	// GroupAdd that would create one more fails with an error wrapping
+	// groups.ErrGroupLimit. Sends are not limited. 0: no cap.
+	MaxGroups int
 }
 
 // Core is a channellayer.Layer that speaks channels_redis's
@@ -72,7 +77,7 @@ type CoreConfig struct {
 //
 // Each Core is one channels_redis "process": it owns the inbox
 // <prefix>specific.<id>! and hands out channel names
-// specific.<id>!<n>. One goroutine pops the inbox; a message names the
+// specific.<id>!<32 random hex>. One goroutine pops the inbox; a message names the
 // channels it is for and is decoded once, whatever their number.
 type Core struct {
 	client  *redis.Client
@@ -89,7 +94,6 @@ type Core struct {
 	refreshEvery        time.Duration
 	maxBackoff          time.Duration
 
-	seq atomic.Uint64
 	reg groups.Registry
 
 	mu       sync.Mutex
@@ -171,6 +175,7 @@ func NewCore(client *redis.Client, cfg CoreConfig) (*Core, error) {
 		channels:     make(map[string]map[string]struct{}),
 	}
 	l.inbox = l.prefix + l.process
+	l.reg.SetMaxGroups(cfg.MaxGroups)
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
 	l.wg.Add(2)
@@ -332,13 +337,13 @@ func (l *Core) refreshOnce(ctx context.Context) error {
 func (l *Core) groupKey(group string) string { return l.prefix + ":group:" + group }
 
 // NewChannel implements channellayer.Layer. Names look like
-// "specific.<32 hex>!<n>", as channels_redis's, so Django code can send
+// "specific.<32 hex>!<32 random hex>", as channels_redis's, so Django code can send
 // to them.
 func (l *Core) NewChannel(m groups.Member) (string, error) {
 	if l.closed.Load() {
 		return "", channellayer.ErrClosed
 	}
-	name := l.process + strconv.FormatUint(l.seq.Add(1), 36)
+	name := l.process + channellayer.LocalName()
 	l.mu.Lock()
 	l.channels[name] = map[string]struct{}{}
 	l.mu.Unlock()
@@ -488,6 +493,11 @@ func (l *Core) GroupAdd(ctx context.Context, group, channel string) error {
 		return fmt.Errorf("channelsredis: group add: %w %q", groups.ErrUnknownChannel, channel)
 	}
 	if _, err := l.reg.Join(group, channel); err != nil {
+		l.mu.Lock()
+		if gs, ok := l.channels[channel]; ok {
+			delete(gs, group) // not a member: nothing to refresh or remove
+		}
+		l.mu.Unlock()
 		return err
 	}
 	key := l.groupKey(group)

@@ -88,3 +88,22 @@ func TestPubSub(t *testing.T) {
 		})
 	}
 }
+
+func TestGroupLimit(t *testing.T) {
+	t.Run("Core", func(t *testing.T) {
+		l, err := channelsredis.NewCore(redisClient(t), channelsredis.CoreConfig{Prefix: prefix(t), MaxGroups: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		layertest.GroupLimit(t, l, 3)
+	})
+	t.Run("PubSub", func(t *testing.T) {
+		l, err := channelsredis.NewPubSub(redisClient(t), channelsredis.PubSubConfig{Prefix: prefix(t), MaxGroups: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		layertest.GroupLimit(t, l, 3)
+	})
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +32,11 @@ type PubSubConfig struct {
 	// MaxBackoff caps the wait between attempts to reach Redis again after
 	// the subscription connection failed. Default 2s.
 	MaxBackoff time.Duration
+	// MaxGroups caps the distinct groups this instance holds at once
+	// (those with a local member, each a subscription on Redis): a
+	// GroupAdd that would create one more fails with an error wrapping
+	// groups.ErrGroupLimit. Sends are not limited. 0: no cap.
+	MaxGroups int
 }
 
 // PubSub is a channellayer.Layer that speaks channels_redis's
@@ -42,7 +46,7 @@ type PubSubConfig struct {
 //
 // An instance holds one subscription connection. It subscribes to a
 // group while it has a local member, and to one pattern covering every
-// channel name it hands out (<prefix>specific.<id>!<n>), so a send from
+// channel name it hands out (<prefix>specific.<id>!<32 random hex>), so a send from
 // Django reaches the connection it names. Delivery is at most once, as
 // with channels_redis: what is published while the connection is down
 // is lost.
@@ -56,7 +60,6 @@ type PubSub struct {
 	groupTopic string // prefix + "__group__"
 	process    string // prefix + "specific.<id>!"
 	pattern    string // process + "*"
-	seq        atomic.Uint64
 	reg        groups.Registry
 
 	// mu orders a group's first join and last leave with the SUBSCRIBE and
@@ -108,11 +111,12 @@ func NewPubSub(client *redis.Client, cfg PubSubConfig) (*PubSub, error) {
 		cancel:     cancel,
 		done:       make(chan struct{}),
 	}
-	if err := channellayer.ValidChannelName(l.process + "x"); err != nil {
+	if err := channellayer.ValidChannelName(l.process + channellayer.LocalName()); err != nil {
 		cancel()
 		return nil, fmt.Errorf("channelsredis: prefix %q: %w", cfg.Prefix, err)
 	}
 	l.pattern = l.process + "*"
+	l.reg.SetMaxGroups(cfg.MaxGroups)
 	// Subscribing to nothing makes the PubSub without touching the
 	// network; the pattern is restored on every reconnect like the groups.
 	l.ps = client.Subscribe(ctx)
@@ -206,13 +210,13 @@ func (l *PubSub) encode(msg channellayer.Message) ([]byte, error) {
 }
 
 // NewChannel implements channellayer.Layer. Names look like
-// "<prefix>specific.<32 hex>!<n>"; a PUBLISH to the name reaches this
+// "<prefix>specific.<32 hex>!<32 random hex>"; a PUBLISH to the name reaches this
 // instance through its pattern subscription.
 func (l *PubSub) NewChannel(m groups.Member) (string, error) {
 	if l.closed.Load() {
 		return "", channellayer.ErrClosed
 	}
-	name := l.process + strconv.FormatUint(l.seq.Add(1), 36)
+	name := l.process + channellayer.LocalName()
 	l.reg.AddChannel(name, m)
 	return name, nil
 }

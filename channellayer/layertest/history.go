@@ -11,12 +11,17 @@ import (
 
 // History is the history policy the suite expects a layer implementing
 // channellayer.Historian to be configured with: "hist.*" groups keep
-// 1000 messages, "small.*" groups 10, both for at most an hour, and
-// nothing else keeps any.
+// 1000 messages, "small.*" groups 10, both for at most an hour,
+// "brief.*" groups 100 for at most BriefAge, and nothing else keeps any.
 var History = []channellayer.HistoryPolicy{
 	{Pattern: "hist.*", Size: 1000, Age: time.Hour},
 	{Pattern: "small.*", Size: 10, Age: time.Hour},
+	{Pattern: "brief.*", Size: 100, Age: BriefAge},
 }
+
+// BriefAge is the age of the "brief.*" groups of History: short, so that
+// the suite can watch messages expire.
+const BriefAge = 400 * time.Millisecond
 
 var historyCases = []struct {
 	name string
@@ -26,6 +31,8 @@ var historyCases = []struct {
 	{"HistoryReplay", testHistoryReplay},
 	{"HistoryGap", testHistoryGap},
 	{"HistoryAcrossInstances", testHistoryAcrossInstances},
+	{"HistoryNeverOlderThanAge", testHistoryNeverOlderThanAge},
+	{"HistoryExpiredGroupForgotten", testHistoryExpiredGroupForgotten},
 }
 
 func historian(t *testing.T, l channellayer.Layer) channellayer.Historian {
@@ -184,5 +191,108 @@ func testHistoryAcrossInstances(t *testing.T, newLayer NewLayer) {
 	msgs, err := h2.History(ctx(t), "hist.x", d0.ID, 10)
 	if err != nil || len(msgs) != 2 || msgs[1].ID() != d2.ID || string(msgs[1].Bytes()) != string(d2.Data) {
 		t.Fatalf("history read on another instance: %v, %v", msgs, err)
+	}
+}
+
+// testHistoryNeverOlderThanAge: a message older than its group's age is
+// never returned, though the group is never sent to again and a younger
+// message keeps the group's history alive. Resuming from before it is a
+// gap, so the client resyncs.
+func testHistoryNeverOlderThanAge(t *testing.T, newLayer NewLayer) {
+	l := newLayer(t)
+	h := historian(t, l)
+	in := NewInbox(8)
+	name, err := l.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupAdd(ctx(t), "brief.a", name); err != nil {
+		t.Fatal(err)
+	}
+	send := func(n int) Delivery {
+		t.Helper()
+		if err := l.GroupSend(ctx(t), "brief.a", Msg(t, "t.b", n)); err != nil {
+			t.Fatal(err)
+		}
+		return in.Next(t)
+	}
+	d0 := send(0)
+	before1 := time.Now()
+	d1 := send(1)
+	after1 := time.Now() // d1 was kept between before1 and after1
+	<-time.After(BriefAge / 2)
+	d2 := send(2)
+	// Never sent to again: read until the layer says d1 is gone.
+	const slack = 5 * time.Millisecond // ids and Redis' TIME have whole milliseconds
+	deadline := time.Now().Add(BriefAge + Timeout)
+	for {
+		readAt := time.Now()
+		msgs, err := h.History(ctx(t), "brief.a", d0.ID, 10)
+		readEnd := time.Now()
+		switch {
+		case err == nil:
+			if len(msgs) != 2 || msgs[0].ID() != d1.ID || msgs[1].ID() != d2.ID {
+				t.Fatalf("history after the first message: %d messages, want the 2 after it", len(msgs))
+			}
+			if old := readAt.Sub(after1); old > BriefAge+slack {
+				t.Fatalf("history returned a message at least %v old; the group keeps none older than %v", old, BriefAge)
+			}
+		case errors.Is(err, channellayer.ErrHistoryGap):
+			if young := readEnd.Sub(before1); young < BriefAge-slack {
+				t.Fatalf("history dropped a message at most %v old, younger than the age %v: %v", young, BriefAge, err)
+			}
+			return
+		default:
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a message older than %v still returned after %v", BriefAge, time.Since(before1))
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+}
+
+// testHistoryExpiredGroupForgotten: once every message of a group is
+// older than its age, the group's history is gone altogether, without
+// another send: even its last id is unknown, so a client resuming from
+// it resyncs (it cannot be told whether it missed anything).
+func testHistoryExpiredGroupForgotten(t *testing.T, newLayer NewLayer) {
+	l := newLayer(t)
+	h := historian(t, l)
+	if err := l.GroupSend(ctx(t), "brief.f", Msg(t, "t.f", 0)); !errors.Is(err, channellayer.ErrNoReceivers) {
+		t.Fatalf("send to a group with no member: %v, want ErrNoReceivers", err)
+	}
+	in := NewInbox(2)
+	name, err := l.NewChannel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupAdd(ctx(t), "brief.f", name); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	if err := l.GroupSend(ctx(t), "brief.f", Msg(t, "t.f", 1)); err != nil {
+		t.Fatal(err)
+	}
+	last := in.Next(t).ID
+	if msgs, err := h.History(ctx(t), "brief.f", last, 10); err != nil || len(msgs) != 0 {
+		t.Fatalf("history after the last id, at once: %d messages, %v; want none, no error", len(msgs), err)
+	}
+	deadline := time.Now().Add(BriefAge + Timeout)
+	for {
+		_, err := h.History(ctx(t), "brief.f", last, 10)
+		if errors.Is(err, channellayer.ErrHistoryGap) {
+			if since := time.Since(sent); since < BriefAge {
+				t.Fatalf("history forgot the group %v after its last message, before its age %v", since, BriefAge)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the history of a group whose messages are all older than %v still stands %v after the last", BriefAge, time.Since(sent))
+		}
+		<-time.After(10 * time.Millisecond)
 	}
 }

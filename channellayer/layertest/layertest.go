@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"strings"
 	"sync"
@@ -63,6 +64,7 @@ var cases = []struct {
 	{"InvalidNames", testInvalidNames},
 	{"InvalidMessage", testInvalidMessage},
 	{"ChannelNamesUnique", testChannelNamesUnique},
+	{"ChannelNamesUnguessable", testChannelNamesUnguessable},
 	{"GroupsAreIsolated", testGroupsIsolated},
 	{"OrderPreserved", testOrder},
 	{"AcrossInstances", testAcrossInstances},
@@ -326,6 +328,46 @@ func testChannelNamesUnique(t *testing.T, newLayer NewLayer) {
 			}
 			seen[name] = true
 		}
+	}
+}
+
+// testChannelNamesUnguessable: the part of a channel name after its '!'
+// carries at least 64 random bits, so that knowing one's own name (a
+// client learns it with whoami) tells nothing of the other channels'
+// names, to which /api/channels/{name}/send delivers. Consecutive names
+// share the part before the '!' and nothing else: their random parts
+// differ in about half their bits, and none is a counter's next value.
+func testChannelNamesUnguessable(t *testing.T, newLayer NewLayer) {
+	l := newLayer(t)
+	var prev []byte
+	prefix := ""
+	for i := range 50 {
+		name, err := l.NewChannel(NewInbox(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, local, ok := strings.Cut(name, "!")
+		if !ok {
+			t.Fatalf("channel name %q has no '!'", name)
+		}
+		if i > 0 && p != prefix {
+			t.Fatalf("channel names of one instance with different parts before '!': %q, %q", prefix, p)
+		}
+		prefix = p
+		raw, err := hex.DecodeString(local)
+		if err != nil || len(raw)*8 < 64 {
+			t.Fatalf("the part of %q after '!' is not hex of at least 64 bits (%d bytes): %v", name, len(raw), err)
+		}
+		if prev != nil {
+			differ := 0
+			for j := range raw {
+				differ += bits.OnesCount8(raw[j] ^ prev[j])
+			}
+			if differ < len(raw)*8/4 {
+				t.Fatalf("consecutive names' random parts differ in %d of %d bits", differ, len(raw)*8)
+			}
+		}
+		prev = raw
 	}
 }
 

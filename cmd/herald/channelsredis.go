@@ -60,7 +60,7 @@ func parseWholeSeconds(dst *time.Duration) func(c *config, v string) error {
 func newChannelsRedisLayer(cfg *config, client *redis.Client, log *slog.Logger) (channellayer.Layer, string, error) {
 	cr := cfg.channelsRedis
 	if cr.Mode == "pubsub" {
-		l, err := channelsredis.NewPubSub(client, channelsredis.PubSubConfig{Prefix: cr.Prefix, SymmetricEncryptionKeys: cr.Keys, Logger: log})
+		l, err := channelsredis.NewPubSub(client, channelsredis.PubSubConfig{Prefix: cr.Prefix, SymmetricEncryptionKeys: cr.Keys, Logger: log, MaxGroups: cfg.MaxInstanceGroups})
 		if err != nil {
 			return nil, "", fmt.Errorf("setting HERALD_CHANNELS_REDIS_PREFIX or _KEYS: %w", err)
 		}
@@ -73,6 +73,7 @@ func newChannelsRedisLayer(cfg *config, client *redis.Client, log *slog.Logger) 
 		Capacity:                cr.Capacity,
 		SymmetricEncryptionKeys: cr.Keys,
 		Logger:                  log,
+		MaxGroups:               cfg.MaxInstanceGroups,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("setting HERALD_CHANNELS_REDIS_*: %w", err)

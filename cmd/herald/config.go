@@ -36,6 +36,7 @@ type config struct {
 	WriteDelay      time.Duration // 0: off
 	Compression     bool
 	History         []channellayer.HistoryPolicy
+	HistoryMaxBytes int64 // in-memory layer only
 	MaxReplay       int
 	MaxFrame        int64
 	ShutdownTimeout time.Duration
@@ -54,6 +55,7 @@ type config struct {
 	ReplayRate            float64 // 0: off
 	ReplayBurst           int
 	MaxGroups             int
+	MaxInstanceGroups     int
 	PingInterval          time.Duration
 	PingTimeout           time.Duration
 	HandshakeTimeout      time.Duration
@@ -145,6 +147,14 @@ var settings = []setting{
 			return err
 		}
 		c.History = h
+		return nil
+	}},
+	{"history-max-bytes", "HERALD_HISTORY_MAX_BYTES", "67108864", "bytes the in-memory layer's histories may hold together (messages plus about 160 bytes each); past it the oldest messages of any group are dropped first, and clients resuming from them resync. Redis layers keep history in Redis, bounded by its maxmemory", func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 4096 {
+			return fmt.Errorf("%q is not a whole number of bytes of at least 4096", v)
+		}
+		c.HistoryMaxBytes = n
 		return nil
 	}},
 	{"max-replay", "HERALD_MAX_REPLAY", "10000", "most messages replayed to one resuming client; one that missed more, or more than half of -queue-bytes of them, is told to resync", func(c *config, v string) error {
@@ -363,6 +373,7 @@ var settings = []setting{
 	}},
 	{"rate-burst", "HERALD_RATE_BURST", "40", "frames a client may send at once above the rate", positiveInt(func(c *config) *int { return &c.RateBurst })},
 	{"max-groups", "HERALD_MAX_GROUPS", "100", "groups one connection may be in", positiveInt(func(c *config) *int { return &c.MaxGroups })},
+	{"max-instance-groups", "HERALD_MAX_INSTANCE_GROUPS", "100000", "distinct groups one instance holds at once (each a Redis subscription); a subscribe that would create one more is refused with an error frame. API sends are not limited", positiveInt(func(c *config) *int { return &c.MaxInstanceGroups })},
 	{"ping-interval", "HERALD_PING_INTERVAL", "25s", "how often a quiet connection is pinged", positiveDuration(func(c *config) *time.Duration { return &c.PingInterval })},
 	{"ping-timeout", "HERALD_PING_TIMEOUT", "10s", "how long a ping may go unanswered before the connection is dropped", positiveDuration(func(c *config) *time.Duration { return &c.PingTimeout })},
 	{"handshake-timeout", "HERALD_HANDSHAKE_TIMEOUT", "10s", "how long a client may take to send its request headers", positiveDuration(func(c *config) *time.Duration { return &c.HandshakeTimeout })},

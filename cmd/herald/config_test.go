@@ -120,3 +120,23 @@ func TestRetiredSettingStops(t *testing.T) {
 		t.Fatalf("HERALD_QUEUE_SIZE set: %v, want an error naming HERALD_QUEUE_BYTES", err)
 	}
 }
+
+func TestHistoryBoundAndGroupCapSettings(t *testing.T) {
+	cfg, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HistoryMaxBytes != 64<<20 || cfg.MaxInstanceGroups != 100_000 {
+		t.Fatalf("defaults: history bytes %d, instance groups %d", cfg.HistoryMaxBytes, cfg.MaxInstanceGroups)
+	}
+	env := map[string]string{"HERALD_HISTORY_MAX_BYTES": "1048576", "HERALD_MAX_INSTANCE_GROUPS": "5"}
+	cfg, err = parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil || cfg.HistoryMaxBytes != 1<<20 || cfg.MaxInstanceGroups != 5 {
+		t.Fatalf("set: %v, %d, %d", err, cfg.HistoryMaxBytes, cfg.MaxInstanceGroups)
+	}
+	for _, args := range [][]string{{"-history-max-bytes", "100"}, {"-history-max-bytes", "lots"}, {"-max-instance-groups", "0"}} {
+		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}

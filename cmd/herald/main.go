@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	} else if cfg.redisOpts != nil {
 		client := redis.NewClient(cfg.redisOpts)
 		defer client.Close()
-		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log, History: cfg.History})
+		l, err := channellayer.NewRedis(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log, History: cfg.History, MaxGroups: cfg.MaxInstanceGroups})
 		if err != nil {
 			return fmt.Errorf("setting HERALD_REDIS_PREFIX: %w", err)
 		}
@@ -83,13 +83,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	} else if cfg.redisCluster != nil {
 		client := redis.NewClusterClient(cfg.redisCluster)
 		defer client.Close()
-		l, err := channellayer.NewRedisCluster(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log, History: cfg.History})
+		l, err := channellayer.NewRedisCluster(client, channellayer.RedisConfig{Prefix: cfg.RedisPrefix, Logger: log, History: cfg.History, MaxGroups: cfg.MaxInstanceGroups})
 		if err != nil {
 			return fmt.Errorf("setting HERALD_REDIS_PREFIX: %w", err)
 		}
 		layer, layerName = l, fmt.Sprintf("redis cluster %v", cfg.redisCluster.Addrs)
 	} else {
-		l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: cfg.History})
+		l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: cfg.History, HistoryMaxBytes: cfg.HistoryMaxBytes, MaxGroups: cfg.MaxInstanceGroups})
 		if err != nil {
 			return fmt.Errorf("setting HERALD_HISTORY: %w", err)
 		}
