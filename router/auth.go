@@ -127,10 +127,10 @@ func (t *Tokens) Verify(token string) (*consumer.Identity, error) {
 	}
 	if t.MaxLifetime > 0 {
 		if c.IssuedAt == nil {
-			return nil, fmt.Errorf("%w: token has no \"iat\" claim, which is required when a maximum token lifetime (%v) is set", ErrBadToken, t.MaxLifetime)
+			return nil, lifetimeError(fmt.Sprintf("the token has no \"iat\" claim, which is required when tokens may live at most %v", t.MaxLifetime))
 		}
 		if life := c.ExpiresAt.Sub(c.IssuedAt.Time); life > t.MaxLifetime {
-			return nil, fmt.Errorf("%w: token lifetime (exp - iat) is %v, more than the maximum %v", ErrBadToken, life, t.MaxLifetime)
+			return nil, lifetimeError(fmt.Sprintf("the token's lifetime (exp - iat) is %v, more than the maximum %v", life, t.MaxLifetime))
 		}
 	}
 	id := &consumer.Identity{User: c.Subject, Groups: c.Groups}
@@ -179,8 +179,12 @@ func (t *Tokens) authenticate(w http.ResponseWriter, r *http.Request) *http.Requ
 	if err == nil {
 		if id, err = t.Verify(tok); err != nil {
 			// The JWT library's reasons are its own words: the client is
-			// told what to do.
+			// told what to do. A lifetime refusal is Herald's own.
 			msg = "the token is invalid or expired; get a new one"
+			var le lifetimeError
+			if errors.As(err, &le) {
+				msg = string(le)
+			}
 		}
 	}
 	if err != nil {
@@ -190,3 +194,10 @@ func (t *Tokens) authenticate(w http.ResponseWriter, r *http.Request) *http.Requ
 	}
 	return r.WithContext(consumer.WithIdentity(r.Context(), id))
 }
+
+// lifetimeError refuses a token that lives longer than Tokens.MaxLifetime
+// allows; its text is for the client.
+type lifetimeError string
+
+func (e lifetimeError) Error() string { return "router: bad token: " + string(e) }
+func (e lifetimeError) Unwrap() error { return ErrBadToken }
