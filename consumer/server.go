@@ -32,7 +32,8 @@ type Server struct {
 	Logger *slog.Logger
 	// OriginPatterns lists the hosts, as path.Match patterns, whose pages
 	// may open a connection, besides the server's own host (which is
-	// always allowed). Default: only the server's own host.
+	// always allowed). Default: only the server's own host. The router
+	// applies the same list to state-changing HTTP requests.
 	OriginPatterns []string
 	// QueueBytes bounds what may wait for one client: the payloads of the
 	// messages and frames queued for it, and of those its writer has taken
@@ -439,7 +440,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	}
 
 	if IsEventStream(r) {
-		if !originAllowed(r, s.OriginPatterns) {
+		if !OriginAllowed(r, s.OriginPatterns) {
 			c.Logger().Info("consumer: event stream from a foreign origin refused")
 			refuse(w, http.StatusForbidden, CodeForbidden, "origin not allowed")
 			return

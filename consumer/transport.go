@@ -474,10 +474,16 @@ func (t *sseTransport) close(code websocket.StatusCode, reason string) error {
 	return err
 }
 
-// originAllowed applies the WebSocket origin rule to event streams: a
-// request with an Origin must come from the server's own host or match
-// patterns.
-func originAllowed(r *http.Request, patterns []string) bool {
+// OriginAllowed reports whether r may act for the page that sent it, by
+// the rule WebSocket upgrades follow (Accept with OriginPatterns): a
+// request without an Origin header is not from a cross-site page and is
+// allowed; one with an Origin must come from the server's own host (the
+// request's Host, which a router that restricts Hosts has checked first)
+// or match one of patterns (path.Match, case-insensitive, against the
+// origin's host, or its scheme://host when the pattern has "://"). An
+// Origin with no host, such as "null", is refused. The router applies it
+// to every state-changing HTTP request too.
+func OriginAllowed(r *http.Request, patterns []string) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
@@ -490,7 +496,11 @@ func originAllowed(r *http.Request, patterns []string) bool {
 		return true
 	}
 	for _, p := range patterns {
-		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(u.Host)); ok {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
 			return true
 		}
 	}

@@ -8,13 +8,25 @@
 // any upgrade, and a plain request to a WebSocket-only path gets 426
 // Upgrade Required.
 //
+// The router guards every route before it is served (crosssite.go). With
+// Router.AllowedHosts set, a request whose Host is not on it gets 421
+// ("host_not_allowed"), which keeps out pages that reach the server
+// through DNS rebinding. A state-changing HTTP request (any method but
+// GET, HEAD and OPTIONS) from a foreign page (its Origin fails the
+// WebSocket origin rule, consumer.OriginAllowed with the consumers'
+// OriginPatterns, or Sec-Fetch-Site says cross-site without an Origin)
+// gets 403 ("cross_site"), and one whose body is not application/json
+// gets 415 ("json_required"): the cross-site writes a browser makes
+// without a CORS preflight never reach the API.
+//
 // API adds the HTTP API for backend services: group and channel sends
 // through the channel layer, posts, and health checks. Every write
 // answers what happened. Errors are JSON ({"error": "...", "code":
 // "..."}: a plain sentence, never an internal error, which goes to the
 // log, and one of the Code constants) with a status that says what went
-// wrong: 400 bad input, 401 bad token, 404 nobody to receive, 409 a post
-// that clashes with a stored one, 413 too large, 422 an Idempotency-Key
+// wrong: 400 bad input, 401 bad token, 403 a write from a foreign page,
+// 404 nobody to receive, 409 a post that clashes with a stored one, 413
+// too large, 415 not JSON, 421 a Host not allowed, 422 an Idempotency-Key
 // reused for another request or a post the database's rules refuse, 429
 // receivers full and 503 layer or
 // database down (both with Retry-After: nothing was applied, or, after a

@@ -19,12 +19,14 @@ const (
 	CodeUnauthorized        = "unauthorized"           // 401: missing or wrong API token
 	CodeBadToken            = "bad_token"              // 401: missing, invalid or expired client token
 	CodeForbidden           = "forbidden"              // 403
+	CodeCrossSite           = "cross_site"             // 403: a write from a page on another site
 	CodeNotFound            = "not_found"              // 404: no such route
 	CodeNoReceivers         = "no_receivers"           // 404: the message reached nobody
 	CodeMethodNotAllowed    = "method_not_allowed"     // 405
 	CodeConflict            = "conflict"               // 409: the write clashes with stored data
 	CodeTooLarge            = "too_large"              // 413: the body is larger than the limit
-	CodeUnsupportedMedia    = "unsupported_media_type" // 415
+	CodeJSONRequired        = "json_required"          // 415: a write whose body is not application/json
+	CodeHostNotAllowed      = "host_not_allowed"       // 421: the Host is not on AllowedHosts
 	CodeRejected            = "rejected"               // 422: the database's rules refuse the write
 	CodeIdempotencyKeyReuse = "idempotency_key_reused" // 422: the key was used for another request
 	CodeUpgradeRequired     = "upgrade_required"       // 426: a WebSocket route asked without upgrading
@@ -59,7 +61,7 @@ func CodeFor(status int) string {
 	case http.StatusRequestEntityTooLarge:
 		return CodeTooLarge
 	case http.StatusUnsupportedMediaType:
-		return CodeUnsupportedMedia
+		return CodeJSONRequired
 	case http.StatusUnprocessableEntity:
 		return CodeRejected
 	case http.StatusUpgradeRequired:

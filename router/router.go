@@ -18,6 +18,13 @@ type Router struct {
 	// one without a valid token gets 401 before the upgrade. Set it
 	// before serving.
 	Tokens *Tokens
+	// AllowedHosts, when not nil, lists the Host patterns (see
+	// HostAllowed) the router answers for; a request, HTTP or WebSocket,
+	// for any other Host gets 421 with code "host_not_allowed", before
+	// anything else. It keeps out pages that reach the server through DNS
+	// rebinding, and makes the "own host" of the Origin checks one of
+	// these. Nil: any Host. Set it before serving.
+	AllowedHosts []string
 
 	consumers *consumer.Server
 	ws        chi.Router
@@ -74,10 +81,22 @@ func (rt *Router) HTTP() chi.Router { return rt.http }
 // (consumer.IsEventStream) at the path of a WebSocket route is served by
 // that route's consumer as server-sent events, with the same tokens and
 // limits.
+//
+// Every request's Host is checked against AllowedHosts first. A
+// state-changing HTTP request (a method other than GET, HEAD and
+// OPTIONS) must then come from no page or an allowed one (403 otherwise,
+// code "cross_site") and carry an application/json body (415 otherwise,
+// code "json_required"): see checkWrite.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !rt.checkHost(w, r) {
+		return
+	}
 	if IsWebSocketUpgrade(r) ||
 		(consumer.IsEventStream(r) && rt.ws.Match(chi.NewRouteContext(), http.MethodGet, r.URL.Path)) {
 		rt.ws.ServeHTTP(w, r)
+		return
+	}
+	if !rt.checkWrite(w, r) {
 		return
 	}
 	rt.http.ServeHTTP(w, r)

@@ -36,6 +36,13 @@ type env struct {
 
 func newEnv(t *testing.T, layer channellayer.Layer, token string) *env {
 	t.Helper()
+	return newEnvWith(t, layer, token, nil)
+}
+
+// newEnvWith is newEnv with setup called on the router and consumers
+// before the server starts.
+func newEnvWith(t *testing.T, layer channellayer.Layer, token string, setup func(*router.Router, *consumer.Server)) *env {
+	t.Helper()
 	conns := &consumer.Server{}
 	metrics := router.NewMetrics(conns, layer)
 	plain := layer
@@ -55,6 +62,9 @@ func newEnv(t *testing.T, layer channellayer.Layer, token string) *env {
 	}
 	api := &router.API{Layer: layer, Token: token, Posts: posts}
 	api.Mount(rt.HTTP())
+	if setup != nil {
+		setup(rt, conns)
+	}
 	e := &env{t: t, layer: layer, srv: httptest.NewServer(rt), conns: conns}
 	runCtx, stopRun := context.WithCancel(context.Background())
 	ran := make(chan struct{})
@@ -108,6 +118,9 @@ func (e *env) do(method, path, body string, header ...string) (int, string, http
 	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // header may override it
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])

@@ -204,6 +204,8 @@ var attacks = []attack{
 		}
 		return nil
 	}},
+	{"cross-site text/plain send", crossSitePost("/api/groups/gossip/send", `{"type":"name.gossip","n":0,"forged":true}`)},
+	{"cross-site text/plain post", crossSitePost("/posts", `{"author":"mallory","message":"forged"}`)},
 	{"reset mid-frame", func(t *testing.T, addr string) error {
 		c, _ := rawUpgrade(t, addr)
 		// A masked text frame that promises 1000 bytes and sends 10.
@@ -305,6 +307,38 @@ func replayFlood(t *testing.T, addr string) error {
 	return nil
 }
 
+// crossSitePost makes the writes a page on another site can make from a
+// visitor's browser without a CORS preflight (text/plain and form bodies,
+// with and without an Origin), and expects each refused with 403 or 415.
+func crossSitePost(path, body string) func(*testing.T, string) error {
+	return func(t *testing.T, addr string) error {
+		for _, h := range [][]string{
+			{"Content-Type", "text/plain;charset=UTF-8", "Origin", "http://evil.com", "Sec-Fetch-Site", "cross-site"},
+			{"Content-Type", "application/x-www-form-urlencoded", "Origin", "null"},
+			{"Content-Type", "text/plain", "Sec-Fetch-Site", "cross-site"},
+			{"Content-Type", "text/plain"},
+		} {
+			req, err := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader(body))
+			if err != nil {
+				return err
+			}
+			for i := 0; i+1 < len(h); i += 2 {
+				req.Header.Set(h[i], h[i+1])
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnsupportedMediaType {
+				return fmt.Errorf("forged POST %s %v: %d, want 403 or 415", path, h, resp.StatusCode)
+			}
+		}
+		return nil
+	}
+}
+
 // TestBadClientsHurtNobody throws every kind of bad input at a running
 // server while 100 good clients listen: each bad client ends as
 // documented, every good client receives every message in order, and the
@@ -340,6 +374,10 @@ func TestBadClientsHurtNobody(t *testing.T) {
 				_, data, err := c.Read(ctx)
 				if err != nil {
 					results <- fmt.Errorf("good client lost its connection at message %d: %v", n, err)
+					return
+				}
+				if strings.Contains(string(data), "forged") {
+					results <- fmt.Errorf("good client got a forged message: %s", data)
 					return
 				}
 				var m struct{ N int }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +32,9 @@ type config struct {
 	RedisPrefix     string
 	DatabaseURL     string
 	APIToken        string
+	APIInsecure     bool // serve /api/ without a token off loopback
 	AllowedOrigins  []string
+	AllowedHosts    []string // HERALD_ALLOWED_HOSTS as given; see allowedHosts
 	QueueBytes      int
 	WriteDelay      time.Duration // 0: off
 	Compression     bool
@@ -122,8 +125,29 @@ var settings = []setting{
 		c.DatabaseURL, c.pgConfig = v, cfg
 		return nil
 	}},
-	{"api-token", "HERALD_API_TOKEN", "", "token that /api/ requests must present as 'Authorization: Bearer <token>' (empty: /api/ is open)", func(c *config, v string) error {
+	{"api-token", "HERALD_API_TOKEN", "", "token that /api/ requests must present as 'Authorization: Bearer <token>' (empty: /api/ is open, which on an address that is not loopback needs HERALD_API_INSECURE=true)", func(c *config, v string) error {
 		c.APIToken = v
+		return nil
+	}},
+	{"api-insecure", "HERALD_API_INSECURE", "false", "serve /api/ without HERALD_API_TOKEN on an address that is not loopback, open to anyone who can reach it; without it such a server refuses to start", func(c *config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		c.APIInsecure = b
+		return nil
+	}},
+	{"allowed-hosts", "HERALD_ALLOWED_HOSTS", "", "comma-separated Host patterns (path.Match syntax, any port unless one is given, e.g. 'herald.example.com,*.example.org') that requests must name; others get 421. Bound to loopback, localhost, 127.0.0.1 and [::1] are always allowed and nothing else unless listed ('*': any) (unset: any Host, or on loopback only those)", func(c *config, v string) error {
+		c.AllowedHosts = nil
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			if !router.ValidHostPattern(p) {
+				return fmt.Errorf("%q is not a host pattern such as herald.example.com or *.example.com", p)
+			}
+			c.AllowedHosts = append(c.AllowedHosts, p)
+		}
 		return nil
 	}},
 	{"allowed-origins", "HERALD_ALLOWED_ORIGINS", "", "comma-separated host patterns (path.Match syntax, e.g. 'app.example.com,*.example.org') whose pages may open WebSockets, besides this server's own host", func(c *config, v string) error {
@@ -377,6 +401,36 @@ var settings = []setting{
 	{"ping-interval", "HERALD_PING_INTERVAL", "25s", "how often a quiet connection is pinged", positiveDuration(func(c *config) *time.Duration { return &c.PingInterval })},
 	{"ping-timeout", "HERALD_PING_TIMEOUT", "10s", "how long a ping may go unanswered before the connection is dropped", positiveDuration(func(c *config) *time.Duration { return &c.PingTimeout })},
 	{"handshake-timeout", "HERALD_HANDSHAKE_TIMEOUT", "10s", "how long a client may take to send its request headers", positiveDuration(func(c *config) *time.Duration { return &c.HandshakeTimeout })},
+}
+
+// allowedHosts returns the Host patterns the router answers for, nil for
+// any: on a loopback address the loopback names and the listed ones,
+// elsewhere the listed ones, if any.
+func (c *config) allowedHosts() []string {
+	if router.IsLoopbackAddr(c.Addr) {
+		return append(slices.Clone(router.LoopbackHosts), c.AllowedHosts...)
+	}
+	if len(c.AllowedHosts) == 0 {
+		return nil
+	}
+	return c.AllowedHosts
+}
+
+// checkAPIExposure refuses an open API (no HERALD_API_TOKEN) on an
+// address others can reach, unless HERALD_API_INSECURE says it is meant
+// to be, and describes the API's protection for the start-up log.
+func (c *config) checkAPIExposure() (string, error) {
+	switch {
+	case c.APIToken != "":
+		return "protected by HERALD_API_TOKEN", nil
+	case router.IsLoopbackAddr(c.Addr):
+		return "open, on loopback only (no HERALD_API_TOKEN)", nil
+	case c.APIInsecure:
+		return "OPEN to the network: no HERALD_API_TOKEN, HERALD_API_INSECURE=true", nil
+	}
+	return "", fmt.Errorf("HERALD_ADDR %s is not a loopback address and HERALD_API_TOKEN is empty: "+
+		"anyone who can reach it could send to every group through /api/. "+
+		"Set HERALD_API_TOKEN, bind to 127.0.0.1, or set HERALD_API_INSECURE=true to serve the API open", c.Addr)
 }
 
 func positiveInt(field func(*config) *int) func(*config, string) error {

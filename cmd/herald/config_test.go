@@ -140,3 +140,60 @@ func TestHistoryBoundAndGroupCapSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestAllowedHostsSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // "" for nil: any Host
+	}{
+		{[]string{"-addr", "127.0.0.1:8000"}, "localhost|127.0.0.1|[::1]"},
+		{[]string{"-addr", "localhost:8000", "-allowed-hosts", "herald.example.com, *.example.org,"}, "localhost|127.0.0.1|[::1]|herald.example.com|*.example.org"},
+		{[]string{"-addr", "[::1]:8000", "-allowed-hosts", "*"}, "localhost|127.0.0.1|[::1]|*"},
+		{[]string{"-addr", "0.0.0.0:8000", "-api-insecure", "true"}, ""},
+		{[]string{"-addr", "0.0.0.0:8000", "-api-insecure", "true", "-allowed-hosts", "herald.example.com"}, "herald.example.com"},
+	} {
+		cfg, err := parseConfig(tc.args, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := cfg.allowedHosts()
+		if strings.Join(got, "|") != tc.want || (tc.want == "") != (got == nil) {
+			t.Errorf("%v: allowed hosts %q, want %q", tc.args, got, tc.want)
+		}
+	}
+	if _, err := parseConfig([]string{"-allowed-hosts", "a[b"}, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_ALLOWED_HOSTS") {
+		t.Errorf("bad host pattern: %v", err)
+	}
+}
+
+func TestAPIExposure(t *testing.T) {
+	for _, tc := range []struct {
+		env     map[string]string
+		want    string // in the description, or in the error when refused
+		refused bool
+	}{
+		{map[string]string{}, "open, on loopback only", false},
+		{map[string]string{"HERALD_ADDR": "[::1]:8000"}, "open, on loopback only", false},
+		{map[string]string{"HERALD_ADDR": "localhost:8000"}, "open, on loopback only", false},
+		{map[string]string{"HERALD_ADDR": "0.0.0.0:8000", "HERALD_API_TOKEN": "t"}, "protected by HERALD_API_TOKEN", false},
+		{map[string]string{"HERALD_ADDR": "0.0.0.0:8000", "HERALD_API_INSECURE": "true"}, "OPEN to the network", false},
+		{map[string]string{"HERALD_ADDR": "0.0.0.0:8000"}, "HERALD_API_INSECURE=true", true},
+		{map[string]string{"HERALD_ADDR": ":8000"}, "HERALD_API_TOKEN", true},
+		{map[string]string{"HERALD_ADDR": "[::]:8000"}, "HERALD_API_TOKEN", true},
+		{map[string]string{"HERALD_ADDR": "192.168.1.5:8000"}, "HERALD_API_TOKEN", true},
+		{map[string]string{"HERALD_ADDR": "herald.lan:8000"}, "HERALD_API_TOKEN", true},
+	} {
+		cfg, err := parseConfig(nil, func(k string) string { return tc.env[k] }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc, err := cfg.checkAPIExposure()
+		if tc.refused {
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%v: %q %v, want refused naming %s", tc.env, desc, err, tc.want)
+			}
+		} else if err != nil || !strings.Contains(desc, tc.want) {
+			t.Errorf("%v: %q %v, want %q", tc.env, desc, err, tc.want)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -45,6 +46,10 @@ func main() {
 // address once the server accepts connections.
 func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer, listening func(addr string)) error {
 	cfg, err := parseConfig(args, getenv, out)
+	if err != nil {
+		return err
+	}
+	apiState, err := cfg.checkAPIExposure()
 	if err != nil {
 		return err
 	}
@@ -173,6 +178,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 
 	rt := router.New(conns, log)
+	rt.AllowedHosts = cfg.allowedHosts()
 	if cfg.tokens != nil {
 		cfg.tokens.Issuer, cfg.tokens.Audience = cfg.jwtIssuer, cfg.jwtAudience
 		cfg.tokens.MaxLifetime = cfg.jwtMaxLifetime
@@ -212,8 +218,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	addr := ln.Addr().String()
+	hosts := "any"
+	if rt.AllowedHosts != nil {
+		hosts = strings.Join(rt.AllowedHosts, ",")
+	}
 	log.Info(fmt.Sprintf("herald listening: open http://%s/ in a browser", addr),
-		"addr", addr, "layer", layerName, "database", dbName, "api_token", cfg.APIToken != "", "client_tokens", cfg.tokens != nil)
+		"addr", addr, "layer", layerName, "database", dbName, "api", apiState, "api_token", cfg.APIToken != "",
+		"client_tokens", cfg.tokens != nil, "allowed_hosts", hosts)
+	if cfg.APIToken == "" && !router.IsLoopbackAddr(cfg.Addr) {
+		log.Warn("herald: the API is open: anyone who can reach "+addr+" may send to every group through /api/ "+
+			"(HERALD_API_INSECURE=true); set HERALD_API_TOKEN to protect it", "addr", addr)
+	}
 	if listening != nil {
 		listening(addr)
 	}
