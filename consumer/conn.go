@@ -45,6 +45,9 @@ type Conn struct {
 	nc     *wsConn         // under ws
 	ctx    context.Context // ends when the connection is over
 	cancel context.CancelFunc
+	// handBack returns the connection to the plain HTTP count (see
+	// Server.Handoff), if it still has one.
+	handBack func()
 
 	// The outbound queue: layer messages to dispatch and frames to write,
 	// in arrival order. The writer swaps it out whole, so producers never

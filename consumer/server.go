@@ -122,6 +122,14 @@ type Server struct {
 	// Defaults 2 and 20; a negative ReplayRate turns the limit off.
 	ReplayRate  float64
 	ReplayBurst int
+	// Handoff, when set, is called with the request of every connection
+	// s admits, WebSocket or event stream, right after admission; the
+	// function it returns is called when s lets go of the connection
+	// (after the WebSocket closed, when the stream ends, or when the
+	// upgrade failed). A server that counts and limits its plain HTTP
+	// connections (router.HTTPConns) uses it to count these as s's
+	// instead, so that each connection counts once. Default: none.
+	Handoff func(r *http.Request) (done func())
 
 	admitted    int // connections from admission to end, under mu
 	refused     atomic.Int64
@@ -392,6 +400,18 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 	s.admitted++
 	s.wg.Add(1)
 	s.mu.Unlock()
+	var handBack func()
+	if s.Handoff != nil {
+		handBack = s.Handoff(r)
+	}
+	// The connection is s's now, and keeps deadlines of its own: a
+	// WebSocket's writes are bounded by wsConn and its liveness by pings,
+	// an event stream's writes by sseTransport. The HTTP server's read
+	// deadline, meant for plain requests, must not end it: for an event
+	// stream the server reads in the background all along, and a read
+	// that times out cancels the request. (Hijacking clears the
+	// deadlines too, but Connect comes first.)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	id := s.ids.Add(1)
@@ -406,6 +426,7 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		srv:      s,
 		ctx:      ctx,
 		cancel:   cancel,
+		handBack: handBack,
 	}
 	// Until the connection is handed to run, returning ends it here.
 	handedOff := false
@@ -566,6 +587,9 @@ func (s *Server) finish(c *Conn, status websocket.StatusCode) {
 		cancel()
 	}
 	c.cancel()
+	if c.handBack != nil {
+		c.handBack()
+	}
 	s.mu.Lock()
 	s.admitted--
 	if s.perAddr[c.addr]--; s.perAddr[c.addr] <= 0 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,20 +97,31 @@ func (a *API) logger() *slog.Logger {
 
 func (a *API) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.Token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
-				WriteError(w, http.StatusUnauthorized, "missing or wrong API token (Authorization: Bearer <token>)")
-				return
-			}
+		RequireToken(a.Token, next).ServeHTTP(w, r)
+	})
+}
+
+// RequireToken returns next behind token: a request must present it as
+// "Authorization: Bearer <token>" (compared in constant time), or gets
+// 401. An empty token lets every request through.
+func RequireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+			WriteError(w, http.StatusUnauthorized, "missing or wrong API token (Authorization: Bearer <token>)")
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// readBody reads the request body within the size limit, answering 413 or
-// 400 itself when it fails.
+// readBody reads the request body within the size limit, answering 413,
+// 408 (the body did not arrive within the server's read timeout) or 400
+// itself when it fails.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	limit := a.MaxBody
 	if limit <= 0 {
@@ -120,6 +132,16 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
+			return nil, false
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The server's read timeout (HERALD_READ_TIMEOUT) passed
+			// before the body was in; the connection is closed after this.
+			// The write timeout, which ran meanwhile, may be as short:
+			// the answer gets a moment of its own.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Second))
+			w.Header().Set("Connection", "close")
+			WriteError(w, http.StatusRequestTimeout, "request body not received in time")
 			return nil, false
 		}
 		a.logger().Debug("router: reading a request body failed", "err", err)

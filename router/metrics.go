@@ -175,7 +175,7 @@ type collector struct {
 }
 
 var (
-	descOpen       = prometheus.NewDesc("herald_connections_open", "WebSocket connections open now, by route.", []string{"route"}, nil)
+	descOpen       = prometheus.NewDesc("herald_connections_open", "WebSockets and event streams open now, by route.", []string{"route"}, nil)
 	descAccepted   = prometheus.NewDesc("herald_connections_accepted_total", "WebSocket connections accepted, by route.", []string{"route"}, nil)
 	descIn         = prometheus.NewDesc("herald_messages_received_total", "Frames received from clients, by route.", []string{"route"}, nil)
 	descOut        = prometheus.NewDesc("herald_messages_sent_total", "Frames written to clients, by route.", []string{"route"}, nil)
@@ -240,4 +240,29 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descLayer, prometheus.CounterValue, float64(n), kind)
 		}
 	}
+}
+
+// CountHTTP adds the plain HTTP connections counted by h to the metrics.
+func (m *Metrics) CountHTTP(h *HTTPConns) { m.reg.MustRegister(httpCollector{h}) }
+
+var (
+	descHTTPOpen     = prometheus.NewDesc("herald_http_connections_open", "Plain HTTP connections open now (requests, idle keep-alives), not counting those that became WebSockets or event streams.", nil, nil)
+	descHTTPAccepted = prometheus.NewDesc("herald_http_connections_accepted_total", "TCP connections accepted and served.", nil, nil)
+	descHTTPRefused  = prometheus.NewDesc("herald_http_connections_refused_total", "TCP connections refused at accept, by the limit they met: instance (HERALD_MAX_HTTP_CONNECTIONS) or addr (HERALD_MAX_HTTP_CONNECTIONS_PER_ADDR).", []string{"limit"}, nil)
+)
+
+type httpCollector struct{ h *HTTPConns }
+
+func (c httpCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHTTPOpen
+	ch <- descHTTPAccepted
+	ch <- descHTTPRefused
+}
+
+func (c httpCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.h.Stats()
+	ch <- prometheus.MustNewConstMetric(descHTTPOpen, prometheus.GaugeValue, float64(st.Open))
+	ch <- prometheus.MustNewConstMetric(descHTTPAccepted, prometheus.CounterValue, float64(st.Accepted))
+	ch <- prometheus.MustNewConstMetric(descHTTPRefused, prometheus.CounterValue, float64(st.RefusedMax), "instance")
+	ch <- prometheus.MustNewConstMetric(descHTTPRefused, prometheus.CounterValue, float64(st.RefusedPerAddr), "addr")
 }

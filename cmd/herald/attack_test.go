@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -339,6 +340,128 @@ func crossSitePost(path, body string) func(*testing.T, string) error {
 	}
 }
 
+// keptAliveThen opens a connection, has one request answered on it, and
+// then does then; the server must close the connection within wait.
+func keptAliveThen(then func(c net.Conn)) func(*testing.T, string) error {
+	return func(t *testing.T, addr string) error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if st, err := keptAlive(c, br); err != nil || st != http.StatusOK {
+			return fmt.Errorf("first request: %d %v", st, err)
+		}
+		then(c)
+		_, _, err = closedWithin(c, br, wait)
+		return err
+	}
+}
+
+// trickledBody sends the headers of a POST to path and then its body a
+// byte every 100 ms: the server must answer 408, or close, within wait.
+func trickledBody(path string) func(*testing.T, string) error {
+	return func(t *testing.T, addr string) error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n", path)
+		go trickle(c, "", 100*time.Millisecond)
+		br := bufio.NewReader(c)
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("a trickled body kept the connection for %v", wait)
+			}
+			return nil // closed
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout {
+			return fmt.Errorf("a trickled body got %s, want 408", resp.Status)
+		}
+		return nil
+	}
+}
+
+// idleKeepAlivesFrom opens n kept-alive connections from the loopback
+// address local, one after another, and holds those served: each must be
+// refused at once (429, or closed before an answer) or, once served,
+// closed by the server within wait.
+func idleKeepAlivesFrom(local string, n int) func(*testing.T, string) error {
+	return func(t *testing.T, addr string) error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: wait}
+		type held struct {
+			c  net.Conn
+			br *bufio.Reader
+		}
+		var served []held
+		defer func() {
+			for _, h := range served {
+				h.c.Close()
+			}
+		}()
+		refused := 0
+		for i := 0; i < n; i++ {
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				if i == 0 && strings.Contains(err.Error(), "assign requested address") {
+					t.Logf("idle keep-alives: cannot dial from %s here: %v", local, err)
+					return nil
+				}
+				return fmt.Errorf("dial %d: %v", i, err)
+			}
+			br := bufio.NewReader(c)
+			st, err := keptAlive(c, br)
+			switch {
+			case err == nil && st == http.StatusOK:
+				served = append(served, held{c, br})
+				continue
+			case err == nil && st != http.StatusTooManyRequests:
+				c.Close()
+				return fmt.Errorf("keep-alive %d: %d, want 200 or 429", i, st)
+			case err != nil && strings.Contains(err.Error(), "timeout"):
+				c.Close()
+				return fmt.Errorf("keep-alive %d neither served nor refused: %v", i, err)
+			}
+			refused++
+			c.Close()
+		}
+		for i, h := range served {
+			if _, _, err := closedWithin(h.c, h.br, wait); err != nil {
+				return fmt.Errorf("served keep-alive %d of %d: %v", i, len(served), err)
+			}
+		}
+		t.Logf("%d idle keep-alives from %s: %d served and closed when idle, %d refused", n, local, len(served), refused)
+		return nil
+	}
+}
+
+// httpAttacks are the plain HTTP connections that would hold the server's
+// goroutines and file descriptors without the timeouts and limits.
+var httpAttacks = []attack{
+	{"idle keep-alive", keptAliveThen(func(net.Conn) {})},
+	{"three bytes of the next request", keptAliveThen(func(c net.Conn) { _, _ = io.WriteString(c, "GET") })},
+	{"next request trickled", keptAliveThen(func(c net.Conn) { go trickle(c, "GET / HTTP/1.1\r\nX: ", 100*time.Millisecond) })},
+	{"headers trickled", func(t *testing.T, addr string) error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		go trickle(c, "GET /healthz HTTP/1.1\r\nHost: herald\r\nX-Slow: ", 100*time.Millisecond)
+		_, _, err = closedWithin(c, bufio.NewReader(c), wait)
+		return err
+	}},
+	{"body trickled to POST /posts", trickledBody("/posts")},
+	{"body trickled to a group send", trickledBody("/api/groups/gossip/send")},
+	{"1,000 idle keep-alives from one address", idleKeepAlivesFrom("127.0.0.2", 1000)},
+}
+
 // TestBadClientsHurtNobody throws every kind of bad input at a running
 // server while 100 good clients listen: each bad client ends as
 // documented, every good client receives every message in order, and the
@@ -347,14 +470,19 @@ func TestBadClientsHurtNobody(t *testing.T) {
 	// The ping timeout leaves good clients, read by the test's goroutines
 	// on a loaded CI machine, time to answer; half-open peers are still
 	// dropped within 2.5 s.
+	// The plain HTTP timeouts are a second, and the per-address limit on
+	// plain connections stays at its default (256): the keep-alives come
+	// from 127.0.0.2, the good clients and the publisher from 127.0.0.1.
 	addr := startInProcess(t, "-handshake-timeout", "1s", "-ping-interval", "500ms", "-ping-timeout", "2s",
 		"-max-connections-per-addr", "1000",
 		// For the replay flood: a group with a full history, a replay rate,
 		// and X-Forwarded-For believed from loopback.
 		"-history", "gossip:1000:1h,"+floodGroup+":1000", "-public-groups", "gossip,"+floodGroup,
 		"-queue-bytes", strconv.Itoa(replayQueueBytes), "-replay-rate", "0.1", "-replay-burst", "3",
-		"-trusted-proxies", "127.0.0.1/32")
+		"-trusted-proxies", "127.0.0.1/32",
+		"-idle-timeout", "1s", "-read-timeout", "1s", "-write-timeout", "1s")
 	fillHistory(t, addr, floodGroup, 1000, 20000)
+	attacks := append(slices.Clip(attacks), httpAttacks...)
 
 	const good, messages = 100, 200
 	results := make(chan error, good)
@@ -420,6 +548,13 @@ func TestBadClientsHurtNobody(t *testing.T) {
 	for o := range outcomes {
 		if o.err != nil {
 			t.Errorf("%s: %v", o.name, o.err)
+		}
+	}
+	if c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).Dial("tcp", addr); err == nil {
+		c.Close()
+		// 3,000 keep-alives from 127.0.0.2 at once met the limit.
+		if s := scrape(t, addr, ""); s[`herald_http_connections_refused_total{limit="addr"}`] == 0 {
+			t.Error("no connection refused for its address")
 		}
 	}
 	for i := 0; i < good; i++ {

@@ -63,6 +63,14 @@ type config struct {
 	PingTimeout           time.Duration
 	HandshakeTimeout      time.Duration
 
+	// Plain HTTP connections (not WebSockets or event streams).
+	IdleTimeout               time.Duration
+	ReadTimeout               time.Duration
+	WriteTimeout              time.Duration
+	MaxHTTPConnections        int
+	MaxHTTPConnectionsPerAddr int
+	MetricsAddr               string // "": /metrics on Addr, behind APIToken
+
 	tokens                 *router.Tokens
 	jwtIssuer, jwtAudience string
 	jwtMaxLifetime         time.Duration
@@ -400,7 +408,23 @@ var settings = []setting{
 	{"max-instance-groups", "HERALD_MAX_INSTANCE_GROUPS", "100000", "distinct groups one instance holds at once (each a Redis subscription); a subscribe that would create one more is refused with an error frame. API sends are not limited", positiveInt(func(c *config) *int { return &c.MaxInstanceGroups })},
 	{"ping-interval", "HERALD_PING_INTERVAL", "25s", "how often a quiet connection is pinged", positiveDuration(func(c *config) *time.Duration { return &c.PingInterval })},
 	{"ping-timeout", "HERALD_PING_TIMEOUT", "10s", "how long a ping may go unanswered before the connection is dropped", positiveDuration(func(c *config) *time.Duration { return &c.PingTimeout })},
-	{"handshake-timeout", "HERALD_HANDSHAKE_TIMEOUT", "10s", "how long a client may take to send its request headers", positiveDuration(func(c *config) *time.Duration { return &c.HandshakeTimeout })},
+	{"handshake-timeout", "HERALD_HANDSHAKE_TIMEOUT", "10s", "how long a client may take to send its request headers, from their first byte", positiveDuration(func(c *config) *time.Duration { return &c.HandshakeTimeout })},
+	{"idle-timeout", "HERALD_IDLE_TIMEOUT", "120s", "how long a kept-alive HTTP connection may wait for the first bytes of its next request before it is closed", positiveDuration(func(c *config) *time.Duration { return &c.IdleTimeout })},
+	{"read-timeout", "HERALD_READ_TIMEOUT", "30s", "how long a client may take to send a whole plain HTTP request, headers and body, from its first byte (at least -handshake-timeout); a body not in by then gets 408 and the connection is closed, and a request still being handled is cancelled. WebSockets and event streams are not bound by it", positiveDuration(func(c *config) *time.Duration { return &c.ReadTimeout })},
+	{"write-timeout", "HERALD_WRITE_TIMEOUT", "30s", "how long a plain HTTP request may take from the end of its headers to the last byte of its answer; WebSockets and event streams bound each write themselves", positiveDuration(func(c *config) *time.Duration { return &c.WriteTimeout })},
+	{"max-http-connections", "HERALD_MAX_HTTP_CONNECTIONS", "5000", "open plain HTTP connections (requests and idle keep-alives, not WebSockets or event streams) one instance accepts; more are answered 503 and closed at once", positiveInt(func(c *config) *int { return &c.MaxHTTPConnections })},
+	{"max-http-connections-per-addr", "HERALD_MAX_HTTP_CONNECTIONS_PER_ADDR", "256", "open plain HTTP connections from one TCP peer address (trusted proxies exempt); more are answered 429 and closed at once", positiveInt(func(c *config) *int { return &c.MaxHTTPConnectionsPerAddr })},
+	{"metrics-addr", "HERALD_METRICS_ADDR", "", "separate address (host:port) to serve /metrics on, without a token, instead of the main one (empty: /metrics on -addr, behind -api-token when that is set)", func(c *config, v string) error {
+		if v == "" {
+			c.MetricsAddr = ""
+			return nil
+		}
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			return fmt.Errorf("%q is not host:port", v)
+		}
+		c.MetricsAddr = v
+		return nil
+	}},
 }
 
 // allowedHosts returns the Host patterns the router answers for, nil for
@@ -523,6 +547,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 			// The error may quote the value: its secrets are masked.
 			return nil, &settingError{msg: redact(fmt.Sprintf("setting -%s / $%s (value from the %s): %v", s.flag, s.env, from, err), s.env, v), err: err}
 		}
+	}
+	if c.ReadTimeout < c.HandshakeTimeout {
+		// The whole request cannot be given less time than its headers.
+		return nil, fmt.Errorf("setting -read-timeout / $HERALD_READ_TIMEOUT: %v is less than -handshake-timeout / $HERALD_HANDSHAKE_TIMEOUT (%v)", c.ReadTimeout, c.HandshakeTimeout)
 	}
 	return c, nil
 }

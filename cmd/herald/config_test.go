@@ -197,3 +197,25 @@ func TestAPIExposure(t *testing.T) {
 		}
 	}
 }
+
+func TestPlainHTTPSettings(t *testing.T) {
+	cfg, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.IdleTimeout != 120*time.Second || cfg.ReadTimeout != 30*time.Second || cfg.WriteTimeout != 30*time.Second ||
+		cfg.MaxHTTPConnections != 5000 || cfg.MaxHTTPConnectionsPerAddr != 256 || cfg.MetricsAddr != "" {
+		t.Errorf("defaults: idle %v read %v write %v max %d per addr %d metrics %q", cfg.IdleTimeout, cfg.ReadTimeout,
+			cfg.WriteTimeout, cfg.MaxHTTPConnections, cfg.MaxHTTPConnectionsPerAddr, cfg.MetricsAddr)
+	}
+	// The whole request cannot have less time than its headers.
+	_, err = parseConfig([]string{"-read-timeout", "5s"}, func(string) string { return "" }, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "HERALD_HANDSHAKE_TIMEOUT") {
+		t.Errorf("-read-timeout 5s with the 10s handshake timeout: %v", err)
+	}
+	for _, args := range [][]string{{"-metrics-addr", "9100"}, {"-max-http-connections", "0"}, {"-idle-timeout", "0"}} {
+		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+}

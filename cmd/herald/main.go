@@ -132,10 +132,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if cfg.WriteDelay == 0 {
 		conns.WriteDelay = -1 // the Server's zero value is its default
 	}
+	// Plain HTTP connections are limited at accept; one that conns admits
+	// as a WebSocket or an event stream counts as conns' meanwhile.
+	plain := &router.HTTPConns{
+		Max:        cfg.MaxHTTPConnections,
+		MaxPerAddr: cfg.MaxHTTPConnectionsPerAddr,
+		Exempt:     cfg.TrustedProxies,
+	}
+	conns.Handoff = plain.Handoff
 	if h, ok := layer.(channellayer.Historian); ok {
 		conns.History = h // the instrumented wrapper below hides it
 	}
 	metrics := router.NewMetrics(conns, layer)
+	metrics.CountHTTP(plain)
 	plainLayer := layer // for readiness: the wrapper hides Checker
 	layer = metrics.Instrument(layer)
 	conns.Layer = layer
@@ -203,20 +212,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		}
 	}
 	api.Mount(rt.HTTP())
-	rt.HTTP().Method(http.MethodGet, "/metrics", metrics.Handler())
+	if cfg.MetricsAddr == "" {
+		// On the public address, /metrics is as open as /api/.
+		rt.HTTP().Method(http.MethodGet, "/metrics", router.RequireToken(cfg.APIToken, metrics.Handler()))
+	}
 	rt.HTTP().Mount("/", web.Handler())
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("setting HERALD_ADDR (-addr): %w", err)
 	}
-	srv := &http.Server{
-		Handler:           rt,
-		ReadHeaderTimeout: cfg.HandshakeTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	metricsAt := "main address"
+	var msrv *http.Server
+	if cfg.MetricsAddr != "" {
+		// Its own listener, for the monitoring network only: no token,
+		// no connection limits.
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("setting HERALD_METRICS_ADDR (-metrics-addr): %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		msrv = newHTTPServer(cfg, mux, log)
+		go func() { _ = msrv.Serve(mln) }()
+		metricsAt = mln.Addr().String()
 	}
+	srv := newHTTPServer(cfg, rt, log)
+	srv.ConnContext, srv.ConnState = plain.ConnContext, plain.ConnState
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(plain.Listener(ln)) }()
 	addr := ln.Addr().String()
 	hosts := "any"
 	if rt.AllowedHosts != nil {
@@ -224,11 +249,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 	log.Info(fmt.Sprintf("herald listening: open http://%s/ in a browser", addr),
 		"addr", addr, "layer", layerName, "database", dbName, "api", apiState, "api_token", cfg.APIToken != "",
-		"client_tokens", cfg.tokens != nil, "allowed_hosts", hosts)
+		"client_tokens", cfg.tokens != nil, "allowed_hosts", hosts, "metrics", metricsAt)
 	if cfg.APIToken == "" && !router.IsLoopbackAddr(cfg.Addr) {
 		log.Warn("herald: the API is open: anyone who can reach "+addr+" may send to every group through /api/ "+
 			"(HERALD_API_INSECURE=true); set HERALD_API_TOKEN to protect it", "addr", addr)
 	}
+	warnFileLimit(cfg, log)
 	if listening != nil {
 		listening(addr)
 	}
@@ -248,11 +274,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	_ = ln.Close()
 	cerr := conns.Shutdown(sctx)
 	herr := srv.Shutdown(sctx)
-	if err := errors.Join(herr, cerr); err != nil {
+	var merr error
+	if msrv != nil {
+		merr = msrv.Shutdown(sctx)
+	}
+	if err := errors.Join(herr, cerr, merr); err != nil {
 		log.Warn("herald: shutdown deadline passed with work left", "err", err)
 	}
 	log.Info("herald stopped")
 	return nil
+}
+
+// newHTTPServer returns a server for h with the plain HTTP timeouts.
+// WebSockets and event streams are not bound by them: hijacking clears
+// the deadlines, and consumer.Server clears the read deadline of the
+// requests it admits and bounds each write itself.
+func newHTTPServer(cfg *config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		// Also the wait for the first bytes of a kept-alive connection's
+		// next request: without it, a client that sends three bytes of
+		// one (the server waits for four) holds the connection for ever.
+		IdleTimeout: cfg.IdleTimeout,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // migrateThenListen creates the posts table, the log and the bridges'

@@ -203,3 +203,23 @@ func TestBehindNginx(t *testing.T) {
 		t.Fatalf("page shows %q (%v)", text, err)
 	}
 }
+
+// TestNginxHidesMetrics: the shipped nginx config does not forward
+// /metrics, however the path is spelled, while the instance behind it
+// still serves it to whoever reaches it directly.
+func TestNginxHidesMetrics(t *testing.T) {
+	t.Parallel()
+	in := startHerald(t)
+	front := startNginx(t, []string{in.addr})
+	for _, path := range []string{"/metrics", "//metrics", "/%6detrics", "/./metrics", "/metrics?format=text"} {
+		if st := status("http://" + front + path); st != http.StatusNotFound {
+			t.Errorf("GET %s through nginx: %d, want 404", path, st)
+		}
+	}
+	if st := status("http://" + front + "/healthz"); st != http.StatusOK {
+		t.Errorf("GET /healthz through nginx: %d", st)
+	}
+	if st := status("http://" + in.addr + "/metrics"); st != http.StatusOK {
+		t.Errorf("GET /metrics on the instance: %d", st)
+	}
+}
