@@ -1,6 +1,7 @@
 package layertest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"testing"
@@ -274,13 +275,18 @@ func testHistoryExpiredGroupForgotten(t *testing.T, newLayer NewLayer) {
 	if err := l.GroupSend(ctx(t), "brief.f", Msg(t, "t.f", 1)); err != nil {
 		t.Fatal(err)
 	}
-	last := in.Next(t).ID
-	if msgs, err := h.History(ctx(t), "brief.f", last, 10); err != nil || len(msgs) != 0 {
+	// A layer that recovers a group from just before it subscribed may
+	// deliver the first message too.
+	last := in.Next(t)
+	if !bytes.Contains(last.Data, []byte(`"n":1`)) {
+		last = in.Next(t)
+	}
+	if msgs, err := h.History(ctx(t), "brief.f", last.ID, 10); err != nil || len(msgs) != 0 {
 		t.Fatalf("history after the last id, at once: %d messages, %v; want none, no error", len(msgs), err)
 	}
 	deadline := time.Now().Add(BriefAge + Timeout)
 	for {
-		_, err := h.History(ctx(t), "brief.f", last, 10)
+		_, err := h.History(ctx(t), "brief.f", last.ID, 10)
 		if errors.Is(err, channellayer.ErrHistoryGap) {
 			if since := time.Since(sent); since < BriefAge {
 				t.Fatalf("history forgot the group %v after its last message, before its age %v", since, BriefAge)
