@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"io"
@@ -81,7 +81,7 @@ func TestAllowedOrigins(t *testing.T) {
 // TestReadmeDocumentsEverySetting keeps README's settings tables in step
 // with the settings the server reads.
 func TestReadmeDocumentsEverySetting(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +216,29 @@ func TestPlainHTTPSettings(t *testing.T) {
 	for _, args := range [][]string{{"-metrics-addr", "9100"}, {"-max-http-connections", "0"}, {"-idle-timeout", "0"}} {
 		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
+		}
+	}
+}
+
+func TestBridgesSetting(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "HERALD_BRIDGES" {
+				return v
+			}
+			return ""
+		}
+	}
+	cfg, err := parseConfig(nil, env("orders:orders:order.created,shop.refunds:refunds:refund.issued:id+customer=customer_id"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.bridges) != 2 || cfg.bridges[1].Fields["customer"] != "customer_id" {
+		t.Fatalf("bridges %+v", cfg.bridges)
+	}
+	for _, bad := range []string{"posts:gossip:name.gossip", "orders", "Orders:o:t", "orders;drop:o:t", "o:o:t,o:p:t"} {
+		if _, err := parseConfig(nil, env(bad), io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_BRIDGES") {
+			t.Errorf("HERALD_BRIDGES=%s: %v, want an error naming the setting", bad, err)
 		}
 	}
 }
