@@ -33,5 +33,9 @@ func main() {
 // run serves until ctx ends. listening, if not nil, is called with the
 // address once the server accepts connections.
 func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer, listening func(addr string)) error {
-	return server.Run(ctx, args, getenv, out, listening)
+	cfg, err := server.Parse(args, getenv, out)
+	if err != nil {
+		return err
+	}
+	return server.Run(ctx, cfg, out, listening)
 }

@@ -24,9 +24,12 @@ import (
 	"github.com/heraldhq/herald/router"
 )
 
-// config is every setting of the server. Each comes from a flag or an
-// environment variable; a flag given on the command line wins.
-type config struct {
+// Config is every setting of the server, as Parse reads it. Each comes
+// from a flag or an environment variable; a flag given on the command
+// line wins. Its default is the settings table's, which passes every
+// value to the parts explicitly: their own zero-value defaults never
+// apply to the server.
+type Config struct {
 	Addr            string
 	RedisURL        string
 	RedisPrefix     string
@@ -82,6 +85,10 @@ type config struct {
 
 	channelsRedis channelsRedisConfig // HERALD_CHANNELS_REDIS*
 }
+
+// config is Config under the name the settings table's parse functions
+// use.
+type config = Config
 
 // setting is one entry of the settings table, shared by the flag set,
 // the environment and --help.
@@ -507,19 +514,24 @@ type settingError struct {
 func (e *settingError) Error() string { return e.msg }
 func (e *settingError) Unwrap() error { return e.err }
 
-// errHelp is returned when --help was asked for and printed.
-var errHelp = flag.ErrHelp
-
-// parseConfig reads the settings from args and getenv. An error names the
-// setting at fault.
-func parseConfig(args []string, getenv func(string) string, out io.Writer) (*config, error) {
+// Parse reads the settings from args and getenv. An error names the
+// setting at fault; -help prints the settings to out and returns
+// flag.ErrHelp.
+func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() { usage(out) }
+	return ParseFlags(fs, args, getenv)
+}
+
+// ParseFlags is Parse on fs, for a tool that runs the server with flags
+// of its own besides the settings (herald-bench serve): every setting is
+// defined on fs, with its default and usage, and fs parses args.
+func ParseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, error) {
 	values := make([]*string, len(settings))
 	for i, s := range settings {
-		values[i] = fs.String(s.flag, "", "")
+		values[i] = fs.String(s.flag, s.def, s.usage)
 	}
-	fs.Usage = func() { usage(out) }
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -534,7 +546,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 			return nil, fmt.Errorf("setting $%s is no longer read: use $%s (see -help)", old, now)
 		}
 	}
-	c := &config{}
+	c := &Config{}
 	for i, s := range settings {
 		v, from := s.def, "default"
 		if e := getenv(s.env); e != "" {
@@ -567,6 +579,12 @@ Usage: herald [flags]
 Every setting is a flag or an environment variable; a flag wins.
 
 `)
+	PrintSettings(out)
+}
+
+// PrintSettings writes every setting to out, with its environment
+// variable, default and meaning, as -help shows them.
+func PrintSettings(out io.Writer) {
 	for _, s := range settings {
 		def := s.def
 		if def == "" {

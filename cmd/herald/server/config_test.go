@@ -1,6 +1,7 @@
 package server
 
 import (
+	"flag"
 	"io"
 	"os"
 	"strings"
@@ -10,14 +11,14 @@ import (
 
 func TestFlagBeatsEnvironment(t *testing.T) {
 	env := map[string]string{"HERALD_ADDR": "127.0.0.1:9000", "HERALD_QUEUE_BYTES": "65536"}
-	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:9100"}, func(k string) string { return env[k] }, io.Discard)
+	cfg, err := Parse([]string{"-addr", "127.0.0.1:9100"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Addr != "127.0.0.1:9100" || cfg.QueueBytes != 65536 {
 		t.Fatalf("addr %s queue %d", cfg.Addr, cfg.QueueBytes)
 	}
-	cfg, err = parseConfig(nil, func(string) string { return "" }, io.Discard)
+	cfg, err = Parse(nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,13 +29,13 @@ func TestFlagBeatsEnvironment(t *testing.T) {
 
 func TestWriteDelay(t *testing.T) {
 	for v, want := range map[string]time.Duration{"": 10 * time.Millisecond, "0": 0, "25ms": 25 * time.Millisecond} {
-		cfg, err := parseConfig(nil, func(k string) string { return map[string]string{"HERALD_WRITE_DELAY": v}[k] }, io.Discard)
+		cfg, err := Parse(nil, func(k string) string { return map[string]string{"HERALD_WRITE_DELAY": v}[k] }, io.Discard)
 		if err != nil || cfg.WriteDelay != want {
 			t.Errorf("HERALD_WRITE_DELAY=%q: %v, %v; want %v", v, cfg.WriteDelay, err, want)
 		}
 	}
 	for _, v := range []string{"-1ms", "2s", "soon"} {
-		if _, err := parseConfig([]string{"-write-delay", v}, func(string) string { return "" }, io.Discard); err == nil {
+		if _, err := Parse([]string{"-write-delay", v}, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("-write-delay %s accepted", v)
 		}
 	}
@@ -46,20 +47,20 @@ func TestCompressionSetting(t *testing.T) {
 		if args != "" {
 			argv = []string{"-compression=" + args}
 		}
-		cfg, err := parseConfig(argv, func(string) string { return "" }, io.Discard)
+		cfg, err := Parse(argv, func(string) string { return "" }, io.Discard)
 		if err != nil || cfg.Compression != want {
 			t.Errorf("-compression=%q: %v, %v; want %v", args, cfg.Compression, err, want)
 		}
 	}
-	if _, err := parseConfig([]string{"-compression", "sometimes"}, func(string) string { return "" }, io.Discard); err == nil {
+	if _, err := Parse([]string{"-compression", "sometimes"}, func(string) string { return "" }, io.Discard); err == nil {
 		t.Error("-compression sometimes accepted")
 	}
 }
 
 func TestHelpListsEverySetting(t *testing.T) {
 	var out strings.Builder
-	if _, err := parseConfig([]string{"-help"}, func(string) string { return "" }, &out); err != errHelp {
-		t.Fatalf("err %v, want errHelp", err)
+	if _, err := Parse([]string{"-help"}, func(string) string { return "" }, &out); err != flag.ErrHelp {
+		t.Fatalf("err %v, want flag.ErrHelp", err)
 	}
 	for _, s := range settings {
 		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), "$"+s.env) {
@@ -69,7 +70,7 @@ func TestHelpListsEverySetting(t *testing.T) {
 }
 
 func TestAllowedOrigins(t *testing.T) {
-	cfg, err := parseConfig([]string{"-allowed-origins", "https://app.example.com, *.example.org,"}, func(string) string { return "" }, io.Discard)
+	cfg, err := Parse([]string{"-allowed-origins", "https://app.example.com, *.example.org,"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,14 +116,14 @@ func TestReadmeDocumentsEverySetting(t *testing.T) {
 // longer read must not run silently on the new one's default.
 func TestRetiredSettingStops(t *testing.T) {
 	env := map[string]string{"HERALD_QUEUE_SIZE": "512"}
-	_, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	_, err := Parse(nil, func(k string) string { return env[k] }, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "HERALD_QUEUE_BYTES") {
 		t.Fatalf("HERALD_QUEUE_SIZE set: %v, want an error naming HERALD_QUEUE_BYTES", err)
 	}
 }
 
 func TestHistoryBoundAndGroupCapSettings(t *testing.T) {
-	cfg, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	cfg, err := Parse(nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,12 +131,12 @@ func TestHistoryBoundAndGroupCapSettings(t *testing.T) {
 		t.Fatalf("defaults: history bytes %d, instance groups %d", cfg.HistoryMaxBytes, cfg.MaxInstanceGroups)
 	}
 	env := map[string]string{"HERALD_HISTORY_MAX_BYTES": "1048576", "HERALD_MAX_INSTANCE_GROUPS": "5"}
-	cfg, err = parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	cfg, err = Parse(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil || cfg.HistoryMaxBytes != 1<<20 || cfg.MaxInstanceGroups != 5 {
 		t.Fatalf("set: %v, %d, %d", err, cfg.HistoryMaxBytes, cfg.MaxInstanceGroups)
 	}
 	for _, args := range [][]string{{"-history-max-bytes", "100"}, {"-history-max-bytes", "lots"}, {"-max-instance-groups", "0"}} {
-		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+		if _, err := Parse(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
 	}
@@ -152,7 +153,7 @@ func TestAllowedHostsSetting(t *testing.T) {
 		{[]string{"-addr", "0.0.0.0:8000", "-api-insecure", "true"}, ""},
 		{[]string{"-addr", "0.0.0.0:8000", "-api-insecure", "true", "-allowed-hosts", "herald.example.com"}, "herald.example.com"},
 	} {
-		cfg, err := parseConfig(tc.args, func(string) string { return "" }, io.Discard)
+		cfg, err := Parse(tc.args, func(string) string { return "" }, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +162,7 @@ func TestAllowedHostsSetting(t *testing.T) {
 			t.Errorf("%v: allowed hosts %q, want %q", tc.args, got, tc.want)
 		}
 	}
-	if _, err := parseConfig([]string{"-allowed-hosts", "a[b"}, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_ALLOWED_HOSTS") {
+	if _, err := Parse([]string{"-allowed-hosts", "a[b"}, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_ALLOWED_HOSTS") {
 		t.Errorf("bad host pattern: %v", err)
 	}
 }
@@ -183,7 +184,7 @@ func TestAPIExposure(t *testing.T) {
 		{map[string]string{"HERALD_ADDR": "192.168.1.5:8000"}, "HERALD_API_TOKEN", true},
 		{map[string]string{"HERALD_ADDR": "herald.lan:8000"}, "HERALD_API_TOKEN", true},
 	} {
-		cfg, err := parseConfig(nil, func(k string) string { return tc.env[k] }, io.Discard)
+		cfg, err := Parse(nil, func(k string) string { return tc.env[k] }, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +200,7 @@ func TestAPIExposure(t *testing.T) {
 }
 
 func TestPlainHTTPSettings(t *testing.T) {
-	cfg, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	cfg, err := Parse(nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,12 +210,12 @@ func TestPlainHTTPSettings(t *testing.T) {
 			cfg.WriteTimeout, cfg.MaxHTTPConnections, cfg.MaxHTTPConnectionsPerAddr, cfg.MetricsAddr)
 	}
 	// The whole request cannot have less time than its headers.
-	_, err = parseConfig([]string{"-read-timeout", "5s"}, func(string) string { return "" }, io.Discard)
+	_, err = Parse([]string{"-read-timeout", "5s"}, func(string) string { return "" }, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "HERALD_HANDSHAKE_TIMEOUT") {
 		t.Errorf("-read-timeout 5s with the 10s handshake timeout: %v", err)
 	}
 	for _, args := range [][]string{{"-metrics-addr", "9100"}, {"-max-http-connections", "0"}, {"-idle-timeout", "0"}} {
-		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+		if _, err := Parse(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
 	}
@@ -229,7 +230,7 @@ func TestBridgesSetting(t *testing.T) {
 			return ""
 		}
 	}
-	cfg, err := parseConfig(nil, env("orders:orders:order.created,shop.refunds:refunds:refund.issued:id+customer=customer_id"), io.Discard)
+	cfg, err := Parse(nil, env("orders:orders:order.created,shop.refunds:refunds:refund.issued:id+customer=customer_id"), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +238,7 @@ func TestBridgesSetting(t *testing.T) {
 		t.Fatalf("bridges %+v", cfg.bridges)
 	}
 	for _, bad := range []string{"posts:gossip:name.gossip", "orders", "Orders:o:t", "orders;drop:o:t", "o:o:t,o:p:t"} {
-		if _, err := parseConfig(nil, env(bad), io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_BRIDGES") {
+		if _, err := Parse(nil, env(bad), io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_BRIDGES") {
 			t.Errorf("HERALD_BRIDGES=%s: %v, want an error naming the setting", bad, err)
 		}
 	}

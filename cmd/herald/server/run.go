@@ -27,13 +27,13 @@ import (
 	"github.com/heraldhq/herald/web"
 )
 
-// Run serves until ctx ends. listening, if not nil, is called with the
-// address once the server accepts connections.
-func Run(ctx context.Context, args []string, getenv func(string) string, out io.Writer, listening func(addr string)) error {
-	cfg, err := parseConfig(args, getenv, out)
-	if err != nil {
-		return err
-	}
+// Run builds the server from cfg (the channel layer, the consumers, the
+// notifier or the in-memory posts, the router and the HTTP servers),
+// logs to out, and serves until ctx ends; then it drains and returns nil.
+// listening, if not nil, is called with the address once the server
+// accepts connections. Every tool that runs the server runs it through
+// Run, so that what it runs is what cmd/herald runs.
+func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr string)) error {
 	apiState, err := cfg.checkAPIExposure()
 	if err != nil {
 		return err
