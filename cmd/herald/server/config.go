@@ -188,7 +188,7 @@ var settings = []setting{
 		c.History = h
 		return nil
 	}},
-	{"history-max-bytes", "HERALD_HISTORY_MAX_BYTES", "67108864", "bytes the in-memory layer's histories may hold together (messages plus about 160 bytes each); past it the oldest messages of any group are dropped first, and clients resuming from them resync. Redis layers keep history in Redis, bounded by its maxmemory", func(c *config, v string) error {
+	{"history-max-bytes", "HERALD_HISTORY_MAX_BYTES", strconv.Itoa(channellayer.DefaultHistoryMaxBytes), "bytes the in-memory layer's histories may hold together (messages plus about 160 bytes each); past it the oldest messages of any group are dropped first, and clients resuming from them resync. Redis layers keep history in Redis, bounded by its maxmemory", func(c *config, v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 4096 {
 			return fmt.Errorf("%q is not a whole number of bytes of at least 4096", v)
@@ -390,7 +390,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"ipv6-prefix", "HERALD_IPV6_PREFIX", "64", "leading bits of an IPv6 client address that name one client for per-address limits (32 to 128; IPv4 addresses are always whole)", func(c *config, v string) error {
+	{"ipv6-prefix", "HERALD_IPV6_PREFIX", strconv.Itoa(router.DefaultIPv6Prefix), "leading bits of an IPv6 client address that name one client for per-address limits (32 to 128; IPv4 addresses are always whole)", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 32 || n > 128 {
 			return fmt.Errorf("%q is not a whole number from 32 to 128", v)

@@ -4,9 +4,13 @@ import (
 	"flag"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/router"
 )
 
 func TestFlagBeatsEnvironment(t *testing.T) {
@@ -80,17 +84,26 @@ func TestAllowedOrigins(t *testing.T) {
 }
 
 // TestReadmeDocumentsEverySetting keeps README's settings tables in step
-// with the settings the server reads.
+// with the settings table: a row for every setting, naming its variable,
+// with the table's default first in its default column (or "unset" for
+// none), and no row for a setting the server does not read.
 func TestReadmeDocumentsEverySetting(t *testing.T) {
 	readme, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := map[string]string{}
+	rows := map[string][]string{}
 	for line := range strings.SplitSeq(string(readme), "\n") {
 		if strings.HasPrefix(line, "| `-") {
-			flag := strings.Trim(strings.Split(line, "|")[1], " `")
-			rows[flag] = line
+			cells := strings.Split(line, "|")
+			if len(cells) < 5 {
+				t.Errorf("README settings row without four columns: %s", line)
+				continue
+			}
+			for i := range cells {
+				cells[i] = strings.TrimSpace(cells[i])
+			}
+			rows[strings.Trim(cells[1], "`")] = cells[2:]
 		}
 	}
 	for _, s := range settings {
@@ -99,16 +112,36 @@ func TestReadmeDocumentsEverySetting(t *testing.T) {
 			t.Errorf("README has no row for -%s", s.flag)
 			continue
 		}
-		if !strings.Contains(row, "`"+s.env+"`") {
-			t.Errorf("README row for -%s does not name %s", s.flag, s.env)
+		if env := row[0]; env != "`"+s.env+"`" {
+			t.Errorf("README row for -%s names %s, want `%s`", s.flag, env, s.env)
 		}
-		if s.def != "" && !strings.Contains(row, "`"+s.def+"`") {
-			t.Errorf("README row for -%s does not give the default %s", s.flag, s.def)
+		want := "`" + s.def + "`"
+		if s.def == "" {
+			want = "unset"
+		}
+		if def := row[1]; def != want && !strings.HasPrefix(def, want+" ") && !strings.HasPrefix(def, want+":") {
+			t.Errorf("README gives -%s the default %q, want %s", s.flag, def, want)
 		}
 		delete(rows, "-"+s.flag)
 	}
 	for flag := range rows {
 		t.Errorf("README documents %s, which the server does not read", flag)
+	}
+}
+
+// TestDefaultsAreTheParts: where a part exports its default, the
+// settings table's default is that value, so that the server and a part
+// used on its own cannot disagree.
+func TestDefaultsAreTheParts(t *testing.T) {
+	cfg, err := Parse(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.History, channellayer.DefaultHistory) {
+		t.Errorf("HERALD_HISTORY's default is %+v, channellayer.DefaultHistory %+v", cfg.History, channellayer.DefaultHistory)
+	}
+	if cfg.HistoryMaxBytes != channellayer.DefaultHistoryMaxBytes || cfg.IPv6Prefix != router.DefaultIPv6Prefix {
+		t.Errorf("defaults: history bytes %d, IPv6 prefix %d", cfg.HistoryMaxBytes, cfg.IPv6Prefix)
 	}
 }
 
