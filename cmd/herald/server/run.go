@@ -1,8 +1,3 @@
-// Package server is the Herald notification server as cmd/herald runs
-// it: it reads the settings, wires the router, consumers, channel layer
-// and notifier together, serves until its context ends, and then drains:
-// clients are told to reconnect elsewhere (close 1012) before Run
-// returns.
 package server
 
 import (
