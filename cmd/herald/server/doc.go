@@ -15,7 +15,6 @@
 // in-memory posts), the router and the HTTP servers, serves until its
 // context ends, and then drains: it stops accepting, closes every
 // WebSocket with 1012 (reconnect elsewhere) and returns once the
-// connections are gone or the shutdown timeout passed, with every
-// goroutine it started stopped. It sets the process's default slog
-// logger and go-redis' logger to its own.
+// connections are gone or the shutdown timeout passed. It sets the
+// process's default slog logger and go-redis' logger to its own.
 package server
