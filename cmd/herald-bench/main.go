@@ -46,9 +46,10 @@ scenarios:
            three instances on a Redis and a Postgres of its own under random
            faults, checked against every delivery promise; prints the
            oracle's JSON summary (needs the source tree and Go)
-  serve    run Herald's WebSocket and API paths in this process, wired as
-           cmd/herald wires them, with -cpuprofile and -memprofile: run a
-           scenario against it to profile the server under load
+  serve    run the Herald server in this process, built by the function
+           cmd/herald runs (package cmd/herald/server) from herald's
+           settings, with -cpuprofile and -memprofile: run a scenario
+           against it to profile the server under load
 
 Every run prints one summary line and one JSON line (also appended to
 -record if set). Run "herald-bench <scenario> -help" for its flags.

@@ -4,67 +4,63 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
+	"maps"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"syscall"
 	"time"
 
-	"github.com/heraldhq/herald/channellayer"
-	"github.com/heraldhq/herald/consumer"
-	"github.com/heraldhq/herald/router"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/cmd/herald/server"
 )
 
-// runServe runs Herald's WebSocket and API paths in this process, wired
-// as cmd/herald wires them (instrumented layer, /notifications/, the
-// group send API, /metrics), so that a load run against it yields CPU
-// and heap profiles: the herald binary has no profiling endpoint.
+// serveSettings are the settings in which a profiled server differs
+// from herald's defaults, applied unless the environment or a flag says
+// otherwise: a load run opens thousands of connections and publishes
+// hundreds of requests a second from one loopback address, which the
+// per-address limits are there to refuse.
+var serveSettings = map[string]string{
+	"HERALD_ADDR":                     "127.0.0.1:18200",
+	"HERALD_REDIS_PREFIX":             "herald-bench",
+	"HERALD_LOG_LEVEL":                "warn",
+	"HERALD_MAX_CONNECTIONS":          "20000",
+	"HERALD_MAX_CONNECTIONS_PER_ADDR": "20000",
+	"HERALD_HTTP_RATE_LIMIT":          "0",
+}
+
+// runServe runs the Herald server in this process, built by
+// server.Run from herald's own settings (flags, environment, and
+// serveSettings in place of some defaults), so that a load run against
+// it yields CPU and heap profiles: the herald binary has no profiling
+// endpoint.
 func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:18200", "address to listen on (loopback)")
-	redisURL := fs.String("redis-url", "", "Redis for the layer (default: memory layer)")
-	prefix := fs.String("redis-prefix", "herald-bench", "prefix of the Redis channels")
+	fs.SetOutput(os.Stderr)
 	cpuProf := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	memProf := fs.String("memprofile", "", "write a heap profile here (after a GC) on SIGUSR1, and at the end if no SIGUSR1 came")
 	maxTime := fs.Duration("max-time", 5*time.Minute, "stop after this long")
-	writeDelay := fs.Duration("write-delay", 0, "consumer.Server.WriteDelay (0: the server's default; negative: never wait)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	host, _, _ := net.SplitHostPort(*addr)
-	if !isLoopback(host) {
-		return fmt.Errorf("-addr: %q is not a loopback address", *addr)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	var layer channellayer.Layer
-	if *redisURL != "" {
-		l, closeRedis, err := openRedis(*redisURL, channellayer.RedisConfig{Prefix: *prefix, Logger: log})
-		if err != nil {
-			return err
+	fs.Usage = func() { serveUsage(fs) }
+	cfg, err := server.ParseFlags(fs, args, func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
 		}
-		defer closeRedis()
-		layer = l
-	} else {
-		layer = channellayer.NewMemory()
-		defer layer.Close()
-	}
-	conns := &consumer.Server{Logger: log, MaxConnections: 20000, MaxConnectionsPerAddr: 20000}
-	conns.WriteDelay = *writeDelay
-	metrics := router.NewMetrics(conns, layer)
-	layer = metrics.Instrument(layer)
-	conns.Layer = layer
-	rt := router.New(conns, log)
-	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
-	(&router.API{Layer: layer, Logger: log}).Mount(rt.HTTP())
-	rt.HTTP().Method(http.MethodGet, "/metrics", metrics.Handler())
-
-	ln, err := net.Listen("tcp", *addr)
+		return serveSettings[k]
+	})
 	if err != nil {
 		return err
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Addr); !isLoopback(host) {
+		return fmt.Errorf("-addr: %q is not a loopback address", cfg.Addr)
+	}
+	if opts, err := redis.ParseURL(cfg.RedisURL); err == nil { // Parse has refused a bad one
+		if host, _, _ := net.SplitHostPort(opts.Addr); !isLoopback(host) {
+			return fmt.Errorf("-redis-url: %q is not a loopback address", opts.Addr)
+		}
 	}
 	if *cpuProf != "" {
 		stop, err := startCPUProfile(*cpuProf)
@@ -73,23 +69,27 @@ func runServe(args []string) error {
 		}
 		defer stop()
 	}
-	srv := &http.Server{Handler: rt, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	fmt.Fprintf(os.Stderr, "herald-bench serve: listening on %s, pid %d\n", ln.Addr(), os.Getpid())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *maxTime)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- server.Run(ctx, cfg, os.Stderr, func(addr string) {
+			fmt.Fprintf(os.Stderr, "herald-bench serve: listening on %s, pid %d\n", addr, os.Getpid())
+		})
+	}()
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
 	wroteHeap := false
-	end := time.After(*maxTime)
-wait:
 	for {
 		select {
-		case <-ctx.Done():
-			break wait
-		case <-end:
-			break wait
+		case err := <-served:
+			if err == nil && *memProf != "" && !wroteHeap {
+				err = writeHeap(*memProf)
+			}
+			return err
 		case <-usr1:
 			if *memProf != "" {
 				if err := writeHeap(*memProf); err != nil {
@@ -100,16 +100,21 @@ wait:
 			}
 		}
 	}
-	if *memProf != "" && !wroteHeap {
-		if err := writeHeap(*memProf); err != nil {
-			return err
-		}
+}
+
+func serveUsage(fs *flag.FlagSet) {
+	fmt.Fprint(fs.Output(), `usage: herald-bench serve [flags]
+
+Runs the Herald server that cmd/herald runs (package cmd/herald/server),
+with its settings as flags or environment variables, in this process, and
+profiles it. Unless set, these settings differ from herald's defaults:
+`)
+	keys := slices.Sorted(maps.Keys(serveSettings))
+	for _, k := range keys {
+		fmt.Fprintf(fs.Output(), "  %s=%s\n", k, serveSettings[k])
 	}
-	_ = ln.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = conns.Shutdown(sctx)
-	return srv.Shutdown(sctx)
+	fmt.Fprintln(fs.Output(), "\nflags (-cpuprofile, -memprofile and -max-time are the tool's, the rest herald's):")
+	fs.PrintDefaults()
 }
 
 // writeHeap writes a heap profile of the live objects to path.

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -193,28 +191,5 @@ func (c *client) untilClosed() []map[string]any {
 			c.t.Fatalf("frame %s: %v", data, err)
 		}
 		frames = append(frames, m)
-	}
-}
-
-func TestBridgesSetting(t *testing.T) {
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == "HERALD_BRIDGES" {
-				return v
-			}
-			return ""
-		}
-	}
-	cfg, err := parseConfig(nil, env("orders:orders:order.created,shop.refunds:refunds:refund.issued:id+customer=customer_id"), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cfg.bridges) != 2 || cfg.bridges[1].Fields["customer"] != "customer_id" {
-		t.Fatalf("bridges %+v", cfg.bridges)
-	}
-	for _, bad := range []string{"posts:gossip:name.gossip", "orders", "Orders:o:t", "orders;drop:o:t", "o:o:t,o:p:t"} {
-		if _, err := parseConfig(nil, env(bad), io.Discard); err == nil || !strings.Contains(err.Error(), "HERALD_BRIDGES") {
-			t.Errorf("HERALD_BRIDGES=%s: %v, want an error naming the setting", bad, err)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"log/slog"
@@ -23,9 +23,9 @@ var secretSettings = map[string]bool{
 // urlPassword matches the "user:password@" of a URL.
 var urlPassword = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@]*:)[^\s@]+@`)
 
-// maskURLs returns s with the password of every URL in it replaced by
+// MaskURLs returns s with the password of every URL in it replaced by
 // xxxxx, as in redis://user:xxxxx@host:6379/0.
-func maskURLs(s string) string {
+func MaskURLs(s string) string {
 	return urlPassword.ReplaceAllString(s, "${1}"+masked+"@")
 }
 
@@ -77,7 +77,7 @@ func redact(msg, env, v string) string {
 			msg = strings.ReplaceAll(msg, s, masked)
 		}
 	}
-	return maskURLs(msg)
+	return MaskURLs(msg)
 }
 
 // maskAttr is the loggers' ReplaceAttr: passwords in URLs of the message
@@ -86,12 +86,12 @@ func maskAttr(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
 		if s := a.Value.String(); strings.Contains(s, "://") {
-			a.Value = slog.StringValue(maskURLs(s))
+			a.Value = slog.StringValue(MaskURLs(s))
 		}
 	case slog.KindAny:
 		if err, ok := a.Value.Any().(error); ok && err != nil {
 			if s := err.Error(); strings.Contains(s, "://") {
-				a.Value = slog.AnyValue(maskedError{s: maskURLs(s), err: err})
+				a.Value = slog.AnyValue(maskedError{s: MaskURLs(s), err: err})
 			}
 		}
 	}

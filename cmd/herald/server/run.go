@@ -1,8 +1,4 @@
-// Command herald is the Herald notification server. It reads its
-// settings, wires the router, consumers, channel layer and notifier
-// together, serves until SIGINT or SIGTERM, and then drains: clients are
-// told to reconnect elsewhere (close 1012) before the process exits.
-package main
+package server
 
 import (
 	"context"
@@ -12,11 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,26 +22,13 @@ import (
 	"github.com/heraldhq/herald/web"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
-	if errors.Is(err, errHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "herald:", maskURLs(err.Error()))
-		os.Exit(2)
-	}
-}
-
-// run serves until ctx ends. listening, if not nil, is called with the
-// address once the server accepts connections.
-func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer, listening func(addr string)) error {
-	cfg, err := parseConfig(args, getenv, out)
-	if err != nil {
-		return err
-	}
+// Run builds the server from cfg (the channel layer, the consumers, the
+// notifier or the in-memory posts, the router and the HTTP servers),
+// logs to out, and serves until ctx ends; then it drains and returns nil.
+// listening, if not nil, is called with the address once the server
+// accepts connections. Every tool that runs the server runs it through
+// Run, so that what it runs is what cmd/herald runs.
+func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr string)) error {
 	apiState, err := cfg.checkAPIExposure()
 	if err != nil {
 		return err

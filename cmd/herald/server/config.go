@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -24,9 +24,12 @@ import (
 	"github.com/heraldhq/herald/router"
 )
 
-// config is every setting of the server. Each comes from a flag or an
-// environment variable; a flag given on the command line wins.
-type config struct {
+// Config is every setting of the server, as Parse reads it. Each comes
+// from a flag or an environment variable; a flag given on the command
+// line wins. Its default is the settings table's, which passes every
+// value to the parts explicitly: their own zero-value defaults never
+// apply to the server.
+type Config struct {
 	Addr            string
 	RedisURL        string
 	RedisPrefix     string
@@ -82,6 +85,10 @@ type config struct {
 
 	channelsRedis channelsRedisConfig // HERALD_CHANNELS_REDIS*
 }
+
+// config is Config under the name the settings table's parse functions
+// use.
+type config = Config
 
 // setting is one entry of the settings table, shared by the flag set,
 // the environment and --help.
@@ -181,7 +188,7 @@ var settings = []setting{
 		c.History = h
 		return nil
 	}},
-	{"history-max-bytes", "HERALD_HISTORY_MAX_BYTES", "67108864", "bytes the in-memory layer's histories may hold together (messages plus about 160 bytes each); past it the oldest messages of any group are dropped first, and clients resuming from them resync. Redis layers keep history in Redis, bounded by its maxmemory", func(c *config, v string) error {
+	{"history-max-bytes", "HERALD_HISTORY_MAX_BYTES", strconv.Itoa(channellayer.DefaultHistoryMaxBytes), "bytes the in-memory layer's histories may hold together (messages plus about 160 bytes each); past it the oldest messages of any group are dropped first, and clients resuming from them resync. Redis layers keep history in Redis, bounded by its maxmemory", func(c *config, v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 4096 {
 			return fmt.Errorf("%q is not a whole number of bytes of at least 4096", v)
@@ -383,7 +390,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"ipv6-prefix", "HERALD_IPV6_PREFIX", "64", "leading bits of an IPv6 client address that name one client for per-address limits (32 to 128; IPv4 addresses are always whole)", func(c *config, v string) error {
+	{"ipv6-prefix", "HERALD_IPV6_PREFIX", strconv.Itoa(router.DefaultIPv6Prefix), "leading bits of an IPv6 client address that name one client for per-address limits (32 to 128; IPv4 addresses are always whole)", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 32 || n > 128 {
 			return fmt.Errorf("%q is not a whole number from 32 to 128", v)
@@ -507,19 +514,24 @@ type settingError struct {
 func (e *settingError) Error() string { return e.msg }
 func (e *settingError) Unwrap() error { return e.err }
 
-// errHelp is returned when --help was asked for and printed.
-var errHelp = flag.ErrHelp
-
-// parseConfig reads the settings from args and getenv. An error names the
-// setting at fault.
-func parseConfig(args []string, getenv func(string) string, out io.Writer) (*config, error) {
+// Parse reads the settings from args and getenv. An error names the
+// setting at fault; -help prints the settings to out and returns
+// flag.ErrHelp.
+func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() { usage(out) }
+	return ParseFlags(fs, args, getenv)
+}
+
+// ParseFlags is Parse on fs, for a tool that runs the server with flags
+// of its own besides the settings (herald-bench serve): every setting is
+// defined on fs, with its default and usage, and fs parses args.
+func ParseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, error) {
 	values := make([]*string, len(settings))
 	for i, s := range settings {
-		values[i] = fs.String(s.flag, "", "")
+		values[i] = fs.String(s.flag, s.def, s.usage)
 	}
-	fs.Usage = func() { usage(out) }
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -534,7 +546,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 			return nil, fmt.Errorf("setting $%s is no longer read: use $%s (see -help)", old, now)
 		}
 	}
-	c := &config{}
+	c := &Config{}
 	for i, s := range settings {
 		v, from := s.def, "default"
 		if e := getenv(s.env); e != "" {
@@ -567,6 +579,12 @@ Usage: herald [flags]
 Every setting is a flag or an environment variable; a flag wins.
 
 `)
+	PrintSettings(out)
+}
+
+// PrintSettings writes every setting to out, with its environment
+// variable, default and meaning, as -help shows them.
+func PrintSettings(out io.Writer) {
 	for _, s := range settings {
 		def := s.def
 		if def == "" {

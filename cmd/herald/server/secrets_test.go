@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -24,7 +24,7 @@ func TestLogMasksURLPasswords(t *testing.T) {
 			t.Errorf("%s log lost the rest of the URL: %s", format, out.String())
 		}
 	}
-	if got := maskURLs("redis://127.0.0.1:6379/0 and http://host:80/p"); got != "redis://127.0.0.1:6379/0 and http://host:80/p" {
+	if got := MaskURLs("redis://127.0.0.1:6379/0 and http://host:80/p"); got != "redis://127.0.0.1:6379/0 and http://host:80/p" {
 		t.Errorf("a URL without a password was changed: %s", got)
 	}
 }
