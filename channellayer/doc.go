@@ -18,6 +18,31 @@
 // it is encoded once where it is published and the same bytes are handed
 // to every local member (see package groups).
 //
+// # One contract
+//
+// Layer is the whole contract, and every implementation has every
+// method: a layer without a capability says so through the method itself,
+// so a wrapper (such as the metrics' instrumented layer) that embeds a
+// Layer hides nothing and callers never look for optional interfaces.
+//
+//   - History: a group that keeps no history (its HistoryPolicy keeps
+//     none, or the layer keeps none at all) answers an error wrapping
+//     ErrNoHistory, at once, without touching the backing service.
+//   - GroupSendOnce and LastSent: a layer that cannot send once answers
+//     an error wrapping ErrUnsupported, whatever the arguments; the
+//     notifier then sends each row locally on every instance.
+//   - KeyWindow: zero for a layer that does not apply idempotency keys;
+//     every send is then delivered.
+//   - GroupSendLocal, Check and Stats: every layer has them.
+//
+// A group send returns a SendResult: the history id the message got
+// (Kept), and whether it reached a member (Delivered). A message that
+// reached nobody and was not kept went nowhere, and only then is the
+// error ErrNoReceivers; a message kept in a history with no member now is
+// no error (the HTTP API answers it "kept").
+//
+// Adding a layer means implementing Layer and running layertest.Run.
+//
 // # Implementations
 //
 // Memory serves one process and needs no service. Redis shares groups and
@@ -26,7 +51,9 @@
 // send is one PUBLISH. RedisCluster does the same on a Redis Cluster with
 // sharded pub/sub (SSUBSCRIBE, SPUBLISH): a group's traffic flows only
 // through the master that owns its slot, so masters added share the load.
-// All three pass the conformance suite in layertest.
+// The two layers of package channelsredis speak Django Channels'
+// channels_redis format; they keep no history and cannot send once. All
+// pass the conformance suite in layertest.
 //
 // # One Redis or a cluster
 //
@@ -81,11 +108,12 @@
 // message the history holds after the position: what was accepted once
 // Redis was back is delivered after the resync, not dropped by it.
 //
-// A send that reaches nobody returns an error
-// wrapping ErrNoReceivers, so a caller can tell "sent" from "went
-// nowhere".
+// A send that reaches nobody, and is not kept in a history, returns an
+// error wrapping ErrNoReceivers, so a caller can tell "sent" and "kept"
+// (SendResult) from "went nowhere".
 //
-// A send is applied at most once. Every layer here is a KeyedSender: a
+// A send is applied at most once. Every layer of this package applies
+// idempotency keys (Layer.KeyWindow): a
 // message carrying an idempotency key (Message.WithKey) is applied once
 // per key and destination for KeyWindow (a day), so a publisher that
 // retries a request it got no answer to, through any instance, delivers

@@ -10,7 +10,7 @@ import (
 )
 
 // A group send reaches every member; the members share one encoding of
-// the message.
+// the message. The result says what happened.
 func ExampleLayer_groupSend() {
 	ctx := context.Background()
 	var layer channellayer.Layer = channellayer.NewMemory()
@@ -27,21 +27,27 @@ func ExampleLayer_groupSend() {
 	if err != nil {
 		panic(err)
 	}
-	if err := layer.GroupSend(ctx, "team.7", msg); err != nil {
+	res, err := layer.GroupSend(ctx, "team.7", msg)
+	if err != nil {
 		panic(err)
 	}
-	// Nobody is in "empty": the send says so rather than pretending.
-	err = layer.GroupSend(ctx, "empty", msg)
+	fmt.Println("delivered:", res.Delivered, "kept:", res.Kept())
+	// Nobody is in "empty", and it keeps no history: the send says so
+	// rather than pretending.
+	_, err = layer.GroupSend(ctx, "empty", msg)
 	fmt.Println(errors.Is(err, channellayer.ErrNoReceivers))
 	// Output:
 	// ana got name.gossip {"message":"hello","type":"name.gossip"}
 	// ben got name.gossip {"message":"hello","type":"name.gossip"}
+	// delivered: true kept: false
 	// true
 }
 
-// A group with history gives each message an id, delivered as one extra
-// field, and can replay what followed an id to a member that missed it.
-func ExampleHistorian() {
+// A group with history gives each message an id, returned by the send
+// and delivered as one extra field, and can replay what followed an id
+// to a member that missed it. A message sent while the group has no
+// member is kept, not lost; a group without history says so.
+func ExampleLayer_History() {
 	ctx := context.Background()
 	layer, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{
 		History: []channellayer.HistoryPolicy{{Pattern: "orders.*", Size: 100}},
@@ -51,16 +57,23 @@ func ExampleHistorian() {
 	}
 	defer layer.Close()
 	var ids []string
-	ch, _ := layer.NewChannel(groups.MemberFunc(func(string, []byte) {}))
-	_ = layer.GroupAdd(ctx, "orders.7", ch)
 	for i := range 3 {
 		msg, _ := channellayer.NewMessage(map[string]any{"type": "order.update", "n": i})
-		_ = layer.GroupSend(ctx, "orders.7", msg)
-		all, _ := layer.History(ctx, "orders.7", "0-0", 100)
-		ids = append(ids, all[len(all)-1].ID())
+		res, err := layer.GroupSend(ctx, "orders.7", msg)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("delivered:", res.Delivered, "kept:", res.Kept())
+		ids = append(ids, res.ID)
 	}
 	missed, err := layer.History(ctx, "orders.7", ids[0], 100)
 	fmt.Println(len(missed), err, missed[1].ID() == ids[2])
+	_, err = layer.History(ctx, "team.7", "0-0", 100)
+	fmt.Println(errors.Is(err, channellayer.ErrNoHistory))
 	// Output:
+	// delivered: false kept: true
+	// delivered: false kept: true
+	// delivered: false kept: true
 	// 2 <nil> true
+	// true
 }

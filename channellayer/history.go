@@ -1,7 +1,6 @@
 package channellayer
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path"
@@ -17,21 +16,14 @@ import (
 // caller would replay. A client told of a gap must reload its state.
 var ErrHistoryGap = errors.New("channellayer: history does not reach back to the id")
 
-// Historian is implemented by layers that keep a bounded history of the
-// groups their HistoryPolicy covers. A message sent to such a group with
-// GroupSend gets an id, assigned once where it is published, that
-// increases within the group; its members receive it with the id (see
-// groups.HistoryMember and FrameWithID).
-type Historian interface {
-	// HasHistory reports whether group keeps a history.
-	HasHistory(group string) bool
-	// History returns the messages of group published after the one with
-	// id since, oldest first, each as the frame its members received
-	// (Message.ID set). It returns an error wrapping ErrHistoryGap when it
-	// cannot return all of them: since is older than the history keeps,
-	// unknown, or more than limit messages followed it.
-	History(ctx context.Context, group, since string, limit int) ([]Message, error)
-}
+// ErrNoHistory reports a History call for a group that keeps no
+// history: its policy keeps none, or the layer keeps no history at all.
+// Unlike ErrHistoryGap it says nothing about since: no id of the group
+// can be resumed. A message sent to a group with history gets an id,
+// assigned once where it is published, that increases within the group;
+// its members receive it with the id (see groups.HistoryMember and
+// FrameWithID).
+var ErrNoHistory = errors.New("channellayer: group keeps no history")
 
 // HistoryPolicy says how much history the groups whose names match
 // Pattern keep: at most about Size messages, none older than Age. Both

@@ -14,8 +14,8 @@ const maxKeyRecords = 100_000
 // for KeyWindow, oldest first out.
 type keyRecords struct {
 	mu    sync.Mutex
-	n     map[string]int // destination and key -> receivers of the first send
-	order []keyRecord    // by time of the first send
+	n     map[string]SendResult // destination and key -> result of the first send
+	order []keyRecord           // by time of the first send
 	head  int
 }
 
@@ -27,22 +27,22 @@ type keyRecord struct {
 // apply runs send, unless a send with key to dest ran within KeyWindow:
 // it then returns what that one returned, and repeated. send runs under
 // the records' lock, so that sends racing with one key apply once.
-func (r *keyRecords) apply(dest, key string, send func() int) (n int, repeated bool) {
+func (r *keyRecords) apply(dest, key string, send func() SendResult) (res SendResult, repeated bool) {
 	k := dest + "\x00" + key
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.expireLocked(now)
-	if n, ok := r.n[k]; ok {
-		return n, true
+	if res, ok := r.n[k]; ok {
+		return res, true
 	}
-	n = send()
+	res = send()
 	if r.n == nil {
-		r.n = make(map[string]int)
+		r.n = make(map[string]SendResult)
 	}
-	r.n[k] = n
+	r.n[k] = res
 	r.order = append(r.order, keyRecord{key: k, at: now})
-	return n, false
+	return res, false
 }
 
 // expireLocked forgets records older than KeyWindow, and the oldest

@@ -46,14 +46,7 @@ type Memory struct {
 	keys keyRecords // keyed sends applied
 }
 
-var (
-	_ Layer       = (*Memory)(nil)
-	_ LocalSender = (*Memory)(nil)
-	_ OnceSender  = (*Memory)(nil)
-	_ Checker     = (*Memory)(nil)
-	_ Historian   = (*Memory)(nil)
-	_ KeyedSender = (*Memory)(nil)
-)
+var _ Layer = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory layer that keeps DefaultHistory,
 // within DefaultHistoryMaxBytes.
@@ -99,16 +92,13 @@ func sendChannelKeyed(keys *keyRecords, reg *groups.Registry, channel string, ms
 	if msg.key == "" {
 		return reg.SendChannel(channel, msg.typ, msg.data)
 	}
-	n, _ := keys.apply("channel "+channel, msg.key, func() int {
-		if reg.SendChannel(channel, msg.typ, msg.data) {
-			return 1
-		}
-		return 0
+	r, _ := keys.apply("channel "+channel, msg.key, func() SendResult {
+		return SendResult{Delivered: reg.SendChannel(channel, msg.typ, msg.data)}
 	})
-	return n > 0
+	return r.Delivered
 }
 
-// KeyWindow implements KeyedSender.
+// KeyWindow implements Layer.
 func (l *Memory) KeyWindow() time.Duration { return KeyWindow }
 
 // GroupAdd implements Layer.
@@ -131,61 +121,61 @@ func (l *Memory) GroupDiscard(_ context.Context, group, channel string) error {
 
 // GroupSend implements Layer. A message to a group with history is kept,
 // with its id, even when the group has no member now.
-func (l *Memory) GroupSend(ctx context.Context, group string, msg Message) error {
+func (l *Memory) GroupSend(ctx context.Context, group string, msg Message) (SendResult, error) {
 	return l.GroupSendLocal(ctx, group, msg)
 }
 
-// GroupSendLocal implements LocalSender. For Memory it is GroupSend: a
-// keyed message is applied once per key and group (see KeyedSender).
-func (l *Memory) GroupSendLocal(_ context.Context, group string, msg Message) error {
+// GroupSendLocal implements Layer. For Memory it is GroupSend, history
+// included: a keyed message is applied once per key and group (see
+// Layer.KeyWindow).
+func (l *Memory) GroupSendLocal(_ context.Context, group string, msg Message) (SendResult, error) {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
-		return err
+		return SendResult{}, err
 	}
-	send := func() int {
+	send := func() SendResult {
 		if p, ok := historyFor(l.policies, group); ok {
 			return l.sendHistory(group, p, msg)
 		}
-		return l.reg.SendGroup(group, msg.typ, msg.data)
+		return SendResult{Delivered: l.reg.SendGroup(group, msg.typ, msg.data) > 0}
 	}
-	var n int
+	var r SendResult
 	if msg.key == "" {
-		n = send()
+		r = send()
 	} else {
-		n, _ = l.keys.apply("group "+group, msg.key, send)
+		r, _ = l.keys.apply("group "+group, msg.key, send)
 	}
-	if n == 0 {
-		return fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
+	if !r.Delivered && !r.Kept() {
+		return r, fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
 	}
-	return nil
+	return r, nil
 }
 
-// GroupSendOnce implements OnceSender. The lock is held through the send,
-// so that offers racing each other are sent in seq order.
-func (l *Memory) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
+// GroupSendOnce implements Layer. The lock is held through the send, so
+// that offers racing each other are sent in seq order.
+func (l *Memory) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (SendResult, error) {
 	if err := checkSource(source, seq); err != nil {
-		return false, err
+		return SendResult{}, err
 	}
 	l.onceMu.Lock()
 	defer l.onceMu.Unlock()
 	if last, ok := l.once[source]; ok && seq <= last {
 		if msg.key != "" && l.keys.seen("group "+group, msg.key) {
 			// The same call again: it reports what the first did.
-			return true, l.GroupSendLocal(ctx, group, msg)
+			return l.GroupSendLocal(ctx, group, msg)
 		}
-		return false, nil
+		return SendResult{Skipped: true}, nil
 	}
-	err := l.GroupSendLocal(ctx, group, msg)
-	sent := err == nil || errors.Is(err, ErrNoReceivers)
-	if sent {
+	r, err := l.GroupSendLocal(ctx, group, msg)
+	if err == nil || errors.Is(err, ErrNoReceivers) {
 		if l.once == nil {
 			l.once = make(map[string]int64)
 		}
 		l.once[source] = seq
 	}
-	return sent, err
+	return r, err
 }
 
-// LastSent implements OnceSender. The memory layer keeps one record per
+// LastSent implements Layer. The memory layer keeps one record per
 // source, whatever its group.
 func (l *Memory) LastSent(_ context.Context, source, _ string) (int64, bool, error) {
 	if err := checkSource(source, 0); err != nil {
@@ -197,7 +187,7 @@ func (l *Memory) LastSent(_ context.Context, source, _ string) (int64, bool, err
 	return seq, ok, nil
 }
 
-// Check implements Checker: a memory layer is always reachable until
+// Check implements Layer: a memory layer is always reachable until
 // closed.
 func (l *Memory) Check(context.Context) error {
 	l.mu.RLock()

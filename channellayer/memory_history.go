@@ -128,15 +128,7 @@ type HistoryStats struct {
 	Expired         int64
 }
 
-// HistoryStatser is implemented by layers that hold histories in the
-// process and count them, for metrics.
-type HistoryStatser interface {
-	HistoryStats() HistoryStats
-}
-
-var _ HistoryStatser = (*Memory)(nil)
-
-// HistoryStats implements HistoryStatser.
+// HistoryStats returns what the layer's histories hold, as Stats does.
 func (l *Memory) HistoryStats() HistoryStats {
 	l.histMu.Lock()
 	defer l.histMu.Unlock()
@@ -303,7 +295,7 @@ func (l *Memory) closeHistory() {
 
 // sendHistory assigns the next id, keeps the message and delivers it,
 // under the ring's lock so that members get ids in order.
-func (l *Memory) sendHistory(group string, p HistoryPolicy, msg Message) int {
+func (l *Memory) sendHistory(group string, p HistoryPolicy, msg Message) SendResult {
 	r := l.acquire(group, p)
 	defer l.release(r)
 	r.mu.Lock()
@@ -329,16 +321,11 @@ func (l *Memory) sendHistory(group string, p HistoryPolicy, msg Message) int {
 	l.makeRoomLocked()
 	l.histMu.Unlock()
 
-	return l.reg.SendGroupFrom(group, ids, frame.typ, frame.data)
+	n := l.reg.SendGroupFrom(group, ids, frame.typ, frame.data)
+	return SendResult{ID: ids, Delivered: n > 0}
 }
 
-// HasHistory implements Historian.
-func (l *Memory) HasHistory(group string) bool {
-	_, ok := historyFor(l.policies, group)
-	return ok
-}
-
-// History implements Historian. It never returns a message older than
+// History implements Layer. It never returns a message older than
 // its policy's age, whether or not a sweep has dropped it yet. A group
 // whose history was removed (every message expired or dropped for space)
 // knows no id any more: resuming it, even from its last id, is a gap.
@@ -346,12 +333,12 @@ func (l *Memory) History(_ context.Context, group, since string, limit int) ([]M
 	if err := ValidGroupName(group); err != nil {
 		return nil, err
 	}
+	if _, ok := historyFor(l.policies, group); !ok {
+		return nil, fmt.Errorf("%w: group %q", ErrNoHistory, group)
+	}
 	after, err := ParseID(since)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrHistoryGap, err)
-	}
-	if _, ok := historyFor(l.policies, group); !ok {
-		return nil, fmt.Errorf("%w: group %q keeps no history", ErrHistoryGap, group)
 	}
 	l.histMu.Lock()
 	defer l.histMu.Unlock()

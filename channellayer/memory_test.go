@@ -62,7 +62,7 @@ func TestMemoryHistorySweep(t *testing.T) {
 	ctx := context.Background()
 	const n = 300
 	for i := range n {
-		_ = l.GroupSend(ctx, fmt.Sprintf("room.%d", i), layertest.Msg(t, "t.r", i))
+		_, _ = l.GroupSend(ctx, fmt.Sprintf("room.%d", i), layertest.Msg(t, "t.r", i))
 	}
 	st := l.HistoryStats()
 	if st.Groups != n || st.Entries != n || st.Bytes <= 0 {
@@ -103,7 +103,7 @@ func TestMemoryHistoryMaxBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := l.GroupSend(ctx, g, msg); err != nil {
+		if _, err := l.GroupSend(ctx, g, msg); err != nil {
 			t.Fatal(err)
 		}
 		ids[g] = append(ids[g], in.Next(t).ID)
@@ -152,7 +152,7 @@ func TestMemoryHistoryConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 500 {
 				g := fmt.Sprintf("room.%d", (w*7+i)%20)
-				_ = l.GroupSend(ctx, g, layertest.Msg(t, "t.c", i))
+				_, _ = l.GroupSend(ctx, g, layertest.Msg(t, "t.c", i))
 				_, _ = l.History(ctx, g, "1-0", 100)
 				if st := l.HistoryStats(); st.Bytes > 32<<10+4096 || st.Entries < 0 {
 					t.Errorf("stats %+v", st)

@@ -71,14 +71,7 @@ type Redis struct {
 	keyPrefix string // of the keys the layer keeps: "<Prefix>:"
 }
 
-var (
-	_ Layer       = (*Redis)(nil)
-	_ LocalSender = (*Redis)(nil)
-	_ OnceSender  = (*Redis)(nil)
-	_ Checker     = (*Redis)(nil)
-	_ Historian   = (*Redis)(nil)
-	_ KeyedSender = (*Redis)(nil)
-)
+var _ Layer = (*Redis)(nil)
 
 // NewRedis returns a layer on client, which it does not close. The
 // layer starts two goroutines that serve its subscription connection;
@@ -271,10 +264,10 @@ func (l *redisCore) awaitUnsub(ctx context.Context, done ...chan struct{}) error
 
 // GroupSend implements Layer: one script that publishes, whatever the
 // size of the group, applied once however often the client retries it
-// (see KeyedSender).
-func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error {
+// (see Layer.KeyWindow).
+func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) (SendResult, error) {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
-		return err
+		return SendResult{}, err
 	}
 	topic := l.groupTopic + group
 	sent, ttl := l.sentKey(topic, "", msg)
@@ -282,21 +275,22 @@ func (l *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 		return l.groupSendHistory(ctx, l.client, plainPublishing, sent, ttl, l.historyKey(group), group, msg, p)
 	}
 	if err := l.blindTo(l, group); err != nil {
-		return err
+		return SendResult{}, err
 	}
 	n, err := publish(ctx, l.client, plainPublishing.plain, sent, ttl, topic, msg.data)
-	return l.published(n, err, fmt.Sprintf("group %q has no member", group))
+	return l.groupSent("", n, err, group)
 }
 
-// KeyWindow implements KeyedSender.
+// KeyWindow implements Layer.
 func (c *redisCore) KeyWindow() time.Duration { return KeyWindow }
 
-// GroupSendLocal implements LocalSender without touching Redis.
-func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) error {
+// GroupSendLocal implements Layer without touching Redis, and so without
+// a history id.
+func (l *Redis) GroupSendLocal(_ context.Context, group string, msg Message) (SendResult, error) {
 	return SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
-// Check implements Checker: Redis answers a PING and the subscription
+// Check implements Layer: Redis answers a PING and the subscription
 // connection is established. It answers within a second.
 func (l *Redis) Check(ctx context.Context) error {
 	if l.closed.Load() {

@@ -60,10 +60,10 @@ func TestRedisRefusesSendWhileResubscribing(t *testing.T) {
 	}
 
 	refuse.Store(true)
-	errorsBefore := a.Stats().SubscribeErrors
+	errorsBefore := a.RedisStats().SubscribeErrors
 	killPubSub(t, direct, name)
 	deadline := time.Now().Add(5 * time.Second)
-	for a.Stats().SubscribeErrors == errorsBefore {
+	for a.RedisStats().SubscribeErrors == errorsBefore {
 		if time.Now().After(deadline) {
 			t.Fatal("A never noticed that its subscription connection was killed")
 		}
@@ -71,7 +71,7 @@ func TestRedisRefusesSendWhileResubscribing(t *testing.T) {
 	}
 
 	msg := layertest.Msg(t, "note", 1)
-	err = a.GroupSend(ctx, group, msg)
+	_, err = a.GroupSend(ctx, group, msg)
 	if !errors.Is(err, channellayer.ErrUnavailable) {
 		t.Fatalf("send through A while its subscription is down: %v, want ErrUnavailable (B's member got it, A's cannot)", err)
 	}
@@ -80,7 +80,7 @@ func TestRedisRefusesSendWhileResubscribing(t *testing.T) {
 	refuse.Store(false)
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		err = a.GroupSend(ctx, group, msg)
+		_, err = a.GroupSend(ctx, group, msg)
 		if err == nil {
 			break
 		}
@@ -151,10 +151,13 @@ func TestRedisFrozenWhileSending(t *testing.T) {
 
 	srv.Pause()
 	sent := make(chan error, 1)
-	go func() { sent <- b.GroupSend(ctx, group, layertest.Msg(t, "note", 1)) }()
-	errorsBefore := ra.Stats().SubscribeErrors
+	go func() {
+		_, err := b.GroupSend(ctx, group, layertest.Msg(t, "note", 1))
+		sent <- err
+	}()
+	errorsBefore := ra.RedisStats().SubscribeErrors
 	deadline := time.Now().Add(10 * time.Second)
-	for ra.Stats().SubscribeErrors == errorsBefore {
+	for ra.RedisStats().SubscribeErrors == errorsBefore {
 		if time.Now().After(deadline) {
 			srv.Continue()
 			t.Fatal("A never gave up its subscription to a frozen Redis")

@@ -52,14 +52,7 @@ type RedisCluster struct {
 	mapFail chan struct{}            // closed and replaced at each failed read
 }
 
-var (
-	_ Layer       = (*RedisCluster)(nil)
-	_ LocalSender = (*RedisCluster)(nil)
-	_ Checker     = (*RedisCluster)(nil)
-	_ Historian   = (*RedisCluster)(nil)
-	_ OnceSender  = (*RedisCluster)(nil)
-	_ KeyedSender = (*RedisCluster)(nil)
-)
+var _ Layer = (*RedisCluster)(nil)
 
 // NewRedisCluster returns a layer on client, which it does not close.
 // Its subscription connections use client's options (credentials, TLS,
@@ -555,21 +548,24 @@ func (l *RedisCluster) blindLocked(topic string) bool {
 
 // GroupSend implements Layer: one script that SPUBLISHes on the group's
 // shard, whatever the size of the group, applied once however often the
-// client retries it (see KeyedSender). Its record is in the group's slot.
-func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message) error {
+// client retries it (see Layer.KeyWindow). Its record is in the group's
+// slot.
+func (l *RedisCluster) GroupSend(ctx context.Context, group string, msg Message) (SendResult, error) {
 	if err := l.check(ValidGroupName(group), msg); err != nil {
-		return err
+		return SendResult{}, err
 	}
 	topic := l.groupTopic + group
 	if p, ok := historyFor(l.policies, group); ok {
 		sent, ttl := l.sentKey("{"+topic+"}", "", msg)
-		return l.follow(l.groupSendHistory(ctx, l.client, shardPublishing, sent, ttl, l.historyKey(group), group, msg, p))
+		r, err := l.groupSendHistory(ctx, l.client, shardPublishing, sent, ttl, l.historyKey(group), group, msg, p)
+		return r, l.follow(err)
 	}
 	if err := l.blindTo(l, group); err != nil {
-		return err
+		return SendResult{}, err
 	}
 	n, err := l.spublish(ctx, topic, "", msg.data, msg)
-	return l.follow(l.published(n, err, fmt.Sprintf("group %q has no member", group)))
+	r, err := l.groupSent("", n, err, group)
+	return r, l.follow(err)
 }
 
 // spublish sends payload to topic through the recording script. While
@@ -589,15 +585,15 @@ func (l *RedisCluster) spublish(ctx context.Context, topic, dest string, payload
 	return n, err
 }
 
-// GroupSendOnce implements OnceSender as Redis.GroupSendOnce does. The
+// GroupSendOnce implements Layer as Redis.GroupSendOnce does. The
 // source's mark is kept per group, in the group's slot.
-func (l *RedisCluster) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
+func (l *RedisCluster) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (SendResult, error) {
 	key, ttl := l.sentKey("{"+l.groupTopic+group+"}", "", msg)
-	sent, err := l.sendOnce(ctx, l.client, shardPublishing, key, ttl, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
-	return sent, l.follow(err)
+	r, err := l.sendOnce(ctx, l.client, shardPublishing, key, ttl, l.historyKey(group), l.onceKey(source, group), source, seq, group, msg)
+	return r, l.follow(err)
 }
 
-// LastSent implements OnceSender, reading the source's mark.
+// LastSent implements Layer, reading the source's mark.
 func (l *RedisCluster) LastSent(ctx context.Context, source, group string) (int64, bool, error) {
 	if err := ValidGroupName(group); err != nil {
 		return 0, false, err
@@ -617,7 +613,7 @@ func (l *RedisCluster) onceKey(source, group string) string {
 	return "{" + l.groupTopic + group + "}:once:" + source
 }
 
-// History implements Historian, reading the group's stream from the
+// History implements Layer, reading the group's stream from the
 // master this instance follows the group on, the one its subscription
 // just moved to when the layer recovers a group after a failover or a
 // slot move: go-redis may still route the slot to the old master until
@@ -654,15 +650,13 @@ func (l *RedisCluster) recoverRead(ctx context.Context, group string, pos positi
 	return msgs, covered, l.follow(err)
 }
 
-// GroupSendLocal implements LocalSender without touching Redis.
-func (l *RedisCluster) GroupSendLocal(_ context.Context, group string, msg Message) error {
+// GroupSendLocal implements Layer without touching Redis, and so
+// without a history id.
+func (l *RedisCluster) GroupSendLocal(_ context.Context, group string, msg Message) (SendResult, error) {
 	return SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
-// LocalStats returns this instance's channels, groups and members.
-func (l *RedisCluster) LocalStats() groups.Stats { return l.reg.Stats() }
-
-// Check implements Checker: the slot map is known, every master answers
+// Check implements Layer: the slot map is known, every master answers
 // a PING, and every subscription connection the layer needs is
 // established. It answers within a second.
 func (l *RedisCluster) Check(ctx context.Context) error {

@@ -84,7 +84,7 @@ func TestRedisClusterShards(t *testing.T) {
 		}
 	}
 	for i := range n {
-		if err := l.GroupSend(ctx, groupName(i), layertest.Msg(t, "x", i)); err != nil {
+		if _, err := l.GroupSend(ctx, groupName(i), layertest.Msg(t, "x", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -168,7 +168,7 @@ func watchHistory(t *testing.T, cluster *layertest.RedisCluster, group string) *
 // the member's instance is between two masters, nobody listens on the
 // new one.
 func (w *historyWatch) send(i int) error {
-	err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(w.t, "m", i))
+	_, err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(w.t, "m", i))
 	if errors.Is(err, channellayer.ErrNoReceivers) {
 		return nil
 	}
@@ -320,7 +320,8 @@ func TestRedisClusterFrozenMaster(t *testing.T) {
 	// it, or sends it again elsewhere once the slot map moved.
 	queued := make(chan error, 1)
 	go func() {
-		queued <- w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0))
+		_, err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0))
+		queued <- err
 	}()
 
 	// Check answers promptly while a master is frozen.

@@ -23,8 +23,7 @@ const resubscribeBound = 5 * time.Second
 // faultLayer is what the fault tests need of a Redis-backed layer.
 type faultLayer interface {
 	channellayer.Layer
-	channellayer.Checker
-	Stats() channellayer.RedisStats
+	RedisStats() channellayer.RedisStats
 }
 
 func TestRedisFaults(t *testing.T) {
@@ -119,14 +118,14 @@ func outage(t *testing.T, l faultLayer, stop, restart func(), groups []string) {
 		}
 	}
 	waitCheck(t, l, true)
-	before := l.Stats()
+	before := l.RedisStats()
 
 	stop()
 	waitCheck(t, l, false)
 	unavailable := 0
 	for _, g := range groups {
 		sendCtx, cancel := context.WithTimeout(ctx, layertest.Timeout)
-		err := l.GroupSend(sendCtx, g, layertest.Msg(t, "down", 0))
+		_, err := l.GroupSend(sendCtx, g, layertest.Msg(t, "down", 0))
 		cancel()
 		switch {
 		case errors.Is(err, channellayer.ErrUnavailable):
@@ -167,7 +166,7 @@ func outage(t *testing.T, l faultLayer, stop, restart func(), groups []string) {
 		t.Errorf("groups resubscribed %v after Redis returned, want under %v", slowest, resubscribeBound)
 	}
 	waitCheck(t, l, true)
-	after := l.Stats()
+	after := l.RedisStats()
 	t.Logf("stats before %+v after %+v", before, after)
 	if after.Reconnects <= before.Reconnects {
 		t.Errorf("Reconnects did not grow: %+v -> %+v", before, after)
@@ -180,7 +179,7 @@ func outage(t *testing.T, l faultLayer, stop, restart func(), groups []string) {
 	}
 	// Messages flow normally afterwards.
 	for i, g := range groups {
-		if err := l.GroupSend(ctx, g, layertest.Msg(t, "after", i)); err != nil {
+		if _, err := l.GroupSend(ctx, g, layertest.Msg(t, "after", i)); err != nil {
 			t.Fatal(err)
 		}
 		for {
@@ -198,7 +197,7 @@ func firstDelivery(t *testing.T, l channellayer.Layer, group string, in *layerte
 	deadline := since.Add(3 * layertest.Timeout)
 	for i := 0; ; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), layertest.Timeout)
-		err := l.GroupSend(ctx, group, layertest.Msg(t, "probe", i))
+		_, err := l.GroupSend(ctx, group, layertest.Msg(t, "probe", i))
 		cancel()
 		if err == nil {
 			for {
@@ -218,7 +217,7 @@ func firstDelivery(t *testing.T, l channellayer.Layer, group string, in *layerte
 }
 
 // waitCheck polls Check until it reports ready (or not ready).
-func waitCheck(t *testing.T, l channellayer.Checker, ready bool) {
+func waitCheck(t *testing.T, l channellayer.Layer, ready bool) {
 	t.Helper()
 	deadline := time.Now().Add(3 * layertest.Timeout)
 	for {
@@ -269,7 +268,7 @@ func unreachableAtStart(t *testing.T, l faultLayer, start func()) {
 	if err := l.GroupAdd(ctx, "later", ch2); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.GroupSend(ctx, "later", layertest.Msg(t, "x", 1)); err != nil {
+	if _, err := l.GroupSend(ctx, "later", layertest.Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	if d := other.Next(t); d.Type != "x" {

@@ -46,7 +46,7 @@ func TestRedisClusterDeposedMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = slowPub.Close() })
-	if err := slowPub.GroupSend(context.Background(), w.group, layertest.Msg(t, "m", 1)); err != nil {
+	if _, err := slowPub.GroupSend(context.Background(), w.group, layertest.Msg(t, "m", 1)); err != nil {
 		t.Fatal(err) // the slow publisher knows the slot map
 	}
 	w.expect(1)
@@ -61,7 +61,8 @@ func TestRedisClusterDeposedMaster(t *testing.T) {
 	})
 	queued := make(chan error, 1)
 	go func() {
-		queued <- slowPub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0).WithKey("q"))
+		_, err := slowPub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0).WithKey("q"))
+		queued <- err
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -79,7 +80,7 @@ func TestRedisClusterDeposedMaster(t *testing.T) {
 	w.expect(2)
 	// The caller's retry of the waiting send, with its key, on the new
 	// master.
-	if err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0).WithKey("q")); err != nil {
+	if _, err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0).WithKey("q")); err != nil {
 		t.Fatalf("retry of q: %v", err)
 	}
 	seen := map[string]int{}
@@ -159,7 +160,7 @@ func TestRedisClusterSlotMoveNoHistory(t *testing.T) {
 	// Once this instance follows the slot, a send reaches its member.
 	deadline := time.Now().Add(layertest.Timeout)
 	for {
-		err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "m", 2))
+		_, err := w.pub.GroupSend(context.Background(), w.group, layertest.Msg(t, "m", 2))
 		if err == nil {
 			break
 		}

@@ -47,19 +47,19 @@ func TestRedisSilentlyDeadConnection(t *testing.T) {
 	if err := l.GroupAdd(ctx, "quiet", ch); err != nil {
 		t.Fatal(err)
 	}
-	if err := sender.GroupSend(ctx, "quiet", layertest.Msg(t, "x", 1)); err != nil {
+	if _, err := sender.GroupSend(ctx, "quiet", layertest.Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	if d := in.Next(t); d.Type != "x" {
 		t.Fatalf("got %s", d.Data)
 	}
 
-	before := l.Stats().SubscribeErrors
+	before := l.RedisStats().SubscribeErrors
 	proxy.Freeze()
 	frozeAt := time.Now()
 	// Silent for one interval, pinged, silent for another: given up.
 	deadline := frozeAt.Add(layertest.Timeout)
-	for l.Stats().SubscribeErrors == before {
+	for l.RedisStats().SubscribeErrors == before {
 		if time.Now().After(deadline) {
 			t.Fatal("the layer did not notice that its connection went silent")
 		}
@@ -70,7 +70,7 @@ func TestRedisSilentlyDeadConnection(t *testing.T) {
 	proxy.Thaw()
 	deadline = time.Now().Add(layertest.Timeout)
 	for n := 2; ; n++ {
-		_ = sender.GroupSend(ctx, "quiet", layertest.Msg(t, "x", n))
+		_, _ = sender.GroupSend(ctx, "quiet", layertest.Msg(t, "x", n))
 		if _, ok := in.Poll(50 * time.Millisecond); ok {
 			return
 		}

@@ -130,7 +130,23 @@ const retryWindow = time.Minute
 // publish runs the script that sends payload to topic with no history,
 // recorded under sent.
 func publish(ctx context.Context, client redis.Cmdable, script *redis.Script, sent string, ttl int64, topic string, payload []byte) (int64, error) {
-	return receivers(script.Run(ctx, client, []string{sent}, ttl, topic, payload).Slice())
+	_, n, err := scriptReply(script.Run(ctx, client, []string{sent}, ttl, topic, payload).Slice())
+	return n, err
+}
+
+// groupSent turns the reply of a group's publishing script into the
+// send's result, counting failures: receivers is how many instances got
+// the message, and id the history id it got, "" for none.
+func (c *redisCore) groupSent(id string, receivers int64, err error, group string) (SendResult, error) {
+	if err != nil {
+		c.publishErrors.Add(1)
+		return SendResult{}, unavailable(err)
+	}
+	r := SendResult{ID: id, Delivered: receivers > 0}
+	if !r.Delivered && !r.Kept() {
+		return r, fmt.Errorf("%w: group %q has no member", ErrNoReceivers, group)
+	}
+	return r, nil
 }
 
 // onceTTL is how long a source's mark outlives its last send. Instances
@@ -148,52 +164,50 @@ func (l *Redis) onceKey(source string) string { return l.keyPrefix + "once:" + s
 
 // groupSendHistory is GroupSend for a group that keeps history, in the
 // stream at key, with the send's record at sent.
-func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, key, group string, msg Message, p HistoryPolicy) error {
-	n, err := receivers(pub.history.Run(ctx, client, []string{sent, key},
+func (c *redisCore) groupSendHistory(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, key, group string, msg Message, p HistoryPolicy) (SendResult, error) {
+	id, n, err := scriptReply(pub.history.Run(ctx, client, []string{sent, key},
 		ttl, c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds()).Slice())
-	return c.published(n, err, fmt.Sprintf("group %q has no member (the message is kept in its history)", group))
+	return c.groupSent(id, n, err, group)
 }
 
-// GroupSendOnce implements OnceSender. The source's mark is checked and
+// GroupSendOnce implements Layer. The source's mark is checked and
 // set in the same script that publishes, so of several instances offering
 // the same seq exactly one sends it, and sends reach Redis in seq order.
-func (l *Redis) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (bool, error) {
+func (l *Redis) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg Message) (SendResult, error) {
 	sent, ttl := l.sentKey(l.groupTopic+group, "", msg)
 	return l.sendOnce(ctx, l.client, plainPublishing, sent, ttl, l.historyKey(group), l.onceKey(source), source, seq, group, msg)
 }
 
-// LastSent implements OnceSender, reading the source's mark.
+// LastSent implements Layer, reading the source's mark.
 func (l *Redis) LastSent(ctx context.Context, source, _ string) (int64, bool, error) {
 	return l.lastSent(ctx, l.client, source, l.onceKey(source))
 }
 
 // sendOnce is GroupSendOnce for a layer that keeps group's stream at
 // histKey, source's mark at mark and the send's record at sent.
-func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, histKey, mark, source string, seq int64, group string, msg Message) (bool, error) {
+func (c *redisCore) sendOnce(ctx context.Context, client redis.Cmdable, pub publishing, sent string, ttl int64, histKey, mark, source string, seq int64, group string, msg Message) (SendResult, error) {
 	if err := c.check(ValidGroupName(group), msg); err != nil {
-		return false, err
+		return SendResult{}, err
 	}
 	if err := checkSource(source, seq); err != nil {
-		return false, err
+		return SendResult{}, err
 	}
 	var (
+		id  string
 		n   int64
 		err error
-		why = fmt.Sprintf("group %q has no member", group)
 	)
 	if p, ok := historyFor(c.policies, group); ok {
-		n, err = receivers(pub.historyOnce.Run(ctx, client, []string{sent, histKey, mark},
+		id, n, err = scriptReply(pub.historyOnce.Run(ctx, client, []string{sent, histKey, mark},
 			ttl, c.groupTopic+group, msg.data, p.Size, p.Age.Milliseconds(), seq, onceTTL.Milliseconds()).Slice())
-		why += " (the message is kept in its history)"
 	} else {
-		n, err = receivers(pub.once.Run(ctx, client, []string{sent, mark},
+		id, n, err = scriptReply(pub.once.Run(ctx, client, []string{sent, mark},
 			ttl, c.groupTopic+group, msg.data, seq, onceTTL.Milliseconds()).Slice())
 	}
 	if err == nil && n < 0 {
-		return false, nil
+		return SendResult{Skipped: true}, nil
 	}
-	err = c.published(n, err, why)
-	return err == nil || errors.Is(err, ErrNoReceivers), err
+	return c.groupSent(id, n, err, group)
 }
 
 // lastSent is LastSent for a layer that keeps source's mark at mark.
@@ -211,29 +225,30 @@ func (c *redisCore) lastSent(ctx context.Context, client redis.Cmdable, source, 
 	return seq, true, nil
 }
 
-// receivers reads the {id, receivers[, repeated]} reply of the
+// scriptReply reads the {id, receivers[, repeated]} reply of the
 // publishing scripts.
-func receivers(res []any, err error) (int64, error) {
+func scriptReply(res []any, err error) (id string, receivers int64, _ error) {
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	if len(res) < 2 {
-		return 0, fmt.Errorf("unexpected script reply %v", res)
+		return "", 0, fmt.Errorf("unexpected script reply %v", res)
 	}
-	n, ok := res[1].(int64)
-	if !ok {
-		return 0, fmt.Errorf("unexpected script reply %v", res)
+	id, ok1 := res[0].(string)
+	n, ok2 := res[1].(int64)
+	if !ok1 || !ok2 {
+		return "", 0, fmt.Errorf("unexpected script reply %v", res)
 	}
-	return n, nil
+	return id, n, nil
 }
 
-// HasHistory implements Historian.
-func (c *redisCore) HasHistory(group string) bool {
+// hasHistory reports whether group keeps a history.
+func (c *redisCore) hasHistory(group string) bool {
 	_, ok := historyFor(c.policies, group)
 	return ok
 }
 
-// History implements Historian, reading the group's Redis Stream.
+// History implements Layer, reading the group's Redis Stream.
 func (l *Redis) History(ctx context.Context, group, since string, limit int) ([]Message, error) {
 	return l.readHistory(ctx, l.client, l.historyKey(group), group, since, limit)
 }
@@ -244,12 +259,12 @@ func (c *redisCore) readHistory(ctx context.Context, client redis.Cmdable, key, 
 	if err := ValidGroupName(group); err != nil {
 		return nil, err
 	}
-	if _, err := ParseID(since); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrHistoryGap, err)
-	}
 	policy, ok := historyFor(c.policies, group)
 	if !ok {
-		return nil, fmt.Errorf("%w: group %q keeps no history", ErrHistoryGap, group)
+		return nil, fmt.Errorf("%w: group %q", ErrNoHistory, group)
+	}
+	if _, err := ParseID(since); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrHistoryGap, err)
 	}
 	pipe := client.Pipeline()
 	after := pipe.XRangeN(ctx, key, "("+since, "+", int64(limit)+1)
@@ -445,7 +460,7 @@ const clockSlack = time.Second
 // to be subscribed, and what is published from now on must be
 // recoverable, whether or not anything is delivered before a loss.
 func (c *redisCore) place(group string) {
-	if !c.HasHistory(group) {
+	if !c.hasHistory(group) {
 		return
 	}
 	c.seenMu.Lock()

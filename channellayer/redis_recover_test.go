@@ -57,10 +57,10 @@ func newRestartSetup(t *testing.T, group string) *restartSetup {
 // runs whileAway once Redis answers again, and then lets the member's
 // layer reconnect.
 func (s *restartSetup) restart(t *testing.T, whileAway func()) {
-	lost := s.member.Stats().SubscribeErrors
+	lost := s.member.RedisStats().SubscribeErrors
 	s.proxy.Refuse()
 	s.srv.Kill()
-	waitUntil(t, "the member's layer to lose its subscription", func() bool { return s.member.Stats().SubscribeErrors > lost })
+	waitUntil(t, "the member's layer to lose its subscription", func() bool { return s.member.RedisStats().SubscribeErrors > lost })
 	s.srv.Restart()
 	whileAway()
 	s.proxy.Admit()
@@ -70,7 +70,7 @@ func (s *restartSetup) restart(t *testing.T, whileAway func()) {
 // not it reached anyone.
 func (s *restartSetup) send(t *testing.T, typ string, n int) {
 	t.Helper()
-	err := s.sender.GroupSend(context.Background(), s.group, layertest.Msg(t, typ, n))
+	_, err := s.sender.GroupSend(context.Background(), s.group, layertest.Msg(t, typ, n))
 	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 		t.Fatal(err)
 	}

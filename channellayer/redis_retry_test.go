@@ -55,7 +55,7 @@ func TestRedisSendRetriedAfterStall(t *testing.T) {
 			}
 			// A first send loads the scripts, so that the stalled one is
 			// a single command that go-redis may send again.
-			if err := sender.GroupSend(ctx, tc.group, layertest.Msg(t, "warm", 0)); err != nil {
+			if _, err := sender.GroupSend(ctx, tc.group, layertest.Msg(t, "warm", 0)); err != nil {
 				t.Fatal(err)
 			}
 			if d := in.Next(t); d.Type != "warm" {
@@ -69,7 +69,10 @@ func TestRedisSendRetriedAfterStall(t *testing.T) {
 				msg = msg.WithKey(tc.key)
 			}
 			done := make(chan error, 1)
-			go func() { done <- sender.GroupSend(ctx, tc.group, msg) }()
+			go func() {
+				_, err := sender.GroupSend(ctx, tc.group, msg)
+				done <- err
+			}()
 			// Wait for the command and at least one retry to be held.
 			waitUntil(t, "go-redis to send the command again", func() bool { return proxy.Held() >= 2 })
 			held := proxy.Held()
@@ -82,7 +85,7 @@ func TestRedisSendRetriedAfterStall(t *testing.T) {
 				return max(now.evalsha-before.evalsha, now.publish-before.publish) >= held
 			})
 
-			if err := sender.GroupSend(ctx, tc.group, layertest.Msg(t, "end", 2)); err != nil {
+			if _, err := sender.GroupSend(ctx, tc.group, layertest.Msg(t, "end", 2)); err != nil {
 				t.Fatal(err)
 			}
 			var got []string

@@ -121,8 +121,8 @@ func newRedisCore(cfg RedisConfig) (*redisCore, error) {
 	return c, nil
 }
 
-// Stats returns the layer's fault counters.
-func (c *redisCore) Stats() RedisStats {
+// RedisStats returns the layer's fault counters.
+func (c *redisCore) RedisStats() RedisStats {
 	return RedisStats{
 		Reconnects:      c.reconnects.Load(),
 		PublishErrors:   c.publishErrors.Load(),
@@ -132,10 +132,9 @@ func (c *redisCore) Stats() RedisStats {
 	}
 }
 
-// LayerStats returns Stats keyed by name, for a metrics collector that
-// knows no concrete layer type.
-func (c *redisCore) LayerStats() map[string]int64 {
-	s := c.Stats()
+// events returns RedisStats keyed by name, for Stats.Events.
+func (c *redisCore) events() map[string]int64 {
+	s := c.RedisStats()
 	return map[string]int64{
 		"reconnects":       s.Reconnects,
 		"publish_errors":   s.PublishErrors,

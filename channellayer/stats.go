@@ -1,20 +1,13 @@
 package channellayer
 
-import "github.com/heraldhq/herald/groups"
-
-// LocalStatser is implemented by layers that can count this instance's
-// channels, groups and members, for metrics.
-type LocalStatser interface {
-	LocalStats() groups.Stats
+// Stats implements Layer.
+func (l *Memory) Stats() Stats {
+	h := l.HistoryStats()
+	return Stats{Local: l.reg.Stats(), History: &h}
 }
 
-var (
-	_ LocalStatser = (*Memory)(nil)
-	_ LocalStatser = (*Redis)(nil)
-)
+// Stats implements Layer. Events are the fields of RedisStats.
+func (l *Redis) Stats() Stats { return Stats{Local: l.reg.Stats(), Events: l.events()} }
 
-// LocalStats implements LocalStatser.
-func (l *Memory) LocalStats() groups.Stats { return l.reg.Stats() }
-
-// LocalStats implements LocalStatser.
-func (l *Redis) LocalStats() groups.Stats { return l.reg.Stats() }
+// Stats implements Layer. Events are the fields of RedisStats.
+func (l *RedisCluster) Stats() Stats { return Stats{Local: l.reg.Stats(), Events: l.events()} }

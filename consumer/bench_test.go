@@ -188,7 +188,7 @@ func benchFanout(b *testing.B, members int, tcp, raw bool, burst int) {
 	for i := 0; i < b.N; i++ {
 		want.Store(int64(members) * int64(burst) * int64(i+1))
 		for range burst {
-			if err := layer.GroupSend(context.Background(), "gossip", msg); err != nil {
+			if _, err := layer.GroupSend(context.Background(), "gossip", msg); err != nil {
 				b.Fatal(err)
 			}
 		}

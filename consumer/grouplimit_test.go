@@ -51,7 +51,7 @@ func TestInstanceGroupLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := layer.GroupSend(context.Background(), "held", msg); err != nil {
+	if _, err := layer.GroupSend(context.Background(), "held", msg); err != nil {
 		t.Fatal(err)
 	}
 	if got := read(t, c); !strings.Contains(got, `"message":"hi"`) {

@@ -20,7 +20,7 @@ func fill(t *testing.T, h *harness, n, size int) []string {
 	ctx := context.Background()
 	for i := 0; i < n; i++ {
 		m, _ := channellayer.NewMessage(map[string]any{"type": "name.gossip", "n": i, "pad": strings.Repeat("x", size)})
-		if err := h.layer.GroupSend(ctx, "gossip", m); err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
+		if _, err := h.layer.GroupSend(ctx, "gossip", m); err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 			t.Fatal(err)
 		}
 	}

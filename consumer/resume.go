@@ -100,14 +100,8 @@ func (c *Conn) rememberedSince(group string) (string, bool) {
 // client gets a Resync frame.
 func (c *Conn) Resume(ctx context.Context, group, since string) {
 	c.hold(group)
-	var msgs []channellayer.Message
-	var err error
-	h := c.historian()
-	if h == nil || !h.HasHistory(group) {
-		err = fmt.Errorf("%w: group %q keeps no history", channellayer.ErrHistoryGap, group)
-	} else {
-		msgs, err = h.History(ctx, group, since, c.srv.maxReplay())
-	}
+	// A group without history answers ErrNoHistory: the client resyncs.
+	msgs, err := c.layer.History(ctx, group, since, c.srv.maxReplay())
 	if err != nil {
 		c.Logger().Debug("consumer: cannot resume; client must resync", "group", group, "err", err)
 	}
@@ -131,14 +125,6 @@ func (c *Conn) AllowReplay() (int, error) {
 	}
 	s := keyrate.RetryAfter(wait)
 	return s, fmt.Errorf("%w; retry in %d s", ErrReplayRateLimited, s)
-}
-
-func (c *Conn) historian() channellayer.Historian {
-	if c.srv.History != nil {
-		return c.srv.History
-	}
-	h, _ := c.layer.(channellayer.Historian)
-	return h
 }
 
 // hold makes live messages of group wait aside, with those already

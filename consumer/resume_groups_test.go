@@ -35,7 +35,7 @@ func (h *harness) publishTo(group string, n int) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if err := h.layer.GroupSend(context.Background(), group, m); err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
+	if _, err := h.layer.GroupSend(context.Background(), group, m); err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 		h.t.Fatal(err)
 	}
 }
@@ -156,7 +156,7 @@ func TestEventStreamResumesEveryGroup(t *testing.T) {
 		return s
 	}
 	s := open("groups=a,b,secret", "")
-	waitFor(t, "joined", func() bool { return h.srv.Stats().Open == 1 && h.layer.LocalStats().Members >= 3 })
+	waitFor(t, "joined", func() bool { return h.srv.Stats().Open == 1 && h.layer.Stats().Local.Members >= 3 })
 	next := map[string]int{}
 	var lastID string
 	readN := func(s *sseStream, n int) {
@@ -213,7 +213,7 @@ func TestEventStreamOneGroupBareID(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.kill()
-	waitFor(t, "joined", func() bool { return h.layer.LocalStats().Members == 1 })
+	waitFor(t, "joined", func() bool { return h.layer.Stats().Local.Members == 1 })
 	h.publishTo("gossip", 0)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()

@@ -53,7 +53,7 @@ func TestResumeDropsLateCopies(t *testing.T) {
 		// Four messages kept while nobody listens; their ids are what a
 		// history read returns.
 		for i := range 4 {
-			err := mem.GroupSend(t.Context(), "gossip", gossip(t, i))
+			_, err := mem.GroupSend(t.Context(), "gossip", gossip(t, i))
 			if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 				t.Fatal(err)
 			}
@@ -84,7 +84,7 @@ func TestResumeDropsLateCopies(t *testing.T) {
 		for _, m := range kept[1:] {
 			member.DeliverFrom("gossip", m.ID(), m.Type(), m.Bytes())
 		}
-		if err := mem.GroupSend(t.Context(), "gossip", gossip(t, 4)); err != nil {
+		if _, err := mem.GroupSend(t.Context(), "gossip", gossip(t, 4)); err != nil {
 			t.Fatal(err)
 		}
 		if f, _, err := s.next(ctx); err != nil || f["n"] != float64(4) {

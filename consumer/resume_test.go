@@ -296,7 +296,7 @@ func TestResumeLosesNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := resumeHarness(t)
 			publish := func(i int) error {
-				err := h.layer.GroupSend(context.Background(), "gossip", gossip(t, i))
+				_, err := h.layer.GroupSend(context.Background(), "gossip", gossip(t, i))
 				if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 					return err
 				}
@@ -304,7 +304,7 @@ func TestResumeLosesNothing(t *testing.T) {
 			}
 			got := resumeRun(t, 10000, 20, 300, func(ctx context.Context, since string) (stream, error) {
 				return tc.dial(ctx, h.http.URL, since)
-			}, publish, nil, func() string { return fmt.Sprintf("%+v %+v", h.srv.Stats(), h.layer.LocalStats()) })
+			}, publish, nil, func() string { return fmt.Sprintf("%+v %+v", h.srv.Stats(), h.layer.Stats().Local) })
 			checkSequence(t, got, 10000)
 		})
 	}
@@ -320,7 +320,7 @@ func TestResyncNamesItsGroup(t *testing.T) {
 	defer cancel()
 	c := subscribedToRoom(t, ctx, h)
 	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
-	if err := h.layer.GroupSend(ctx, "room", resync); err != nil {
+	if _, err := h.layer.GroupSend(ctx, "room", resync); err != nil {
 		t.Fatal(err)
 	}
 	if _, p, err := c.Read(ctx); err != nil || string(p) != `{"type":"resync","group":"room"}` {
@@ -356,10 +356,10 @@ func TestResyncKeepsItsPlace(t *testing.T) {
 	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
 	for i := range n {
 		msg, _ := channellayer.NewMessage(map[string]any{"type": consumer.NotificationType, "n": i})
-		if err := h.layer.GroupSend(ctx, "room", msg); err != nil {
+		if _, err := h.layer.GroupSend(ctx, "room", msg); err != nil {
 			t.Fatal(err)
 		}
-		if err := h.layer.GroupSend(ctx, "room", resync); err != nil {
+		if _, err := h.layer.GroupSend(ctx, "room", resync); err != nil {
 			t.Fatal(err)
 		}
 	}

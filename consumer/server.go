@@ -97,10 +97,6 @@ type Server struct {
 	// PingInterval turns pings off.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
-	// History reads the groups' histories for clients that resume
-	// (Conn.JoinFrom). Default: Layer, if it implements
-	// channellayer.Historian.
-	History channellayer.Historian
 	// MaxReplay caps the messages replayed to one resuming client; a
 	// client that missed more gets a Resync frame. Default 10000.
 	MaxReplay int

@@ -34,16 +34,14 @@
 // # Delivery
 //
 // Every instance reads every row. On a layer that can send once
-// (channellayer.OnceSender: the memory, Redis and Redis Cluster layers),
+// (Layer.GroupSendOnce: the memory, Redis and Redis Cluster layers),
 // every Listener offers every row and the layer sends the first offer to
 // the group's members on every instance, with a history id where the
-// group keeps history. On a layer that can only send locally
-// (channellayer.LocalSender), each Listener delivers to its own
-// instance's members. Either way a client gets each row of a bridged
-// table once, in commit order, including rows committed while a Listener
-// was away. With a layer that can do neither the Listener falls back to
-// GroupSend, which reaches every instance; run a single Listener per
-// shared layer then.
+// group keeps history. On a layer that cannot (its GroupSendOnce answers
+// channellayer.ErrUnsupported: the channels_redis layers), each Listener
+// delivers to its own instance's members (Layer.GroupSendLocal). Either
+// way a client gets each row of a bridged table once, in commit order,
+// including rows committed while a Listener was away.
 //
 // A group with no member is not an error. A row a bridge cannot encode,
 // and a send that fails for any reason but an unreachable layer, is
@@ -69,7 +67,7 @@
 // When a layer that can send once cannot be reached (a send fails with
 // channellayer.ErrUnavailable), the Listener holds: it offers the same
 // row again with jittered exponential backoff (from MinBackoff, at most
-// 5 seconds apart), once the layer answers its probe (channellayer.Checker,
+// 5 seconds apart), once the layer answers its probe (channellayer.Layer.Check,
 // which on Redis includes this instance's subscription), and delivers
 // nothing after it, while it keeps reading its connection. Once the layer takes the row, the rows held meanwhile
 // follow in commit order, each once and with its history id. No client

@@ -97,12 +97,10 @@ type Config struct {
 // Create it with New and call Run.
 type Listener struct {
 	connConfig *pgx.ConnConfig
-	bridges    map[string]Bridge        // by Table
-	shared     bool                     // Config.SharedLayer
-	once       channellayer.OnceSender  // nil if the layer is not one
-	local      channellayer.LocalSender // nil if the layer is not one
-	checker    channellayer.Checker     // nil if the layer has no probe
-	send       func(context.Context, string, channellayer.Message) error
+	bridges    map[string]Bridge // by Table
+	shared     bool              // Config.SharedLayer
+	layer      channellayer.Layer
+	once       bool // the layer sends once; false once it says it cannot
 	log        *slog.Logger
 	minBackoff time.Duration
 	maxBackoff time.Duration
@@ -161,7 +159,8 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 	l := &Listener{
 		connConfig: pool.Config().ConnConfig,
 		bridges:    make(map[string]Bridge, len(bridges)),
-		send:       layer.GroupSend,
+		layer:      layer,
+		once:       true,
 		log:        cfg.Logger,
 		minBackoff: cfg.MinBackoff,
 		maxBackoff: cfg.MaxBackoff,
@@ -176,15 +175,6 @@ func New(pool *pgxpool.Pool, layer channellayer.Layer, cfg Config) (*Listener, e
 	}
 	if _, ok := l.connConfig.RuntimeParams["application_name"]; !ok {
 		l.connConfig.RuntimeParams["application_name"] = applicationName
-	}
-	l.once, _ = layer.(channellayer.OnceSender)
-	l.local, _ = layer.(channellayer.LocalSender)
-	l.checker = checker(layer)
-	switch {
-	case l.local != nil:
-		l.send = l.local.GroupSendLocal
-	case l.once == nil:
-		l.log.Warn("notifier: layer can neither send once nor send locally; with several instances, each client gets one copy of a row per instance")
 	}
 	return l, nil
 }
@@ -292,17 +282,14 @@ func (l *Listener) session(ctx context.Context) (wasReady bool, err error) {
 }
 
 // layerBack reports whether a held row may be offered again: the layer
-// answers its probe, when it has one (channellayer.Checker), which for
-// the Redis layers includes this instance's subscription. Offering the
-// row before that would send it to every instance but this one, whose
-// members would then depend on a recovery from history to get it.
+// answers its probe (Layer.Check), which for the Redis layers includes
+// this instance's subscription. Offering the row before that would send
+// it to every instance but this one, whose members would then depend on
+// a recovery from history to get it.
 func (l *Listener) layerBack(ctx context.Context) bool {
-	if l.checker == nil {
-		return true
-	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	return l.checker.Check(ctx) == nil
+	return l.layer.Check(ctx) == nil
 }
 
 // nextHoldWait returns how long to wait before offering a held row
@@ -340,7 +327,7 @@ func (l *Listener) pause(ctx context.Context, conn *pgx.Conn, d time.Duration) e
 // resume sets where delivery starts. A Listener that reconnects goes on
 // from the last row it delivered, unless the log no longer holds the rows
 // after it. A fresh one starts where the layer says the rows were last
-// sent (OnceSender.LastSent), so that rows committed while no instance
+// sent (Layer.LastSent), so that rows committed while no instance
 // ran reach the group's history and the clients that resume from it; on
 // other layers, and when the layer knows nothing, it owes its clients
 // nothing older than now and starts at the end of the log.
@@ -375,12 +362,15 @@ func (l *Listener) resume(ctx context.Context, conn *pgx.Conn) error {
 // knows, or end if it knows none. Rows after it that some bridge already
 // sent are offered again and dropped by the layer.
 func (l *Listener) lastSent(ctx context.Context, end int64) int64 {
-	if l.once == nil {
+	if !l.once {
 		return end
 	}
 	from := end
 	for _, b := range l.bridges {
-		seq, ok, err := l.once.LastSent(ctx, l.sourceName(b), b.Group)
+		seq, ok, err := l.layer.LastSent(ctx, l.sourceName(b), b.Group)
+		if l.noOnce(err) {
+			return end
+		}
 		if err != nil {
 			l.log.Warn("notifier: cannot ask the layer where rows were last sent; starting at the end of the log", "err", err)
 			return end
@@ -428,7 +418,7 @@ func (l *Listener) catchUp(ctx context.Context, conn *pgx.Conn) error {
 		if err != nil {
 			return fmt.Errorf("read the log: %w", err)
 		}
-		if l.once != nil && l.shared {
+		if l.once && l.shared {
 			err = l.sendPage(ctx, conn, page)
 		} else {
 			err = l.deliverAll(ctx, page)
@@ -544,7 +534,7 @@ func (l *Listener) sendPage(ctx context.Context, conn *pgx.Conn, page []logEntry
 
 // deliver sends one logged row to its bridge's group, after Pace if set.
 //
-// On a layer that can send once (OnceSender), every instance offers every
+// On a layer that can send once (Layer.GroupSendOnce), every instance offers every
 // row, and the first offer sends it to the members of every instance,
 // with a history id where the group keeps history: a client that loses
 // its instance resumes the rows it missed on another. When the layer
@@ -553,7 +543,7 @@ func (l *Listener) sendPage(ctx context.Context, conn *pgx.Conn, page []logEntry
 // after a backoff, then goes on in order. Nothing reaches a client
 // without the id it can resume from, and nothing is lost meanwhile, as
 // the log is durable. On other layers each instance delivers every row to
-// its own members only (LocalSender).
+// its own members only (Layer.GroupSendLocal).
 //
 // A row that cannot be encoded, and a send that fails otherwise, are
 // logged and not retried: the row is not lost for good, as it stays in
@@ -577,15 +567,16 @@ func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []
 			return fmt.Errorf("pace: %w", err)
 		}
 	}
-	if l.once != nil {
-		_, err = l.once.GroupSendOnce(ctx, l.sourceName(b), seq, b.Group, msg)
-	} else {
-		err = l.send(ctx, b.Group, msg)
+	if l.once {
+		_, err = l.layer.GroupSendOnce(ctx, l.sourceName(b), seq, b.Group, msg)
+	}
+	if !l.once || l.noOnce(err) {
+		_, err = l.layer.GroupSendLocal(ctx, b.Group, msg)
 	}
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err() // not known to be sent: a later Run offers it again
 	}
-	if l.once != nil && errors.Is(err, channellayer.ErrUnavailable) {
+	if l.once && errors.Is(err, channellayer.ErrUnavailable) {
 		if !l.held {
 			l.log.Warn("notifier: the layer is unreachable; holding rows until it is back",
 				"err", err, "table", source, "seq", seq, "group", b.Group)
@@ -601,6 +592,20 @@ func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []
 	return nil
 }
 
+// noOnce reports whether err says the layer cannot send once
+// (channellayer.ErrUnsupported), and if so makes the Listener send each
+// row locally from then on.
+func (l *Listener) noOnce(err error) bool {
+	if !errors.Is(err, channellayer.ErrUnsupported) {
+		return false
+	}
+	if l.once {
+		l.once = false
+		l.log.Info("notifier: the layer cannot send once; each instance delivers every row to its own members")
+	}
+	return true
+}
+
 // unhold ends a hold: the row seq, which was held or follows one that
 // was, is settled.
 func (l *Listener) unhold(seq int64) {
@@ -610,7 +615,7 @@ func (l *Listener) unhold(seq int64) {
 	}
 }
 
-// sourceName names the rows of bridge b in this log for OnceSender.
+// sourceName names the rows of bridge b in this log for GroupSendOnce.
 func (l *Listener) sourceName(b Bridge) string {
 	return "herald_log." + l.epoch + "." + b.Table + "." + b.Group
 }

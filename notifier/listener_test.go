@@ -16,23 +16,30 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// localOnly is a layer that can send locally but not once, and whose
-// GroupSend fails, to prove that the Listener delivers with
-// GroupSendLocal on such layers.
+// localOnly is a layer that cannot send once, as it says through
+// ErrUnsupported, and whose GroupSend fails, to prove that the Listener
+// delivers with GroupSendLocal on such layers.
 type localOnly struct {
 	channellayer.Layer
-	channellayer.LocalSender
 }
 
-func (localOnly) GroupSend(context.Context, string, channellayer.Message) error {
-	return errors.New("GroupSend called; the Listener must send locally")
+func (localOnly) GroupSend(context.Context, string, channellayer.Message) (channellayer.SendResult, error) {
+	return channellayer.SendResult{}, errors.New("GroupSend called; the Listener must send locally")
+}
+
+func (localOnly) GroupSendOnce(context.Context, string, int64, string, channellayer.Message) (channellayer.SendResult, error) {
+	return channellayer.SendResult{}, channellayer.ErrUnsupported
+}
+
+func (localOnly) LastSent(context.Context, string, string) (int64, bool, error) {
+	return 0, false, channellayer.ErrUnsupported
 }
 
 func TestListenerDeliversInsert(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, true)
 	mem := channellayer.NewMemory()
-	layer := localOnly{mem, mem}
+	layer := localOnly{mem}
 	in := join(t, layer)
 	l := startListener(t, pool, layer, notifier.Config{})
 

@@ -160,7 +160,7 @@ func (s *MemoryStore) send(ctx context.Context, p Post) error {
 	if err != nil {
 		return err
 	}
-	err = s.layer.GroupSend(ctx, s.group, msg.WithKey("post:"+s.group+":"+strconv.FormatInt(p.ID, 10)))
+	_, err = s.layer.GroupSend(ctx, s.group, msg.WithKey("post:"+s.group+":"+strconv.FormatInt(p.ID, 10)))
 	if err != nil && !errors.Is(err, channellayer.ErrNoReceivers) {
 		return err
 	}
@@ -206,7 +206,7 @@ func (s *MemoryStore) Run(ctx context.Context) error {
 		}
 		var backoff time.Duration
 		for {
-			sent, left, err := s.deliverOldest(ctx, checker(s.layer))
+			sent, left, err := s.deliverOldest(ctx)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -235,18 +235,15 @@ func (s *MemoryStore) Run(ctx context.Context) error {
 // deliverOldest sends the oldest pending post, and reports whether it
 // did and how many posts are left pending.
 //
-// With a layer that can be probed (channellayer.Checker), it first waits
-// for the probe to pass: a layer that takes a send while this instance's
-// own subscription is still down would deliver the post to every
-// instance but this one.
-func (s *MemoryStore) deliverOldest(ctx context.Context, c channellayer.Checker) (sent bool, left int, err error) {
-	if c != nil {
-		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
-		err := c.Check(cctx)
-		cancel()
-		if err != nil {
-			return false, s.Pending(), err
-		}
+// It first waits for the layer's probe (Layer.Check) to pass: a layer
+// that takes a send while this instance's own subscription is still
+// down would deliver the post to every instance but this one.
+func (s *MemoryStore) deliverOldest(ctx context.Context) (sent bool, left int, err error) {
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	err = s.layer.Check(cctx)
+	cancel()
+	if err != nil {
+		return false, s.Pending(), err
 	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
@@ -259,23 +256,6 @@ func (s *MemoryStore) deliverOldest(ctx context.Context, c channellayer.Checker)
 	s.outbox[0] = Post{}
 	s.outbox = s.outbox[1:]
 	return true, len(s.outbox), nil
-}
-
-// checker returns the channellayer.Checker behind l, looking through
-// wrappers that have an Unwrap method (as the HTTP API's metrics do), or
-// nil.
-func checker(l channellayer.Layer) channellayer.Checker {
-	for l != nil {
-		if c, ok := l.(channellayer.Checker); ok {
-			return c
-		}
-		u, ok := l.(interface{ Unwrap() channellayer.Layer })
-		if !ok {
-			return nil
-		}
-		l = u.Unwrap()
-	}
-	return nil
 }
 
 // Pending returns how many posts wait for the layer.

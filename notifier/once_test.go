@@ -188,7 +188,7 @@ func (c *countingOnce) Check(ctx context.Context) error {
 	return c.Redis.Check(ctx)
 }
 
-func (c *countingOnce) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (bool, error) {
+func (c *countingOnce) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (channellayer.SendResult, error) {
 	c.offers.Add(1)
 	return c.Redis.GroupSendOnce(ctx, source, seq, group, msg)
 }

@@ -165,11 +165,9 @@ const (
 func (a *API) groupSend(w http.ResponseWriter, r *http.Request) {
 	group := chi.URLParam(r, "group")
 	a.send(w, r, "group:"+group, func(ctx context.Context, msg channellayer.Message) (string, error) {
-		err := a.Layer.GroupSend(ctx, group, msg)
-		if errors.Is(err, channellayer.ErrNoReceivers) {
-			if h := a.historian(); h != nil && h.HasHistory(group) {
-				return statusKept, nil
-			}
+		res, err := a.Layer.GroupSend(ctx, group, msg)
+		if err == nil && !res.Delivered && res.Kept() {
+			return statusKept, nil
 		}
 		return statusSent, err
 	})
@@ -221,26 +219,6 @@ func (a *API) sendBody(w http.ResponseWriter, ctx context.Context, body []byte, 
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": status})
-}
-
-// historian returns the channellayer.Historian behind a.Layer, or nil if
-// the layer keeps no history. Wrappers such as the metrics' instrumented
-// layer hide the optional interfaces of the layer they wrap, so it looks
-// through any that has an Unwrap method, as http.ResponseController
-// looks through ResponseWriters.
-func (a *API) historian() channellayer.Historian {
-	l := a.Layer
-	for l != nil {
-		if h, ok := l.(channellayer.Historian); ok {
-			return h
-		}
-		u, ok := l.(interface{ Unwrap() channellayer.Layer })
-		if !ok {
-			return nil
-		}
-		l = u.Unwrap()
-	}
-	return nil
 }
 
 // layerError answers for a failed layer send. Never a 2xx: a message that

@@ -90,9 +90,9 @@ type failingOnce struct {
 	sends atomic.Int32
 }
 
-func (l *failingOnce) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
+func (l *failingOnce) GroupSend(ctx context.Context, group string, msg channellayer.Message) (channellayer.SendResult, error) {
 	if l.sends.Add(1) == 1 {
-		return fmt.Errorf("%w: test", channellayer.ErrUnavailable)
+		return channellayer.SendResult{}, fmt.Errorf("%w: test", channellayer.ErrUnavailable)
 	}
 	return l.Layer.GroupSend(ctx, group, msg)
 }

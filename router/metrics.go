@@ -26,12 +26,6 @@ type Metrics struct {
 	refused *prometheus.CounterVec
 }
 
-// LayerStatser is implemented by layers that count their own faults, such
-// as lost connections to their backing service.
-type LayerStatser interface {
-	LayerStats() map[string]int64
-}
-
 // NewMetrics returns metrics for the connections of conns and the local
 // groups of layer, plus the Go runtime's and the process's.
 func NewMetrics(conns *consumer.Server, layer channellayer.Layer) *Metrics {
@@ -86,21 +80,22 @@ func (m *Metrics) observe(op string, start time.Time, err error) {
 	m.latency.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
 }
 
-// Instrument returns l with its sends timed and its errors counted. The
-// result implements channellayer.LocalSender and channellayer.OnceSender
-// exactly when l does; its Unwrap method returns l, for the other
-// optional interfaces.
-func (m *Metrics) Instrument(l channellayer.Layer) channellayer.Layer {
-	il := &instrumented{Layer: l, m: m}
-	ls, local := l.(channellayer.LocalSender)
-	os, once := l.(channellayer.OnceSender)
-	switch {
-	case local && once:
-		return &instrumentedOnce{instrumentedLocal: &instrumentedLocal{instrumented: il, local: ls}, once: os}
-	case local:
-		return &instrumentedLocal{instrumented: il, local: ls}
+// observeGroup is observe for a group send, whose result tells a message
+// kept in the group's history for clients that resume, though nobody got
+// it now ("kept"), from one that went nowhere.
+func (m *Metrics) observeGroup(op string, start time.Time, r channellayer.SendResult, err error) {
+	if err == nil && !r.Delivered && r.Kept() {
+		m.latency.WithLabelValues(op, "kept").Observe(time.Since(start).Seconds())
+		return
 	}
-	return il
+	m.observe(op, start, err)
+}
+
+// Instrument returns l with its sends timed and its errors counted. Every
+// other method is l's own: the Layer interface is the whole contract, so
+// the wrapper hides nothing.
+func (m *Metrics) Instrument(l channellayer.Layer) channellayer.Layer {
+	return &instrumented{Layer: l, m: m}
 }
 
 type instrumented struct {
@@ -108,21 +103,27 @@ type instrumented struct {
 	m *Metrics
 }
 
-// Unwrap returns the instrumented layer, whose optional interfaces
-// (channellayer.Historian) the wrapper does not offer itself.
-func (l *instrumented) Unwrap() channellayer.Layer { return l.Layer }
-
-func (l *instrumented) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
+func (l *instrumented) GroupSend(ctx context.Context, group string, msg channellayer.Message) (channellayer.SendResult, error) {
 	start := time.Now()
-	err := l.Layer.GroupSend(ctx, group, msg)
-	if h, ok := l.Layer.(channellayer.Historian); ok && errors.Is(err, channellayer.ErrNoReceivers) && h.HasHistory(group) {
-		// Nobody got it, but the group's history keeps it for clients
-		// that resume: not a send that went nowhere (see API.groupSend).
-		l.m.latency.WithLabelValues("group_send", "kept").Observe(time.Since(start).Seconds())
-		return err
+	r, err := l.Layer.GroupSend(ctx, group, msg)
+	l.m.observeGroup("group_send", start, r, err)
+	return r, err
+}
+
+func (l *instrumented) GroupSendLocal(ctx context.Context, group string, msg channellayer.Message) (channellayer.SendResult, error) {
+	start := time.Now()
+	r, err := l.Layer.GroupSendLocal(ctx, group, msg)
+	l.m.observeGroup("group_send_local", start, r, err)
+	return r, err
+}
+
+func (l *instrumented) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (channellayer.SendResult, error) {
+	start := time.Now()
+	r, err := l.Layer.GroupSendOnce(ctx, source, seq, group, msg)
+	if !errors.Is(err, channellayer.ErrUnsupported) { // an answer about the layer, not a send
+		l.m.observeGroup("group_send_once", start, r, err)
 	}
-	l.m.observe("group_send", start, err)
-	return err
+	return r, err
 }
 
 func (l *instrumented) Send(ctx context.Context, channel string, msg channellayer.Message) error {
@@ -138,34 +139,6 @@ func (l *instrumented) GroupAdd(ctx context.Context, group, channel string) erro
 		l.m.errs.WithLabelValues("group_add").Inc()
 	}
 	return err
-}
-
-type instrumentedLocal struct {
-	*instrumented
-	local channellayer.LocalSender
-}
-
-func (l *instrumentedLocal) GroupSendLocal(ctx context.Context, group string, msg channellayer.Message) error {
-	start := time.Now()
-	err := l.local.GroupSendLocal(ctx, group, msg)
-	l.m.observe("group_send_local", start, err)
-	return err
-}
-
-type instrumentedOnce struct {
-	*instrumentedLocal
-	once channellayer.OnceSender
-}
-
-func (l *instrumentedOnce) GroupSendOnce(ctx context.Context, source string, seq int64, group string, msg channellayer.Message) (bool, error) {
-	start := time.Now()
-	sent, err := l.once.GroupSendOnce(ctx, source, seq, group, msg)
-	l.m.observe("group_send_once", start, err)
-	return sent, err
-}
-
-func (l *instrumentedOnce) LastSent(ctx context.Context, source, group string) (int64, bool, error) {
-	return l.once.LastSent(ctx, source, group)
 }
 
 // collector reads the parts' counters at scrape time.
@@ -220,14 +193,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSlow, prometheus.CounterValue, float64(st.SlowDisconnects))
 	ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(st.ReplaysRefused.RateLimited), "rate_limited")
 	ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(st.ReplaysRefused.TooLarge), "too_large")
-	if ls, ok := c.layer.(channellayer.LocalStatser); ok {
-		g := ls.LocalStats()
-		ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(g.Channels))
-		ch <- prometheus.MustNewConstMetric(descGroups, prometheus.GaugeValue, float64(g.Groups))
-		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(g.Members))
-	}
-	if hs, ok := c.layer.(channellayer.HistoryStatser); ok {
-		h := hs.HistoryStats()
+	ls := c.layer.Stats()
+	ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(ls.Local.Channels))
+	ch <- prometheus.MustNewConstMetric(descGroups, prometheus.GaugeValue, float64(ls.Local.Groups))
+	ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(ls.Local.Members))
+	if h := ls.History; h != nil {
 		ch <- prometheus.MustNewConstMetric(descHistGroups, prometheus.GaugeValue, float64(h.Groups))
 		ch <- prometheus.MustNewConstMetric(descHistEntries, prometheus.GaugeValue, float64(h.Entries))
 		ch <- prometheus.MustNewConstMetric(descHistBytes, prometheus.GaugeValue, float64(h.Bytes))
@@ -235,10 +205,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descHistDropped, prometheus.CounterValue, float64(h.DroppedForSpace), "space")
 		ch <- prometheus.MustNewConstMetric(descHistDropped, prometheus.CounterValue, float64(h.Expired), "age")
 	}
-	if ls, ok := c.layer.(LayerStatser); ok {
-		for kind, n := range ls.LayerStats() {
-			ch <- prometheus.MustNewConstMetric(descLayer, prometheus.CounterValue, float64(n), kind)
-		}
+	for kind, n := range ls.Events {
+		ch <- prometheus.MustNewConstMetric(descLayer, prometheus.CounterValue, float64(n), kind)
 	}
 }
 

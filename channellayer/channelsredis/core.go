@@ -107,11 +107,7 @@ type Core struct {
 	closed atomic.Bool
 }
 
-var (
-	_ channellayer.Layer       = (*Core)(nil)
-	_ channellayer.LocalSender = (*Core)(nil)
-	_ channellayer.Checker     = (*Core)(nil)
-)
+var _ channellayer.Layer = (*Core)(nil)
 
 // NewCore returns a Core layer on client, which it does not close. It
 // starts two goroutines, one popping the inbox and one refreshing group
@@ -531,13 +527,13 @@ func (l *Core) GroupDiscard(ctx context.Context, group, channel string) error {
 // one copy of the message per inbox, naming that inbox's members in it.
 // Inboxes at capacity are skipped; the send fails with ErrFull only if
 // every inbox was full.
-func (l *Core) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
+func (l *Core) GroupSend(ctx context.Context, group string, msg channellayer.Message) (channellayer.SendResult, error) {
 	if err := l.check(channellayer.ValidGroupName(group), msg); err != nil {
-		return err
+		return channellayer.SendResult{}, err
 	}
 	b, err := encodeBody(msg)
 	if err != nil {
-		return err
+		return channellayer.SendResult{}, err
 	}
 	key := l.groupKey(group)
 	var members *redis.StringSliceCmd
@@ -547,11 +543,11 @@ func (l *Core) GroupSend(ctx context.Context, group string, msg channellayer.Mes
 		return nil
 	})
 	if err != nil {
-		return unavailable(err)
+		return channellayer.SendResult{}, unavailable(err)
 	}
 	names := members.Val()
 	if len(names) == 0 {
-		return fmt.Errorf("%w: group %q has no member", channellayer.ErrNoReceivers, group)
+		return channellayer.SendResult{}, fmt.Errorf("%w: group %q has no member", channellayer.ErrNoReceivers, group)
 	}
 	var keys []string
 	byKey := map[string][]string{}
@@ -575,24 +571,23 @@ func (l *Core) GroupSend(ctx context.Context, group string, msg channellayer.Mes
 	args = append(args, l.score(), l.expiry)
 	full, err := pushScript.Run(ctx, l.client, keys, args...).Int()
 	if err != nil {
-		return unavailable(err)
+		return channellayer.SendResult{}, unavailable(err)
 	}
 	if full == len(keys) {
-		return fmt.Errorf("%w: every inbox of group %q is at capacity", ErrFull, group)
+		return channellayer.SendResult{}, fmt.Errorf("%w: every inbox of group %q is at capacity", ErrFull, group)
 	}
 	if full > 0 {
 		l.log.Info("channelsredis: group send skipped inboxes at capacity", "group", group, "full", full, "inboxes", len(keys))
 	}
-	return nil
+	return channellayer.SendResult{Delivered: true}, nil
 }
 
-// GroupSendLocal implements channellayer.LocalSender without touching
-// Redis.
-func (l *Core) GroupSendLocal(_ context.Context, group string, msg channellayer.Message) error {
+// GroupSendLocal implements channellayer.Layer without touching Redis.
+func (l *Core) GroupSendLocal(_ context.Context, group string, msg channellayer.Message) (channellayer.SendResult, error) {
 	return channellayer.SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
-// Check implements channellayer.Checker.
+// Check implements channellayer.Layer.
 func (l *Core) Check(ctx context.Context) error {
 	if l.closed.Load() {
 		return channellayer.ErrClosed

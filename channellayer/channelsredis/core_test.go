@@ -76,7 +76,7 @@ func TestCoreMembership(t *testing.T) {
 	// After the group expiry has passed since joining, a group send (which
 	// drops members older than the expiry, as Django's does) still finds it.
 	waitFor(t, "the group expiry to pass", func() bool { return float64(time.Now().Unix())-3 > first })
-	if err := l.GroupSend(tctx(t), "gossip", layertest.Msg(t, "x", 1)); err != nil {
+	if _, err := l.GroupSend(tctx(t), "gossip", layertest.Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.CloseChannel(tctx(t), ch); err != nil {
@@ -174,7 +174,7 @@ func TestCoreStaleMembers(t *testing.T) {
 	rdb.ZAdd(tctx(t), key, redis.Z{Score: now, Member: goneProcess + "gone"},
 		redis.Z{Score: now - 2*86400, Member: goneProcess + "ancient"})
 	for i := range 3 {
-		if err := l.GroupSend(tctx(t), "gossip", layertest.Msg(t, "x", i)); err != nil {
+		if _, err := l.GroupSend(tctx(t), "gossip", layertest.Msg(t, "x", i)); err != nil {
 			t.Fatal(err)
 		}
 		d := in.Next(t)

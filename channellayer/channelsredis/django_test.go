@@ -249,7 +249,8 @@ func testDjango(t *testing.T, py string, rdb *redis.Client, kind string, keys []
 func groupSend(t *testing.T, layer channellayer.Layer, msg map[string]any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), layertest.Timeout)
 	defer cancel()
-	return layer.GroupSend(ctx, "gossip", mustMessage(t, msg))
+	_, err := layer.GroupSend(ctx, "gossip", mustMessage(t, msg))
+	return err
 }
 
 // herald serves /notifications/ with the notification consumer, which

@@ -73,11 +73,7 @@ type PubSub struct {
 	up     atomic.Bool
 }
 
-var (
-	_ channellayer.Layer       = (*PubSub)(nil)
-	_ channellayer.LocalSender = (*PubSub)(nil)
-	_ channellayer.Checker     = (*PubSub)(nil)
-)
+var _ channellayer.Layer = (*PubSub)(nil)
 
 // NewPubSub returns a PubSub layer on client, which it does not close. It
 // starts one goroutine that reads the subscription; Close stops it. Redis
@@ -309,31 +305,30 @@ func (l *PubSub) unsubscribeLocked(ctx context.Context, topics ...string) error 
 // GroupSend implements channellayer.Layer: one PUBLISH, whatever the
 // size of the group. It fails with ErrNoReceivers when no process, Django
 // or Herald, subscribes to the group.
-func (l *PubSub) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
+func (l *PubSub) GroupSend(ctx context.Context, group string, msg channellayer.Message) (channellayer.SendResult, error) {
 	if err := l.check(channellayer.ValidGroupName(group), msg); err != nil {
-		return err
+		return channellayer.SendResult{}, err
 	}
 	data, err := l.encode(msg)
 	if err != nil {
-		return err
+		return channellayer.SendResult{}, err
 	}
 	n, err := l.client.Publish(ctx, l.groupTopic+group, data).Result()
 	if err != nil {
-		return unavailable(err)
+		return channellayer.SendResult{}, unavailable(err)
 	}
 	if n == 0 {
-		return fmt.Errorf("%w: group %q has no member", channellayer.ErrNoReceivers, group)
+		return channellayer.SendResult{}, fmt.Errorf("%w: group %q has no member", channellayer.ErrNoReceivers, group)
 	}
-	return nil
+	return channellayer.SendResult{Delivered: true}, nil
 }
 
-// GroupSendLocal implements channellayer.LocalSender without touching
-// Redis.
-func (l *PubSub) GroupSendLocal(_ context.Context, group string, msg channellayer.Message) error {
+// GroupSendLocal implements channellayer.Layer without touching Redis.
+func (l *PubSub) GroupSendLocal(_ context.Context, group string, msg channellayer.Message) (channellayer.SendResult, error) {
 	return channellayer.SendLocal(&l.reg, group, msg, l.closed.Load())
 }
 
-// Check implements channellayer.Checker: Redis answers a PING and the
+// Check implements channellayer.Layer: Redis answers a PING and the
 // subscription connection is established.
 func (l *PubSub) Check(ctx context.Context) error {
 	if l.closed.Load() {

@@ -39,10 +39,10 @@ func GroupLimit(t *testing.T, l channellayer.Layer, max int) {
 	if err := l.GroupAdd(ctx(t), "cap.0", cb); err != nil {
 		t.Fatalf("join of a group the layer holds: %v", err)
 	}
-	if err := l.GroupSend(ctx(t), "cap.over", Msg(t, "t.o", 0)); !errors.Is(err, channellayer.ErrNoReceivers) {
+	if _, err := l.GroupSend(ctx(t), "cap.over", Msg(t, "t.o", 0)); !errors.Is(err, channellayer.ErrNoReceivers) {
 		t.Fatalf("send to a group beyond the cap: %v, want ErrNoReceivers", err)
 	}
-	if err := l.GroupSend(ctx(t), "cap.0", Msg(t, "t.o", 1)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "cap.0", Msg(t, "t.o", 1)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, a, "t.o", 1)
@@ -53,7 +53,7 @@ func GroupLimit(t *testing.T, l channellayer.Layer, max int) {
 	if err := l.GroupAdd(ctx(t), "cap.over", cb); err != nil {
 		t.Fatalf("join after a group was left: %v", err)
 	}
-	if err := l.GroupSend(ctx(t), "cap.over", Msg(t, "t.o", 2)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "cap.over", Msg(t, "t.o", 2)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, b, "t.o", 2)

@@ -10,8 +10,8 @@ import (
 	"github.com/heraldhq/herald/channellayer"
 )
 
-// History is the history policy the suite expects a layer implementing
-// channellayer.Historian to be configured with: "hist.*" groups keep
+// History is the history policy the suite expects a layer that keeps
+// history to be configured with: "hist.*" groups keep
 // 1000 messages, "small.*" groups 10, both for at most an hour,
 // "brief.*" groups 100 for at most BriefAge, and nothing else keeps any.
 var History = []channellayer.HistoryPolicy{
@@ -29,6 +29,7 @@ var historyCases = []struct {
 	fn   func(*testing.T, NewLayer)
 }{
 	{"HistoryIDs", testHistoryIDs},
+	{"HistorySendResult", testHistorySendResult},
 	{"HistoryReplay", testHistoryReplay},
 	{"HistoryGap", testHistoryGap},
 	{"HistoryAcrossInstances", testHistoryAcrossInstances},
@@ -36,20 +37,22 @@ var historyCases = []struct {
 	{"HistoryExpiredGroupForgotten", testHistoryExpiredGroupForgotten},
 }
 
-func historian(t *testing.T, l channellayer.Layer) channellayer.Historian {
-	h, ok := l.(channellayer.Historian)
-	if !ok {
+// keepsHistory skips the test unless l keeps the history of History's
+// groups: a layer that keeps none answers ErrNoHistory for every group.
+// Either way, a group no policy covers answers ErrNoHistory.
+func keepsHistory(t *testing.T, l channellayer.Layer) channellayer.Layer {
+	t.Helper()
+	if _, err := l.History(ctx(t), "nohist", "0-0", 10); !errors.Is(err, channellayer.ErrNoHistory) {
+		t.Fatalf("History of a group without history: %v, want ErrNoHistory", err)
+	}
+	if _, err := l.History(ctx(t), "hist.probe", "0-0", 10); errors.Is(err, channellayer.ErrNoHistory) {
 		t.Skipf("%T keeps no history", l)
 	}
-	return h
+	return l
 }
 
 func testHistoryIDs(t *testing.T, newLayer NewLayer) {
-	l := newLayer(t)
-	h := historian(t, l)
-	if !h.HasHistory("hist.a") || h.HasHistory("nohist") {
-		t.Fatalf("HasHistory: hist.a %v, nohist %v; want true, false", h.HasHistory("hist.a"), h.HasHistory("nohist"))
-	}
+	l := keepsHistory(t, newLayer(t))
 	in := NewInbox(16)
 	name, err := l.NewChannel(in)
 	if err != nil {
@@ -62,10 +65,14 @@ func testHistoryIDs(t *testing.T, newLayer NewLayer) {
 	}
 	var last channellayer.ID
 	for i := range 5 {
-		if err := l.GroupSend(ctx(t), "hist.a", Msg(t, "t.x", i)); err != nil {
+		r, err := l.GroupSend(ctx(t), "hist.a", Msg(t, "t.x", i))
+		if err != nil {
 			t.Fatal(err)
 		}
 		d := in.Next(t)
+		if r.ID != d.ID || !r.Delivered || !r.Kept() || r.Skipped {
+			t.Fatalf("send %d: result %+v, delivered with id %q; want that id, delivered and kept", i, r, d.ID)
+		}
 		id, err := channellayer.ParseID(d.ID)
 		if err != nil || d.Group != "hist.a" {
 			t.Fatalf("delivery %d: group %q id %q: %v", i, d.Group, d.ID, err)
@@ -79,17 +86,40 @@ func testHistoryIDs(t *testing.T, newLayer NewLayer) {
 			t.Fatalf("frame %s, want %s", d.Data, want)
 		}
 	}
-	if err := l.GroupSend(ctx(t), "nohist", Msg(t, "t.x", 9)); err != nil {
+	r, err := l.GroupSend(ctx(t), "nohist", Msg(t, "t.x", 9))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if r != (channellayer.SendResult{Delivered: true}) {
+		t.Fatalf("send to a group without history: %+v, want delivered without id", r)
 	}
 	if d := in.Next(t); d.ID != "" || string(d.Data) != `{"n":9,"type":"t.x"}` {
 		t.Fatalf("a group without history delivered id %q, frame %s", d.ID, d.Data)
 	}
 }
 
+// testHistorySendResult: a send to a group with history and no member
+// went somewhere: no error, the id it got, not delivered; the message is
+// what History returns after the id before it.
+func testHistorySendResult(t *testing.T, newLayer NewLayer) {
+	l := keepsHistory(t, newLayer(t))
+	first, err := l.GroupSend(ctx(t), "hist.kept", Msg(t, "t.k", 0))
+	if err != nil || !first.Kept() || first.Delivered || first.Skipped {
+		t.Fatalf("send to a group with history and no member: %+v, %v; want kept, not delivered, no error", first, err)
+	}
+	second, err := l.GroupSend(ctx(t), "hist.kept", Msg(t, "t.k", 1))
+	if err != nil || !second.Kept() {
+		t.Fatalf("second send: %+v, %v", second, err)
+	}
+	msgs, err := l.History(ctx(t), "hist.kept", first.ID, 10)
+	if err != nil || len(msgs) != 1 || msgs[0].ID() != second.ID {
+		t.Fatalf("history after the first id: %v, %v; want the second message, id %s", msgs, err, second.ID)
+	}
+}
+
 func testHistoryReplay(t *testing.T, newLayer NewLayer) {
-	l := newLayer(t)
-	h := historian(t, l)
+	l := keepsHistory(t, newLayer(t))
+	h := l
 	in := NewInbox(64)
 	name, err := l.NewChannel(in)
 	if err != nil {
@@ -100,7 +130,7 @@ func testHistoryReplay(t *testing.T, newLayer NewLayer) {
 	}
 	var got []Delivery
 	for i := range 10 {
-		if err := l.GroupSend(ctx(t), "hist.r", Msg(t, "t.r", i)); err != nil {
+		if _, err := l.GroupSend(ctx(t), "hist.r", Msg(t, "t.r", i)); err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, in.Next(t))
@@ -109,8 +139,8 @@ func testHistoryReplay(t *testing.T, newLayer NewLayer) {
 	if err := l.GroupDiscard(ctx(t), "hist.r", name); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.GroupSend(ctx(t), "hist.r", Msg(t, "t.r", 10)); !errors.Is(err, channellayer.ErrNoReceivers) {
-		t.Fatalf("send to a group with no member: %v, want ErrNoReceivers", err)
+	if r, err := l.GroupSend(ctx(t), "hist.r", Msg(t, "t.r", 10)); err != nil || !r.Kept() || r.Delivered {
+		t.Fatalf("send to a group with no member: %+v, %v; want kept, not delivered", r, err)
 	}
 	msgs, err := h.History(ctx(t), "hist.r", got[2].ID, 100)
 	if err != nil {
@@ -136,8 +166,8 @@ func testHistoryReplay(t *testing.T, newLayer NewLayer) {
 }
 
 func testHistoryGap(t *testing.T, newLayer NewLayer) {
-	l := newLayer(t)
-	h := historian(t, l)
+	l := keepsHistory(t, newLayer(t))
+	h := l
 	in := NewInbox(1)
 	name, err := l.NewChannel(in)
 	if err != nil {
@@ -146,7 +176,7 @@ func testHistoryGap(t *testing.T, newLayer NewLayer) {
 	if err := l.GroupAdd(ctx(t), "small.g", name); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.GroupSend(ctx(t), "small.g", Msg(t, "t.g", 0)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "small.g", Msg(t, "t.g", 0)); err != nil {
 		t.Fatal(err)
 	}
 	first := in.Next(t).ID
@@ -155,15 +185,15 @@ func testHistoryGap(t *testing.T, newLayer NewLayer) {
 	}
 	// Enough to trim even a history that trims approximately.
 	for i := range 300 {
-		_ = l.GroupSend(ctx(t), "small.g", Msg(t, "t.g", i+1))
+		_, _ = l.GroupSend(ctx(t), "small.g", Msg(t, "t.g", i+1))
 	}
 	for _, since := range []string{first, "1-0", "99999999999999-0", "x", ""} {
 		if _, err := h.History(ctx(t), "small.g", since, 1000); !errors.Is(err, channellayer.ErrHistoryGap) {
 			t.Errorf("history after %q: %v, want ErrHistoryGap", since, err)
 		}
 	}
-	if _, err := h.History(ctx(t), "nohist", first, 10); !errors.Is(err, channellayer.ErrHistoryGap) {
-		t.Errorf("history of a group without one: %v, want ErrHistoryGap", err)
+	if _, err := h.History(ctx(t), "nohist", first, 10); !errors.Is(err, channellayer.ErrNoHistory) || errors.Is(err, channellayer.ErrHistoryGap) {
+		t.Errorf("history of a group without one: %v, want ErrNoHistory", err)
 	}
 }
 
@@ -172,7 +202,7 @@ func testHistoryAcrossInstances(t *testing.T, newLayer NewLayer) {
 	if !sharesState(t, l1, l2) {
 		t.Skip("instances of this layer do not share state")
 	}
-	h2 := historian(t, l2)
+	h2 := keepsHistory(t, l2)
 	in := NewInbox(4)
 	name, err := l2.NewChannel(in)
 	if err != nil {
@@ -182,7 +212,7 @@ func testHistoryAcrossInstances(t *testing.T, newLayer NewLayer) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if err := l1.GroupSend(ctx(t), "hist.x", Msg(t, "t.x", i)); err != nil {
+		if _, err := l1.GroupSend(ctx(t), "hist.x", Msg(t, "t.x", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,8 +230,8 @@ func testHistoryAcrossInstances(t *testing.T, newLayer NewLayer) {
 // message keeps the group's history alive. Resuming from before it is a
 // gap, so the client resyncs.
 func testHistoryNeverOlderThanAge(t *testing.T, newLayer NewLayer) {
-	l := newLayer(t)
-	h := historian(t, l)
+	l := keepsHistory(t, newLayer(t))
+	h := l
 	in := NewInbox(8)
 	name, err := l.NewChannel(in)
 	if err != nil {
@@ -212,7 +242,7 @@ func testHistoryNeverOlderThanAge(t *testing.T, newLayer NewLayer) {
 	}
 	send := func(n int) Delivery {
 		t.Helper()
-		if err := l.GroupSend(ctx(t), "brief.a", Msg(t, "t.b", n)); err != nil {
+		if _, err := l.GroupSend(ctx(t), "brief.a", Msg(t, "t.b", n)); err != nil {
 			t.Fatal(err)
 		}
 		return in.Next(t)
@@ -258,10 +288,10 @@ func testHistoryNeverOlderThanAge(t *testing.T, newLayer NewLayer) {
 // another send: even its last id is unknown, so a client resuming from
 // it resyncs (it cannot be told whether it missed anything).
 func testHistoryExpiredGroupForgotten(t *testing.T, newLayer NewLayer) {
-	l := newLayer(t)
-	h := historian(t, l)
-	if err := l.GroupSend(ctx(t), "brief.f", Msg(t, "t.f", 0)); !errors.Is(err, channellayer.ErrNoReceivers) {
-		t.Fatalf("send to a group with no member: %v, want ErrNoReceivers", err)
+	l := keepsHistory(t, newLayer(t))
+	h := l
+	if r, err := l.GroupSend(ctx(t), "brief.f", Msg(t, "t.f", 0)); err != nil || !r.Kept() {
+		t.Fatalf("send to a group with no member: %+v, %v; want kept", r, err)
 	}
 	in := NewInbox(2)
 	name, err := l.NewChannel(in)
@@ -272,7 +302,7 @@ func testHistoryExpiredGroupForgotten(t *testing.T, newLayer NewLayer) {
 		t.Fatal(err)
 	}
 	sent := time.Now()
-	if err := l.GroupSend(ctx(t), "brief.f", Msg(t, "t.f", 1)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "brief.f", Msg(t, "t.f", 1)); err != nil {
 		t.Fatal(err)
 	}
 	// A layer that recovers a group from just before it subscribed may

@@ -35,11 +35,13 @@ const quiet = 200 * time.Millisecond
 // each other's traffic. The suite closes every layer it gets.
 type NewLayer func(t *testing.T) channellayer.Layer
 
-// Run runs the conformance suite. Tests run in parallel. Layers that
-// implement channellayer.Historian must be configured with History; the
-// history cases are skipped for the others.
+// Run runs the conformance suite: every method of channellayer.Layer,
+// including the answers of a layer that lacks a capability (ErrNoHistory,
+// ErrUnsupported, a zero KeyWindow). Tests run in parallel. A layer that
+// keeps history must be configured with History; the cases that need a
+// capability are skipped for a layer that says it lacks it.
 func Run(t *testing.T, newLayer NewLayer) {
-	all := append(append(append(cases[:len(cases):len(cases)], historyCases...), onceCases...), keyedCases...)
+	all := append(append(append(append(cases[:len(cases):len(cases)], contractCases...), historyCases...), onceCases...), keyedCases...)
 	for _, tc := range all {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -192,7 +194,7 @@ func testGroupSend(t *testing.T, newLayer NewLayer) {
 	join(t, l, "gossip", a)
 	join(t, l, "gossip", b)
 	join(t, l, "other", c)
-	if err := l.GroupSend(ctx(t), "gossip", Msg(t, "name.gossip", 7)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "gossip", Msg(t, "name.gossip", 7)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, a, "name.gossip", 7)
@@ -220,7 +222,7 @@ func testGroupDiscard(t *testing.T, newLayer NewLayer) {
 	if err := l.GroupDiscard(ctx(t), "g", chA); err != nil {
 		t.Fatalf("second discard: %v", err)
 	}
-	if err := l.GroupSend(ctx(t), "g", Msg(t, "x", 1)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "g", Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, b, "x", 1)
@@ -229,7 +231,7 @@ func testGroupDiscard(t *testing.T, newLayer NewLayer) {
 	if err := l.GroupAdd(ctx(t), "g", chA); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.GroupSend(ctx(t), "g", Msg(t, "x", 2)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "g", Msg(t, "x", 2)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, a, "x", 2)
@@ -244,7 +246,7 @@ func testCloseChannel(t *testing.T, newLayer NewLayer) {
 	if err := l.CloseChannel(ctx(t), chA); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.GroupSend(ctx(t), "g", Msg(t, "x", 1)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "g", Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, b, "x", 1)
@@ -259,7 +261,7 @@ func testCloseChannel(t *testing.T, newLayer NewLayer) {
 
 func testNoReceivers(t *testing.T, newLayer NewLayer) {
 	l := newLayer(t)
-	err := l.GroupSend(ctx(t), "nobody-here", Msg(t, "x", 1))
+	_, err := l.GroupSend(ctx(t), "nobody-here", Msg(t, "x", 1))
 	if !errors.Is(err, channellayer.ErrNoReceivers) {
 		t.Fatalf("GroupSend to an empty group: %v, want ErrNoReceivers", err)
 	}
@@ -268,7 +270,7 @@ func testNoReceivers(t *testing.T, newLayer NewLayer) {
 	if err := l.GroupDiscard(ctx(t), "g", ch); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.GroupSend(ctx(t), "g", Msg(t, "x", 1)); !errors.Is(err, channellayer.ErrNoReceivers) {
+	if _, err := l.GroupSend(ctx(t), "g", Msg(t, "x", 1)); !errors.Is(err, channellayer.ErrNoReceivers) {
 		t.Fatalf("GroupSend to an emptied group: %v, want ErrNoReceivers", err)
 	}
 	// A well-formed name that was never handed out.
@@ -287,7 +289,7 @@ func testInvalidNames(t *testing.T, newLayer NewLayer) {
 		if err := l.GroupAdd(ctx(t), name, ch); !errors.Is(err, channellayer.ErrInvalidName) {
 			t.Errorf("GroupAdd(%q): %v, want ErrInvalidName", name, err)
 		}
-		if err := l.GroupSend(ctx(t), name, Msg(t, "x", 1)); !errors.Is(err, channellayer.ErrInvalidName) {
+		if _, err := l.GroupSend(ctx(t), name, Msg(t, "x", 1)); !errors.Is(err, channellayer.ErrInvalidName) {
 			t.Errorf("GroupSend(%q): %v, want ErrInvalidName", name, err)
 		}
 		if err := l.GroupDiscard(ctx(t), name, ch); !errors.Is(err, channellayer.ErrInvalidName) {
@@ -309,7 +311,7 @@ func testInvalidNames(t *testing.T, newLayer NewLayer) {
 func testInvalidMessage(t *testing.T, newLayer NewLayer) {
 	l := newLayer(t)
 	join(t, l, "g", NewInbox(1))
-	if err := l.GroupSend(ctx(t), "g", channellayer.Message{}); !errors.Is(err, channellayer.ErrInvalidMessage) {
+	if _, err := l.GroupSend(ctx(t), "g", channellayer.Message{}); !errors.Is(err, channellayer.ErrInvalidMessage) {
 		t.Fatalf("GroupSend of a zero Message: %v, want ErrInvalidMessage", err)
 	}
 }
@@ -376,7 +378,7 @@ func testGroupsIsolated(t *testing.T, newLayer NewLayer) {
 	a, b := NewInbox(4), NewInbox(4)
 	join(t, l, "alpha", a)
 	join(t, l, "alpha.beta", b)
-	if err := l.GroupSend(ctx(t), "alpha.beta", Msg(t, "x", 1)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "alpha.beta", Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, b, "x", 1)
@@ -389,7 +391,7 @@ func testOrder(t *testing.T, newLayer NewLayer) {
 	in := NewInbox(n)
 	ch := join(t, l, "ordered", in)
 	for i := 0; i < n; i++ {
-		if err := l.GroupSend(ctx(t), "ordered", Msg(t, "seq", i)); err != nil {
+		if _, err := l.GroupSend(ctx(t), "ordered", Msg(t, "seq", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -415,7 +417,7 @@ func testAcrossInstances(t *testing.T, newLayer NewLayer) {
 	join(t, l1, "shared", a)
 	chB := join(t, l2, "shared", b)
 	shared := sharesState(t, l1, l2)
-	if err := l1.GroupSend(ctx(t), "shared", Msg(t, "x", 1)); err != nil {
+	if _, err := l1.GroupSend(ctx(t), "shared", Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, a, "x", 1)
@@ -437,7 +439,7 @@ func testAcrossInstances(t *testing.T, newLayer NewLayer) {
 func sharesState(t *testing.T, l1, l2 channellayer.Layer) bool {
 	in := NewInbox(1)
 	join(t, l2, "shares.state", in)
-	err := l1.GroupSend(ctx(t), "shares.state", Msg(t, "probe", 0))
+	_, err := l1.GroupSend(ctx(t), "shares.state", Msg(t, "probe", 0))
 	if errors.Is(err, channellayer.ErrNoReceivers) {
 		return false
 	}
@@ -480,7 +482,7 @@ func testConcurrentJoinLeave(t *testing.T, newLayer NewLayer) {
 	}
 	wg.Wait()
 	// The group still has its stable member, so it is still subscribed.
-	if err := l.GroupSend(ctx(t), "churn", Msg(t, "after", 1)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "churn", Msg(t, "after", 1)); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, stable, "after", 1)
@@ -500,7 +502,7 @@ func testEncodedOnce(t *testing.T, newLayer NewLayer) {
 		inboxes[i] = NewInbox(1)
 		join(t, l, "fan", inboxes[i])
 	}
-	if err := l.GroupSend(ctx(t), "fan", Msg(t, "x", 1)); err != nil {
+	if _, err := l.GroupSend(ctx(t), "fan", Msg(t, "x", 1)); err != nil {
 		t.Fatal(err)
 	}
 	first := inboxes[0].Next(t).Data

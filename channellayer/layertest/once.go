@@ -2,6 +2,7 @@ package layertest
 
 import (
 	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
 
@@ -15,15 +16,30 @@ var onceCases = []struct {
 	{"SendOnce", func(t *testing.T, nl NewLayer) { testSendOnce(t, nl, "once") }},
 	{"SendOnceWithHistory", func(t *testing.T, nl NewLayer) { testSendOnce(t, nl, "hist.once") }},
 	{"SendOnceSources", testSendOnceSources},
+	{"SendOnceUnsupported", testSendOnceUnsupported},
 }
 
-// onceSenders returns two instances of a layer that implements
-// channellayer.OnceSender, or skips the test. For a layer whose instances
-// share nothing (the memory layer), both are the same instance.
+// sendsOnce reports whether l sends once; a layer that cannot says so
+// with ErrUnsupported from LastSent.
+func sendsOnce(t *testing.T, l channellayer.Layer) bool {
+	t.Helper()
+	_, _, err := l.LastSent(ctx(t), "probe", "once.probe")
+	if errors.Is(err, channellayer.ErrUnsupported) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
+// onceSenders returns two instances of a layer that sends once, or skips
+// the test. For a layer whose instances share nothing (the memory
+// layer), both are the same instance.
 func onceSenders(t *testing.T, newLayer NewLayer) (l1, l2 channellayer.Layer) {
 	l1, l2 = newLayer(t), newLayer(t)
-	if _, ok := l1.(channellayer.OnceSender); !ok {
-		t.Skip("the layer does not implement channellayer.OnceSender")
+	if !sendsOnce(t, l1) {
+		t.Skipf("%T does not send once", l1)
 	}
 	if !sharesState(t, l1, l2) {
 		l2 = l1
@@ -48,12 +64,15 @@ func testSendOnce(t *testing.T, newLayer NewLayer, group string) {
 		senders[i] = make([]bool, n)
 		wg.Go(func() {
 			for seq := range n {
-				sent, err := l.(channellayer.OnceSender).GroupSendOnce(ctx(t), "src", int64(seq), group, Msg(t, "seq", seq))
+				r, err := l.GroupSendOnce(ctx(t), "src", int64(seq), group, Msg(t, "seq", seq))
 				if err != nil {
 					t.Errorf("offer %d: %v", seq, err)
 					return
 				}
-				senders[i][seq] = sent
+				if !r.Skipped && !r.Delivered {
+					t.Errorf("offer %d: %+v, sent but not delivered", seq, r)
+				}
+				senders[i][seq] = !r.Skipped
 			}
 		})
 	}
@@ -65,12 +84,12 @@ func testSendOnce(t *testing.T, newLayer NewLayer, group string) {
 	}
 	// A late offer of a sent seq, and of an older one, does nothing.
 	for _, seq := range []int64{n - 1, 0} {
-		sent, err := l2.(channellayer.OnceSender).GroupSendOnce(ctx(t), "src", seq, group, Msg(t, "seq", int(seq)))
-		if err != nil || sent {
-			t.Fatalf("offer of seq %d again: sent %v, err %v; want nothing sent", seq, sent, err)
+		r, err := l2.GroupSendOnce(ctx(t), "src", seq, group, Msg(t, "seq", int(seq)))
+		if err != nil || r != (channellayer.SendResult{Skipped: true}) {
+			t.Fatalf("offer of seq %d again: %+v, err %v; want it skipped", seq, r, err)
 		}
 	}
-	if err := l1.GroupSend(ctx(t), group, Msg(t, "end", 0)); err != nil {
+	if _, err := l1.GroupSend(ctx(t), group, Msg(t, "end", 0)); err != nil {
 		t.Fatal(err)
 	}
 	for _, in := range []*Inbox{a, b} {
@@ -87,13 +106,13 @@ func testSendOnceSources(t *testing.T, newLayer NewLayer) {
 	l, _ := onceSenders(t, newLayer)
 	in := NewInbox(4)
 	join(t, l, "sources", in)
-	ol := l.(channellayer.OnceSender)
+	ol := l
 	for i, o := range []struct {
 		source string
 		seq    int64
 	}{{"a", 5}, {"b", 1}} {
-		if sent, err := ol.GroupSendOnce(ctx(t), o.source, o.seq, "sources", Msg(t, "x", i)); err != nil || !sent {
-			t.Fatalf("offer %s/%d: sent %v, err %v", o.source, o.seq, sent, err)
+		if r, err := ol.GroupSendOnce(ctx(t), o.source, o.seq, "sources", Msg(t, "x", i)); err != nil || r.Skipped || !r.Delivered {
+			t.Fatalf("offer %s/%d: %+v, err %v", o.source, o.seq, r, err)
 		}
 		expect(t, in, "x", i)
 	}
@@ -116,6 +135,24 @@ func testSendOnceSources(t *testing.T, newLayer NewLayer) {
 		t.Error("an invalid group was accepted")
 	}
 	in.Empty(t)
+}
+
+// testSendOnceUnsupported: a layer that cannot send once says so from
+// both methods, and an offer delivers nothing.
+func testSendOnceUnsupported(t *testing.T, newLayer NewLayer) {
+	l := newLayer(t)
+	if sendsOnce(t, l) {
+		t.Skipf("%T sends once", l)
+	}
+	in := NewInbox(4)
+	join(t, l, "once.none", in)
+	if _, err := l.GroupSendOnce(ctx(t), "src", 1, "once.none", Msg(t, "x", 1)); !errors.Is(err, channellayer.ErrUnsupported) {
+		t.Fatalf("GroupSendOnce: %v, want ErrUnsupported", err)
+	}
+	if _, err := l.GroupSend(ctx(t), "once.none", Msg(t, "end", 0)); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, in, "end", 0)
 }
 
 // expectN is expect for frames that may carry more fields than the

@@ -293,7 +293,7 @@ func layerSender(layer channellayer.Layer, group string) func([]byte) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		switch err := layer.GroupSend(ctx, group, msg); {
+		switch _, err := layer.GroupSend(ctx, group, msg); {
 		case err == nil:
 			return ""
 		case errors.Is(err, channellayer.ErrNoReceivers):

@@ -83,8 +83,6 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 	defer layer.Close()
 
 	clientAddr := router.ClientAddrPrefix(cfg.TrustedProxies, cfg.IPv6Prefix)
-	// Every send goes through the instrumented layer; the metrics read the
-	// plain one's counters.
 	conns := &consumer.Server{
 		Logger:         log,
 		OriginPatterns: cfg.AllowedOrigins,
@@ -120,13 +118,9 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 		Exempt:     cfg.TrustedProxies,
 	}
 	conns.Handoff = plain.Handoff
-	if h, ok := layer.(channellayer.Historian); ok {
-		conns.History = h // the instrumented wrapper below hides it
-	}
 	metrics := router.NewMetrics(conns, layer)
 	metrics.CountHTTP(plain)
-	plainLayer := layer // for readiness: the wrapper hides Checker
-	layer = metrics.Instrument(layer)
+	layer = metrics.Instrument(layer) // every send timed and counted
 	conns.Layer = layer
 
 	var (
@@ -180,7 +174,7 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 		Token:   cfg.APIToken,
 		MaxBody: cfg.MaxFrame,
 		Logger:  log,
-		Ready:   readiness(plainLayer, listener),
+		Ready:   readiness(layer, listener),
 	}
 	if cfg.HTTPRateLimit > 0 {
 		api.Limit = &router.RateLimit{
@@ -311,12 +305,10 @@ func migrateThenListen(ctx context.Context, pool *pgxpool.Pool, bridges []notifi
 // a database, the listener is listening.
 func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Context) error {
 	return func(ctx context.Context) error {
-		if c, ok := layer.(channellayer.Checker); ok {
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			if err := c.Check(ctx); err != nil {
-				return &router.NotReady{Reason: "channel layer unreachable", Err: err}
-			}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := layer.Check(cctx); err != nil {
+			return &router.NotReady{Reason: "channel layer unreachable", Err: err}
 		}
 		if l != nil && !l.Ready() {
 			return &router.NotReady{Reason: "database unreachable, or posts waiting for the channel layer",
