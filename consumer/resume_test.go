@@ -263,9 +263,12 @@ func historyHarness(t *testing.T, srv *consumer.Server, policies ...channellayer
 	}
 	h.layer = l
 	srv.Layer = l
+	if srv.PublicGroups == nil {
+		srv.PublicGroups = []string{"gossip"} // the demo's default
+	}
 	h.srv = srv
 	h.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: consumer.NewNotification("")})
+		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: newDemo("")})
 	}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -355,7 +358,7 @@ func TestResyncKeepsItsPlace(t *testing.T) {
 	const n = 200
 	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
 	for i := range n {
-		msg, _ := channellayer.NewMessage(map[string]any{"type": consumer.NotificationType, "n": i})
+		msg, _ := channellayer.NewMessage(map[string]any{"type": demoType, "n": i})
 		if err := h.layer.GroupSend(ctx, "room", msg); err != nil {
 			t.Fatal(err)
 		}

@@ -38,8 +38,12 @@ func benchConn(b *testing.B) (*Conn, *discard) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	d := &discard{wsTransport: wsTransport{nc: &wsConn{}}}
+	ctor, err := NewForwarder(Forwarder{Join: []string{"gossip"}, Types: []string{"name.gossip"}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	c := &Conn{srv: s, stats: s.route("/"), layer: layer, ctx: ctx, cancel: cancel,
-		cons: NewNotification("")(nil), t: d}
+		cons: ctor(nil), t: d}
 	return c, d
 }
 

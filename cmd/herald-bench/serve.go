@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/cmd/internal/demo"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/router"
 )
@@ -52,13 +53,17 @@ func runServe(args []string) error {
 		layer = channellayer.NewMemory()
 		defer layer.Close()
 	}
-	conns := &consumer.Server{Logger: log, MaxConnections: 20000, MaxConnectionsPerAddr: 20000}
+	conns := &consumer.Server{Logger: log, PublicGroups: []string{demo.Group}, MaxConnections: 20000, MaxConnectionsPerAddr: 20000}
 	conns.WriteDelay = *writeDelay
 	metrics := router.NewMetrics(conns, layer)
 	layer = metrics.Instrument(layer)
 	conns.Layer = layer
 	rt := router.New(conns, log)
-	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
+	ctor, err := consumer.NewForwarder(demo.Forwarder())
+	if err != nil {
+		return err
+	}
+	rt.WebSocket(demo.Path, ctor)
 	(&router.API{Layer: layer, Logger: log}).Mount(rt.HTTP())
 	rt.HTTP().Method(http.MethodGet, "/metrics", metrics.Handler())
 

@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/cmd/internal/demo"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/notifier"
 	"github.com/heraldhq/herald/router"
@@ -160,7 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 			return fmt.Errorf("setting DATABASE_URL: %w", err)
 		}
 		defer pool.Close()
-		bridges := append([]notifier.Bridge{notifier.PostsBridge(consumer.NotificationGroup)}, cfg.bridges...)
+		bridges := append([]notifier.Bridge{notifier.PostsBridge(demo.Group)}, cfg.bridges...)
 		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log, Bridges: bridges, Pace: conns.WaitForRoom,
 			SharedLayer: cfg.redisOpts != nil || cfg.redisCluster != nil})
 		if err != nil {
@@ -174,7 +175,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 			migrateThenListen(bgCtx, pool, bridges, listener, log)
 		}()
 	} else {
-		memPosts, err := notifier.NewMemoryStore(layer, consumer.NotificationGroup)
+		memPosts, err := notifier.NewMemoryStore(layer, demo.Group)
 		if err != nil {
 			return err
 		}
@@ -193,7 +194,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		cfg.tokens.MaxLifetime = cfg.jwtMaxLifetime
 		rt.Tokens = cfg.tokens
 	}
-	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
+	for _, r := range cfg.routes {
+		rt.WebSocket(r.path, r.new)
+	}
 	api := &router.API{
 		Layer:   layer,
 		Posts:   posts,
