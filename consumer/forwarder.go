@@ -41,8 +41,9 @@ import (
 // subscribe with "since" over it joins the group and gets a Resync frame.
 //
 // A client in several groups gives a position per group, in the same
-// places: comma-separated entries, each a bare id (the first Join group)
-// or group:id, as in since=41-0,orders:17-3. An entry for a group not
+// places: comma-separated entries, each a bare id (the first Join group,
+// or without one the first group of the "groups" parameter) or
+// group:id, as in since=41-0,orders:17-3. An entry for a group not
 // joined at connect resumes it when the client subscribes to it without
 // a "since" of its own. An event stream in several groups writes the
 // connection's whole position list as each event's id, so that
@@ -121,7 +122,16 @@ func (f *Forwarder) connect(ctx context.Context, c *Conn) error {
 	if perr != nil {
 		c.Logger().Debug("consumer: resume positions not understood; the client must resync", "since", raw, "err", perr)
 	}
-	c.remember(f.def(), ps)
+	def := f.def()
+	if def == "" {
+		// A route that joins nothing at connect: a bare id stands for the
+		// first group asked for, so that a stream in one group, whose ids
+		// are bare, resumes it.
+		if gs := queryGroups(r); len(gs) > 0 {
+			def = gs[0]
+		}
+	}
+	c.remember(def, ps)
 	join := func(group string) error {
 		since, ok := c.rememberedSince(group)
 		if perr != nil {
@@ -350,7 +360,7 @@ func (f *Forwarder) receive(ctx context.Context, c *Conn, obj map[string]json.Ra
 		}
 		joined := c.Groups()
 		for _, p := range r.Positions {
-			group := cmp.Or(p.group, f.def())
+			group := cmp.Or(p.group, c.defaultGroup())
 			if !slices.Contains(joined, group) {
 				if err := c.SendJSON(SubscriptionError{Type: "error", Code: CodeNotMember, Error: "resume: not a member of the group; subscribe with \"since\" instead", Group: group}); err != nil {
 					return err

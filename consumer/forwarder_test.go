@@ -1,11 +1,16 @@
 package consumer_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldhq/herald/channellayer"
 	"github.com/heraldhq/herald/consumer"
 )
 
@@ -107,5 +112,53 @@ func TestNewForwarderRefusesBadConfig(t *testing.T) {
 		if _, err := consumer.NewForwarder(f); err == nil {
 			t.Errorf("%+v: accepted", f)
 		}
+	}
+}
+
+// An event stream of a route that joins no group at connect, in the one
+// group it asked for, resumes it from the bare id it was last sent.
+func TestForwarderStreamResumesItsOneGroup(t *testing.T) {
+	h := historyHarnessFor(t, &consumer.Server{PublicGroups: []string{"room"}}, newForwarder(t, consumer.Forwarder{}),
+		channellayer.HistoryPolicy{Pattern: "room", Size: 100})
+	open := func(lastID string) *sseStream {
+		t.Helper()
+		// The deadline bounds every wait for an event.
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.http.URL+"/events/?groups=room", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		if lastID != "" {
+			req.Header.Set("Last-Event-ID", lastID)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("event stream: %v %v", resp, err)
+		}
+		s := &sseStream{cancel: cancel, resp: resp, r: bufio.NewReader(resp.Body)}
+		t.Cleanup(s.kill)
+		return s
+	}
+	next := func(s *sseStream) (float64, string) {
+		t.Helper()
+		m, id, err := s.next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m["n"].(float64), id
+	}
+	s := open("")
+	if err := h.groupSend("room", map[string]any{"type": "x", "n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	n, id := next(s)
+	if n != 1 || strings.Contains(id, ":") {
+		t.Fatalf("got n=%v id %q, want message 1 with a bare id", n, id)
+	}
+	s.kill()
+	waitFor(t, "the stream to end", func() bool { return h.srv.Stats().Open == 0 })
+	// Nobody is in the group now: the history keeps the message.
+	_ = h.groupSend("room", map[string]any{"type": "x", "n": 2})
+	if n, _ := next(open(id)); n != 2 {
+		t.Fatalf("resumed stream got n=%v, want the missed message 2", n)
 	}
 }

@@ -256,6 +256,11 @@ func resumeHarness(t *testing.T) *harness {
 // historyHarness serves /notifications/ with srv over a memory layer
 // whose groups keep the histories policies say.
 func historyHarness(t *testing.T, srv *consumer.Server, policies ...channellayer.HistoryPolicy) *harness {
+	return historyHarnessFor(t, srv, newDemo(""), policies...)
+}
+
+// historyHarnessFor is historyHarness for the consumers ctor makes.
+func historyHarnessFor(t *testing.T, srv *consumer.Server, ctor consumer.Constructor, policies ...channellayer.HistoryPolicy) *harness {
 	h := &harness{t: t}
 	l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: policies})
 	if err != nil {
@@ -268,7 +273,7 @@ func historyHarness(t *testing.T, srv *consumer.Server, policies ...channellayer
 	}
 	h.srv = srv
 	h.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: newDemo("")})
+		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: ctor})
 	}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
