@@ -105,8 +105,8 @@ func benchFanout(b *testing.B, members int, tcp, raw bool, burst int) {
 	// No WriteDelay: one op follows the last at once, so every client
 	// would count as busy and each op would wait the delay. The load tool
 	// measures the delay's effect at a steady rate.
-	conns := &consumer.Server{Layer: layer, QueueBytes: 64 << 20, MaxConnections: members, MaxConnectionsPerAddr: members, WriteDelay: -1}
-	ctor := consumer.NewNotification("")
+	conns := &consumer.Server{Layer: layer, PublicGroups: []string{"gossip"}, QueueBytes: 64 << 20, MaxConnections: members, MaxConnectionsPerAddr: members, WriteDelay: -1}
+	ctor := newDemo("")
 	var ln net.Listener
 	client := &http.Client{}
 	url := "ws://pipe/notifications/"

@@ -166,11 +166,7 @@ var (
 // MayJoin reports whether the client may join group: the group matches
 // Server.PublicGroups or the patterns of the client's token.
 func (c *Conn) MayJoin(group string) bool {
-	public := c.srv.PublicGroups
-	if public == nil {
-		public = []string{"gossip"}
-	}
-	if matchAny(public, group) {
+	if matchAny(c.srv.PublicGroups, group) {
 		return true
 	}
 	return c.identity != nil && matchAny(c.identity.Groups, group)

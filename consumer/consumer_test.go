@@ -34,7 +34,7 @@ type harness struct {
 func newHarness(t *testing.T, newConsumer consumer.Constructor, tweak ...func(*consumer.Server)) *harness {
 	t.Helper()
 	h := &harness{t: t, layer: channellayer.NewMemory()}
-	h.srv = &consumer.Server{Layer: h.layer}
+	h.srv = &consumer.Server{Layer: h.layer, PublicGroups: []string{"gossip"}} // the demo's default
 	for _, f := range tweak {
 		f(h.srv)
 	}
@@ -205,7 +205,7 @@ func TestSendToOneChannel(t *testing.T) {
 }
 
 func TestNotificationForwardsUnchanged(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""))
+	h := newHarness(t, newDemo(""))
 	a, b := h.dial(""), h.dial("")
 	// A connection counts as open once accepted, and it joined its group
 	// before that.
@@ -228,8 +228,9 @@ func TestNotificationForwardsUnchanged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// warmup had no handler: dropped and counted, connections still open.
-	waitFor(t, "unhandled counted", func() bool { return h.srv.Stats().Dropped.NoHandler >= 2 })
+	// The route does not forward warmup: dropped and counted, connections
+	// still open.
+	waitFor(t, "not forwarded counted", func() bool { return h.srv.Stats().Dropped.NotForwarded >= 2 })
 	a.Close(websocket.StatusNormalClosure, "")
 	b.Close(websocket.StatusNormalClosure, "")
 	waitFor(t, "connections closed", func() bool { return h.srv.Stats().Open == 0 })
@@ -430,7 +431,7 @@ func TestShutdownSendsServiceRestart(t *testing.T) {
 }
 
 func TestNotificationClientFrames(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""))
+	h := newHarness(t, newDemo(""))
 	c := h.dial("")
 	write(t, c, websocket.MessageText, `{"type":"whoami"}`)
 	var who consumer.WhoAmI

@@ -31,7 +31,7 @@ func inflate(t *testing.T, p []byte) []byte {
 // own (RSV1 set), small ones as they are; a coder/websocket client reads
 // both.
 func TestCompression(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""), func(s *consumer.Server) { s.Compression = true })
+	h := newHarness(t, newDemo(""), func(s *consumer.Server) { s.Compression = true })
 	c, resp := h.dialFramesWith(offerDeflate, nil)
 	ext := resp.Header.Get("Sec-WebSocket-Extensions")
 	if !strings.Contains(ext, "permessage-deflate") || !strings.Contains(ext, "server_no_context_takeover") {
@@ -80,7 +80,7 @@ func TestCompression(t *testing.T) {
 // Compression is off unless asked for: a client that offers it gets
 // plain frames.
 func TestCompressionOffByDefault(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""))
+	h := newHarness(t, newDemo(""))
 	c, resp := h.dialFramesWith(offerDeflate, nil)
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		t.Fatalf("extensions agreed: %q, want none", ext)

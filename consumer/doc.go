@@ -72,10 +72,23 @@
 // Conn.JoinFrom replays what it missed, then the live stream, or sends a
 // Resync frame naming the group when that is impossible. Positions come as
 // comma-separated entries, each a bare history id (the route's default
-// group) or group:id; the Notification consumer reads them from the
-// "since" query parameter, the Last-Event-ID header and the resume frame,
-// and an event stream in several groups writes the whole list as each
-// event's id.
+// group) or group:id; a Forwarder reads them from the "since" query
+// parameter, the Last-Event-ID header and the resume frame, and an event
+// stream in several groups writes the whole list as each event's id.
+//
+// # Forwarder
+//
+// Forwarder is the consumer most routes need, configured rather than
+// written: the groups a connection joins at connect, the group patterns
+// its client may subscribe to (narrowing Server.PublicGroups and the
+// token's groups, never widening them), and the message types forwarded
+// to the client (patterns, "*" for every type). It speaks the subscribe,
+// unsubscribe, resume and whoami frames, resumes and streams events. A
+// message of a type the route does not forward is dropped when it is
+// dispatched and counted in Stats.Dropped.NotForwarded: the layer has
+// delivered it to the connection by then, so a group send that reached
+// only such members still counts as received. The package names no
+// application; a server's routes are its own configuration.
 //
 // # Client frames
 //

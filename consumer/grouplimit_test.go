@@ -21,7 +21,7 @@ func TestInstanceGroupLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, consumer.NewNotification("team"), func(s *consumer.Server) {
+	h := newHarness(t, newDemo("team"), func(s *consumer.Server) {
 		s.Layer = layer
 		s.PublicGroups = []string{"team", "held", "other"}
 	})
@@ -47,7 +47,7 @@ func TestInstanceGroupLimit(t *testing.T) {
 		t.Fatalf("subscribe past the limit: %s", got)
 	}
 	// Still connected, and in the group the layer held.
-	msg, err := channellayer.NewMessage(map[string]any{"type": consumer.NotificationType, "message": "hi"})
+	msg, err := channellayer.NewMessage(map[string]any{"type": demoType, "message": "hi"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"path"
 	"reflect"
 
 	"github.com/coder/websocket"
@@ -15,12 +17,43 @@ import (
 type HandlerFunc func(ctx context.Context, c *Conn, msg channellayer.Message) error
 
 // Routes maps layer message types to handlers, as Django Channels maps a
-// message "type" such as "name.gossip" to a consumer method name_gossip.
-// Build one table and share it between connections; it must not be
-// changed once connections use it.
+// message "type" such as "chat.message" to a consumer method
+// chat_message. Build one table and share it between connections; it
+// must not be changed once connections use it.
 type Routes struct {
 	m       map[string]HandlerFunc
 	forward map[string]bool // types whose handler is ForwardToClient
+	types   []string        // patterns of the types forwarded without a handler of their own (Forward)
+}
+
+// Forward forwards to the client unchanged (ForwardToClient) every
+// message whose type has no handler of its own and matches one of
+// patterns: path.Match patterns, and "*" matches every type. A table
+// given patterns has chosen what its client sees, so the other types are
+// dropped quietly and counted as not forwarded (Stats.Dropped), not
+// logged as missing handlers. Forward returns an error for a malformed
+// pattern.
+func (r *Routes) Forward(patterns ...string) error {
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			return fmt.Errorf("consumer: bad message type pattern %q", p)
+		}
+	}
+	r.types = append(r.types, patterns...)
+	return nil
+}
+
+// matchType reports whether msgType matches one of patterns.
+func matchType(patterns []string, msgType string) bool {
+	for _, p := range patterns {
+		if p == "*" {
+			return true // path.Match's * stops at a slash; a type may hold one
+		}
+		if ok, _ := path.Match(p, msgType); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // HandleFunc registers h for messages of type msgType, replacing any
@@ -38,7 +71,13 @@ func (r *Routes) HandleFunc(msgType string, h HandlerFunc) {
 // client unchanged, so that the writer can put them straight into its
 // batch rather than call the handler, which would queue the frame again.
 func (r *Routes) forwards(msgType string) bool {
-	return r != nil && r.forward[msgType]
+	if r == nil {
+		return false
+	}
+	if h, ok := r.m[msgType]; ok {
+		return h != nil && r.forward[msgType]
+	}
+	return matchType(r.types, msgType)
 }
 
 // Handler returns the handler for msgType, or nil.
@@ -46,8 +85,15 @@ func (r *Routes) Handler(msgType string) HandlerFunc {
 	if r == nil {
 		return nil
 	}
-	return r.m[msgType]
+	if h, ok := r.m[msgType]; ok || !matchType(r.types, msgType) {
+		return h
+	}
+	return ForwardToClient
 }
+
+// filters reports whether the table forwards chosen types (Forward), so
+// that a type without a handler is one it does not forward.
+func (r *Routes) filters() bool { return r != nil && len(r.types) > 0 }
 
 // ForwardToClient is a HandlerFunc that writes the message to the client
 // unchanged, field for field, as Channels' send_json(event) does. The
@@ -126,6 +172,11 @@ func (j *JSON) forwards(msgType string) bool { return j.Routes.forwards(msgType)
 // Dispatch implements Consumer.
 func (j *JSON) Dispatch(ctx context.Context, c *Conn, msg channellayer.Message) error {
 	h := j.Routes.Handler(msg.Type())
+	if h == nil && j.Routes.filters() {
+		c.srv.notForwarded.Add(1)
+		c.Logger().Debug("consumer: message type not forwarded on this route; dropped", "type", msg.Type())
+		return nil
+	}
 	if h == nil {
 		c.srv.unhandled.Add(1)
 		c.Logger().Warn("consumer: no handler for message type; dropped", "type", msg.Type())

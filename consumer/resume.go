@@ -79,6 +79,13 @@ func (c *Conn) remember(def string, ps []position) {
 	c.def, c.remembered = def, ps
 }
 
+// defaultGroup returns the group a bare position stands for.
+func (c *Conn) defaultGroup() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.def
+}
+
 // rememberedSince returns, once, the position the client gave at connect
 // for group.
 func (c *Conn) rememberedSince(group string) (string, bool) {

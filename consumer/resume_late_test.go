@@ -38,9 +38,9 @@ func TestResumeDropsLateCopies(t *testing.T) {
 			t.Fatal(err)
 		}
 		layer := memberSpy{mem, make(chan groups.Member, 1)}
-		srv := &consumer.Server{Layer: layer}
+		srv := &consumer.Server{Layer: layer, PublicGroups: []string{"gossip"}}
 		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: consumer.NewNotification("")})
+			srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: newDemo("")})
 		}))
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), wait)

@@ -256,6 +256,11 @@ func resumeHarness(t *testing.T) *harness {
 // historyHarness serves /notifications/ with srv over a memory layer
 // whose groups keep the histories policies say.
 func historyHarness(t *testing.T, srv *consumer.Server, policies ...channellayer.HistoryPolicy) *harness {
+	return historyHarnessFor(t, srv, newDemo(""), policies...)
+}
+
+// historyHarnessFor is historyHarness for the consumers ctor makes.
+func historyHarnessFor(t *testing.T, srv *consumer.Server, ctor consumer.Constructor, policies ...channellayer.HistoryPolicy) *harness {
 	h := &harness{t: t}
 	l, err := channellayer.NewMemoryWith(channellayer.MemoryConfig{History: policies})
 	if err != nil {
@@ -263,9 +268,12 @@ func historyHarness(t *testing.T, srv *consumer.Server, policies ...channellayer
 	}
 	h.layer = l
 	srv.Layer = l
+	if srv.PublicGroups == nil {
+		srv.PublicGroups = []string{"gossip"} // the demo's default
+	}
 	h.srv = srv
 	h.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: consumer.NewNotification("")})
+		h.srv.Serve(w, r, consumer.Route{Pattern: "/notifications/", New: ctor})
 	}))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -355,7 +363,7 @@ func TestResyncKeepsItsPlace(t *testing.T) {
 	const n = 200
 	resync, _ := channellayer.NewMessage(map[string]any{"type": channellayer.ResyncType})
 	for i := range n {
-		msg, _ := channellayer.NewMessage(map[string]any{"type": consumer.NotificationType, "n": i})
+		msg, _ := channellayer.NewMessage(map[string]any{"type": demoType, "n": i})
 		if _, err := h.layer.GroupSend(ctx, "room", msg); err != nil {
 			t.Fatal(err)
 		}

@@ -89,7 +89,7 @@ type Server struct {
 	// Default 100.
 	MaxGroups int
 	// PublicGroups are the patterns of groups any client may join, with or
-	// without a token. Default ["gossip"].
+	// without a token. Default none: only the groups a token names.
 	PublicGroups []string
 	// PingInterval is how often a connection that has sent nothing is
 	// pinged, and PingTimeout how long the answer may take before the
@@ -127,17 +127,18 @@ type Server struct {
 	// instead, so that each connection counts once. Default: none.
 	Handoff func(r *http.Request) (done func())
 
-	admitted    int // connections from admission to end, under mu
-	refused     atomic.Int64
-	ids         atomic.Uint64
-	open        atomic.Int64
-	slow        atomic.Int64
-	unhandled   atomic.Int64
-	droppedSlow atomic.Int64
-	droppedGone atomic.Int64
-	pressed     atomic.Int64 // connections with more than half of QueueBytes queued
-	replayRated atomic.Int64 // replays refused by ReplayRate
-	replayLarge atomic.Int64 // replays past MaxReplayBytes, answered with a resync
+	admitted     int // connections from admission to end, under mu
+	refused      atomic.Int64
+	ids          atomic.Uint64
+	open         atomic.Int64
+	slow         atomic.Int64
+	unhandled    atomic.Int64
+	notForwarded atomic.Int64
+	droppedSlow  atomic.Int64
+	droppedGone  atomic.Int64
+	pressed      atomic.Int64 // connections with more than half of QueueBytes queued
+	replayRated  atomic.Int64 // replays refused by ReplayRate
+	replayLarge  atomic.Int64 // replays past MaxReplayBytes, answered with a resync
 
 	replayOnce sync.Once
 	replayLim  *keyrate.Limiter // nil: no limit
@@ -178,8 +179,11 @@ type Stats struct {
 	// written, by reason.
 	Dropped struct {
 		NoHandler int64 // a layer message whose type has no handler
-		Slow      int64 // queued for a client closed as too slow
-		Closed    int64 // arrived while the connection was closing
+		// NotForwarded counts layer messages of a type the connection's
+		// route does not forward (Routes.Forward, Forwarder.Types).
+		NotForwarded int64
+		Slow         int64 // queued for a client closed as too slow
+		Closed       int64 // arrived while the connection was closing
 	}
 	// Routes has the counters of each route pattern.
 	Routes map[string]RouteStats
@@ -202,6 +206,7 @@ type routeStats struct {
 func (s *Server) Stats() Stats {
 	st := Stats{Open: s.open.Load(), Refused: s.refused.Load(), SlowDisconnects: s.slow.Load()}
 	st.Dropped.NoHandler = s.unhandled.Load()
+	st.Dropped.NotForwarded = s.notForwarded.Load()
 	st.Dropped.Slow = s.droppedSlow.Load()
 	st.Dropped.Closed = s.droppedGone.Load()
 	st.ReplaysRefused.RateLimited = s.replayRated.Load()

@@ -271,7 +271,7 @@ func TestNothingAfterTheCloseFrame(t *testing.T) {
 // A frame the client sends right behind its upgrade request, in the same
 // packet, is read.
 func TestFrameRightAfterTheRequest(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""))
+	h := newHarness(t, newDemo(""))
 	c := h.dialFrames(clientFrame(0x1, []byte(`{"type":"whoami"}`)))
 	op, p, err := c.next()
 	if err != nil || op != 0x1 || !bytes.Contains(p, []byte(`"whoami"`)) {
@@ -337,7 +337,7 @@ func TestStuckClientTimesOut(t *testing.T) {
 // An idle connection has no writer goroutine: it comes with something to
 // write and goes when all is written.
 func TestIdleConnectionHasNoWriter(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""))
+	h := newHarness(t, newDemo(""))
 	var conns []*websocket.Conn
 	for range 20 {
 		conns = append(conns, h.dial(""))
@@ -365,7 +365,7 @@ func writers() int {
 // client written to a moment ago waits WriteDelay, and those that come
 // meanwhile go with it.
 func TestWriteDelayGathersFrames(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""), func(s *consumer.Server) { s.WriteDelay = 200 * time.Millisecond })
+	h := newHarness(t, newDemo(""), func(s *consumer.Server) { s.WriteDelay = 200 * time.Millisecond })
 	c := h.dialFrames(nil)
 	waitFor(t, "open", func() bool { return h.srv.Stats().Open == 1 })
 	send := func(i int) {
@@ -395,7 +395,7 @@ func TestWriteDelayGathersFrames(t *testing.T) {
 
 // An event stream gets its frames, in order, and keep-alive comments.
 func TestEventStreamBatchesAndKeepAlive(t *testing.T) {
-	h := newHarness(t, consumer.NewNotification(""), func(s *consumer.Server) { s.PingInterval = 20 * time.Millisecond })
+	h := newHarness(t, newDemo(""), func(s *consumer.Server) { s.PingInterval = 20 * time.Millisecond })
 	req, _ := http.NewRequest(http.MethodGet, h.http.URL+"/", nil)
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := http.DefaultClient.Do(req)

@@ -29,7 +29,7 @@ func (d *discard) flush(b *batch) error {
 
 func (d *discard) close(websocket.StatusCode, string) error { return nil }
 
-// benchConn returns a connection of the notification consumer whose
+// benchConn returns a connection of the demo route's consumer whose
 // writer the caller runs itself, on the benchmark's goroutine.
 func benchConn(b *testing.B) (*Conn, *discard) {
 	layer := channellayer.NewMemory()
@@ -38,8 +38,12 @@ func benchConn(b *testing.B) (*Conn, *discard) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	d := &discard{wsTransport: wsTransport{nc: &wsConn{}}}
+	ctor, err := NewForwarder(Forwarder{Join: []string{"gossip"}, Types: []string{"name.gossip"}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	c := &Conn{srv: s, stats: s.route("/"), layer: layer, ctx: ctx, cancel: cancel,
-		cons: NewNotification("")(nil), t: d}
+		cons: ctor(nil), t: d}
 	return c, d
 }
 
@@ -54,7 +58,7 @@ func runWriter(c *Conn) {
 
 // BenchmarkDispatch measures the path of one group message through a
 // connection, without the socket: Deliver into the queue, the writer
-// taking it, the notification consumer's Dispatch forwarding it (which
+// taking it, the demo route's Dispatch forwarding it (which
 // queues the frame), and the frame's encoding into the batch. batch is how
 // many messages the writer finds waiting each time it runs.
 func BenchmarkDispatch(b *testing.B) {

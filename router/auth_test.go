@@ -46,13 +46,13 @@ func hsToken(t testing.TB, exp time.Duration, groups ...string) string {
 func authEnv(t *testing.T, tokens *router.Tokens, tweak ...func(*consumer.Server)) *httptest.Server {
 	t.Helper()
 	layer := channellayer.NewMemory()
-	conns := &consumer.Server{Layer: layer}
+	conns := &consumer.Server{Layer: layer, PublicGroups: []string{"gossip"}} // the demo's default
 	for _, f := range tweak {
 		f(conns)
 	}
 	rt := router.New(conns, nil)
 	rt.Tokens = tokens
-	rt.WebSocket("/notifications/", consumer.NewNotification(""))
+	rt.WebSocket("/notifications/", newDemo())
 	(&router.API{Layer: layer}).Mount(rt.HTTP())
 	srv := httptest.NewServer(rt)
 	t.Cleanup(func() {

@@ -34,7 +34,11 @@
 // that went nowhere is never answered with a 2xx; a group send that
 // reached no member but was kept in the group's history did not go
 // nowhere, and is answered 202 {"status":"kept"} (a member got it:
-// {"status":"sent"}). A stored post is answered 201 with its "delivery":
+// {"status":"sent"}). "sent" means the layer handed the message to a
+// member of the group (with Redis, to an instance that has members); a
+// member whose route does not forward the message's type drops it, and
+// the drop is counted in herald_messages_dropped_total{reason=
+// "not_forwarded"}, not answered. A stored post is answered 201 with its "delivery":
 // "sent", or "pending" when the notifier's log or the in-memory store's
 // outbox will deliver it; never 503.
 //

@@ -43,14 +43,14 @@ func newEnv(t *testing.T, layer channellayer.Layer, token string) *env {
 // before the server starts.
 func newEnvWith(t *testing.T, layer channellayer.Layer, token string, setup func(*router.Router, *consumer.Server)) *env {
 	t.Helper()
-	conns := &consumer.Server{}
+	conns := &consumer.Server{PublicGroups: []string{"gossip"}} // the demo's default
 	metrics := router.NewMetrics(conns, layer)
 	plain := layer
 	layer = metrics.Instrument(layer)
 	conns.Layer = layer
 	rt := router.New(conns, nil)
 	rt.HTTP().Get("/metrics", metrics.Handler().ServeHTTP)
-	rt.WebSocket("/notifications/", consumer.NewNotification(""))
+	rt.WebSocket("/notifications/", newDemo())
 	rt.WebSocket("/rooms/{room}/", func(*http.Request) consumer.Consumer {
 		return &consumer.JSON{OnConnect: func(ctx context.Context, c *consumer.Conn) error {
 			return c.SendJSON(map[string]string{"type": "welcome", "room": c.Param("room")})

@@ -376,6 +376,7 @@ func TestBadSettingStops(t *testing.T) {
 		{"HERALD_ADDR=nowhere", "HERALD_ADDR"},
 		{"HERALD_QUEUE_BYTES=0", "HERALD_QUEUE_BYTES"},
 		{"HERALD_LOG_FORMAT=xml", "HERALD_LOG_FORMAT"},
+		{"HERALD_ROUTES=/a/ typs=x", "HERALD_ROUTES"},
 	} {
 		cmd := exec.Command(heraldBinary)
 		cmd.Env = append(os.Environ(), "HERALD_ADDR=", "REDIS_URL=", "DATABASE_URL=", tc.env)

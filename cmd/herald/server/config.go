@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/cmd/internal/demo"
 	"github.com/heraldhq/herald/notifier"
 	"github.com/heraldhq/herald/router"
 )
@@ -50,6 +51,7 @@ type Config struct {
 	LogLevel        slog.Level
 
 	PublicGroups          []string
+	routes                []route // HERALD_ROUTES
 	MaxConnections        int
 	MaxConnectionsPerAddr int
 	TrustedProxies        []netip.Prefix
@@ -180,7 +182,7 @@ var settings = []setting{
 		}
 		return nil
 	}},
-	{"history", "HERALD_HISTORY", "gossip:1000:1h", "groups that keep a history for clients that resume: pattern:size[:age], comma-separated (empty: none)", func(c *config, v string) error {
+	{"history", "HERALD_HISTORY", demo.Group + ":1000:1h", "groups that keep a history for clients that resume: pattern:size[:age], comma-separated (empty: none)", func(c *config, v string) error {
 		h, err := channellayer.ParseHistory(v)
 		if err != nil {
 			return err
@@ -355,7 +357,7 @@ var settings = []setting{
 		c.jwtMaxLifetime = d
 		return nil
 	}},
-	{"public-groups", "HERALD_PUBLIC_GROUPS", "gossip", "comma-separated group patterns any client may join without a token's say-so", func(c *config, v string) error {
+	{"public-groups", "HERALD_PUBLIC_GROUPS", demo.Group, "comma-separated group patterns any client may join without a token's say-so", func(c *config, v string) error {
 		c.PublicGroups = []string{}
 		for p := range strings.SplitSeq(v, ",") {
 			if p = strings.TrimSpace(p); p != "" {
@@ -366,6 +368,10 @@ var settings = []setting{
 			}
 		}
 		return nil
+	}},
+	{"routes", "HERALD_ROUTES", defaultRoutes, "WebSocket and event-stream routes, ';'-separated: a path, then join= (groups joined at connect), subscribe= (group patterns a client may ask for, within HERALD_PUBLIC_GROUPS and its token; default any) and types= (message type patterns forwarded; default *), e.g. '/notifications/ join=gossip types=name.gossip; /events/ types=*'", func(c *config, v string) (err error) {
+		c.routes, err = parseRoutes(v)
+		return err
 	}},
 	{"max-connections", "HERALD_MAX_CONNECTIONS", "10000", "open WebSockets one instance accepts; more get 503", positiveInt(func(c *config) *int { return &c.MaxConnections })},
 	{"max-connections-per-addr", "HERALD_MAX_CONNECTIONS_PER_ADDR", "100", "open WebSockets from one client address; more get 429", positiveInt(func(c *config) *int { return &c.MaxConnectionsPerAddr })},

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/channellayer"
+	"github.com/heraldhq/herald/cmd/internal/demo"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/notifier"
 	"github.com/heraldhq/herald/router"
@@ -134,7 +135,7 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 			return fmt.Errorf("setting DATABASE_URL: %w", err)
 		}
 		defer pool.Close()
-		bridges := append([]notifier.Bridge{notifier.PostsBridge(consumer.NotificationGroup)}, cfg.bridges...)
+		bridges := append([]notifier.Bridge{notifier.PostsBridge(demo.Group)}, cfg.bridges...)
 		listener, err = notifier.New(pool, layer, notifier.Config{Logger: log, Bridges: bridges, Pace: conns.WaitForRoom,
 			SharedLayer: cfg.redisOpts != nil || cfg.redisCluster != nil})
 		if err != nil {
@@ -148,7 +149,7 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 			migrateThenListen(bgCtx, pool, bridges, listener, log)
 		}()
 	} else {
-		memPosts, err := notifier.NewMemoryStore(layer, consumer.NotificationGroup)
+		memPosts, err := notifier.NewMemoryStore(layer, demo.Group)
 		if err != nil {
 			return err
 		}
@@ -167,7 +168,9 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 		cfg.tokens.MaxLifetime = cfg.jwtMaxLifetime
 		rt.Tokens = cfg.tokens
 	}
-	rt.WebSocket("/notifications/", consumer.NewNotification(consumer.NotificationGroup))
+	for _, r := range cfg.routes {
+		rt.WebSocket(r.path, r.new)
+	}
 	api := &router.API{
 		Layer:   layer,
 		Posts:   posts,

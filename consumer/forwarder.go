@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -17,18 +18,20 @@ import (
 	"github.com/heraldhq/herald/groups"
 )
 
-// NotificationGroup is the group browsers at /notifications/ join.
-const NotificationGroup = "gossip"
-
-// NotificationType is the message type the notification consumer
-// forwards to its browser.
-const NotificationType = "name.gossip"
-
-// Notification is the consumer behind /notifications/: it accepts every
-// connection, joins its group, forwards every "name.gossip" message to the
-// browser unchanged, and leaves the group on disconnect.
+// Forwarder is a consumer configured rather than programmed, as a
+// Channels consumer that joins groups and relays their events: every
+// connection joins the Join groups, may subscribe to more, and is sent
+// the layer messages whose types it forwards, unchanged. It leaves its
+// groups on disconnect. The zero Forwarder joins nothing at connect and
+// forwards every type of every group the client subscribes to.
 //
-// A client that saw messages before may resume the group: with the
+// A client speaks in frames: {"type":"subscribe","group":"g"} and
+// "unsubscribe" (answered "subscribed" and "unsubscribed", or an error
+// frame naming the group), "whoami" (WhoAmI) and "resume". An event
+// stream, which sends no frames, names its groups in the "groups" query
+// parameter (comma-separated), each joined as a subscribe would.
+//
+// A client that saw messages before may resume its groups: with the
 // history id of the last one it saw in the "since" query parameter, in
 // the Last-Event-ID header (event streams), or in a first frame
 // {"type":"resume","since":"<id>"}. See Conn.JoinFrom. Each asks for a
@@ -38,47 +41,97 @@ const NotificationType = "name.gossip"
 // subscribe with "since" over it joins the group and gets a Resync frame.
 //
 // A client in several groups gives a position per group, in the same
-// places: comma-separated entries, each a bare id (the default group) or
-// group:id, as in since=41-0,orders:17-3. The "groups" query parameter
-// (comma-separated) joins more groups at connect, each as a subscribe
-// would, resumed from its entry; this is how an event stream, which
-// sends no frames, gets several groups. An entry for a group not joined
-// at connect resumes it when the client subscribes to it without a
-// "since" of its own. An event stream in several groups writes the
+// places: comma-separated entries, each a bare id (the first Join group,
+// or without one the first group of the "groups" parameter) or
+// group:id, as in since=41-0,orders:17-3. An entry for a group not
+// joined at connect resumes it when the client subscribes to it without
+// a "since" of its own. An event stream in several groups writes the
 // connection's whole position list as each event's id, so that
 // Last-Event-ID resumes every group; in one group, the bare id.
-type Notification struct {
-	// Group to join; NotificationGroup if empty.
-	Group string
+type Forwarder struct {
+	// Join lists the groups every connection joins at connect, each one
+	// the client may join (Conn.MayJoin); the others are skipped. The
+	// first is the default group of bare resume positions. Default none.
+	Join []string
+	// Subscribe lists the patterns (path.Match) of the groups a client
+	// may ask for, by a subscribe frame or the "groups" query parameter.
+	// It narrows Conn.MayJoin, never widens it: a group must match both,
+	// so who may read a group is decided by Server.PublicGroups and
+	// tokens alone. Default: every group MayJoin allows.
+	Subscribe []string
+	// Types lists the patterns of the message types forwarded to the
+	// client; "*" is every type (see Routes.Forward). Default every type.
+	// A message of another type is dropped and counted in
+	// Stats.Dropped.NotForwarded. Resync frames are always forwarded.
+	Types []string
 }
 
-// NewNotification returns the Constructor of a Notification consumer for
-// group (NotificationGroup if empty). All its connections share one
-// stateless JSON consumer.
-func NewNotification(group string) Constructor {
-	n := &Notification{Group: group}
-	if n.Group == "" {
-		n.Group = NotificationGroup
+// NewForwarder returns the Constructor of the Forwarder f, or an error
+// naming a malformed group name or pattern. All its connections share
+// one stateless JSON consumer.
+func NewForwarder(f Forwarder) (Constructor, error) {
+	for _, g := range f.Join {
+		if err := channellayer.ValidGroupName(g); err != nil {
+			return nil, fmt.Errorf("consumer: group to join %q: %w", g, err)
+		}
+	}
+	for _, p := range f.Subscribe {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			return nil, fmt.Errorf("consumer: bad group pattern %q", p)
+		}
+	}
+	f.Join, f.Subscribe = slices.Clone(f.Join), slices.Clone(f.Subscribe)
+	types := f.Types
+	if len(types) == 0 {
+		types = []string{"*"}
 	}
 	routes := &Routes{}
-	routes.HandleFunc(NotificationType, ForwardToClient)
+	if err := routes.Forward(types...); err != nil {
+		return nil, err
+	}
 	routes.HandleFunc(channellayer.ResyncType, forwardResync)
-	j := &JSON{Routes: routes, OnConnect: n.connect, OnReceive: n.receive, OnDisconnect: n.disconnect}
-	return func(*http.Request) Consumer { return j }
+	j := &JSON{Routes: routes, OnConnect: f.connect, OnReceive: f.receive, OnDisconnect: f.disconnect}
+	return func(*http.Request) Consumer { return j }, nil
+}
+
+// def returns the default group of bare positions, "" if none.
+func (f *Forwarder) def() string {
+	if len(f.Join) == 0 {
+		return ""
+	}
+	return f.Join[0]
+}
+
+// mayAsk checks a group the client asks for against Subscribe; Join and
+// JoinFrom then check MayJoin.
+func (f *Forwarder) mayAsk(group string) error {
+	if f.Subscribe != nil && !matchAny(f.Subscribe, group) {
+		return fmt.Errorf("%w on this route: %q", ErrForbiddenGroup, group)
+	}
+	return nil
 }
 
 // unreadable stands for a position the client gave that cannot be read:
 // resuming from it yields a resync.
 const unreadable = "?"
 
-func (n *Notification) connect(ctx context.Context, c *Conn) error {
+func (f *Forwarder) connect(ctx context.Context, c *Conn) error {
 	r := c.Request()
 	raw := resumeFrom(r)
 	ps, perr := parsePositions(raw)
 	if perr != nil {
 		c.Logger().Debug("consumer: resume positions not understood; the client must resync", "since", raw, "err", perr)
 	}
-	c.remember(n.Group, ps)
+	def := f.def()
+	if def == "" {
+		// A route that joins nothing at connect: a bare id stands for the
+		// first group asked for, so that a stream in one group, whose ids
+		// are bare, resumes it.
+		if gs := queryGroups(r); len(gs) > 0 {
+			def = gs[0]
+		}
+	}
+	c.remember(def, ps)
 	join := func(group string) error {
 		since, ok := c.rememberedSince(group)
 		if perr != nil {
@@ -101,29 +154,36 @@ func (n *Notification) connect(ctx context.Context, c *Conn) error {
 		}
 		return err
 	}
-	// A client whose token does not cover the default group can still
-	// join the groups it does cover.
-	if c.MayJoin(n.Group) {
-		switch err := join(n.Group); {
+	stream := IsEventStream(r)
+	// A client whose token does not cover a Join group can still join the
+	// groups it does cover.
+	for _, g := range f.Join {
+		if !c.MayJoin(g) {
+			continue
+		}
+		switch err := join(g); {
 		case err == nil:
-		case errors.Is(err, groups.ErrGroupLimit):
-			// The instance holds too many groups to make this one: the
-			// client stays, told so, and may subscribe to others.
-			if IsEventStream(r) {
-				c.Logger().Warn("consumer: group refused", "group", n.Group, "err", err)
-			} else if err := c.SendJSON(SubscriptionError{Type: "error", Code: frameCode(err), Error: plainError(err), Group: n.Group}); err != nil {
+		case refused(err):
+			// The instance holds too many groups to make this one, or the
+			// connection is in too many: the client stays, told so.
+			if stream {
+				c.Logger().Warn("consumer: group refused", "group", g, "err", err)
+			} else if err := c.SendJSON(SubscriptionError{Type: "error", Code: frameCode(err), Error: plainError(err), Group: g}); err != nil {
 				return err
 			}
 		default:
 			return err
 		}
 	}
-	stream := IsEventStream(r)
 	for _, g := range queryGroups(r) {
 		if slices.Contains(c.Groups(), g) {
 			continue
 		}
-		switch err := join(g); {
+		err := f.mayAsk(g)
+		if err == nil {
+			err = join(g)
+		}
+		switch {
 		case err == nil:
 		case refused(err):
 			if stream {
@@ -232,7 +292,7 @@ type WhoAmI struct {
 	Channel string `json:"channel"`
 }
 
-// request is a client frame the notification consumer understands.
+// request is a client frame a Forwarder understands.
 type request struct {
 	Type      string     // "whoami", "subscribe", "unsubscribe" or "resume"
 	Group     string     // for subscribe and unsubscribe, and optionally resume
@@ -283,7 +343,7 @@ func decodeRequest(obj map[string]json.RawMessage) (request, error) {
 	return r, nil
 }
 
-func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json.RawMessage) error {
+func (f *Forwarder) receive(ctx context.Context, c *Conn, obj map[string]json.RawMessage) error {
 	r, err := decodeRequest(obj)
 	if err != nil {
 		return c.SendJSON(ErrorFrame{Type: "error", Code: CodeBadRequest, Error: err.Error()})
@@ -300,7 +360,7 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 		}
 		joined := c.Groups()
 		for _, p := range r.Positions {
-			group := cmp.Or(p.group, n.Group)
+			group := cmp.Or(p.group, c.defaultGroup())
 			if !slices.Contains(joined, group) {
 				if err := c.SendJSON(SubscriptionError{Type: "error", Code: CodeNotMember, Error: "resume: not a member of the group; subscribe with \"since\" instead", Group: group}); err != nil {
 					return err
@@ -311,6 +371,9 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 		}
 		return nil
 	case "subscribe":
+		if err := f.mayAsk(r.Group); err != nil {
+			return c.SendJSON(SubscriptionError{Type: "error", Code: frameCode(err), Error: plainError(err), Group: r.Group})
+		}
 		since := r.Since
 		if since != "" {
 			if _, err := c.AllowReplay(); err != nil {
@@ -341,7 +404,7 @@ func (n *Notification) receive(ctx context.Context, c *Conn, obj map[string]json
 	}
 }
 
-func (n *Notification) disconnect(c *Conn, _ websocket.StatusCode) {
+func (f *Forwarder) disconnect(c *Conn, _ websocket.StatusCode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, g := range c.Groups() {
