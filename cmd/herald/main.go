@@ -216,7 +216,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		// On the public address, /metrics is as open as /api/.
 		rt.HTTP().Method(http.MethodGet, "/metrics", router.RequireToken(cfg.APIToken, metrics.Handler()))
 	}
-	rt.HTTP().Mount("/", web.Handler())
+	// The page's own paths only: any other path gets the router's JSON
+	// 404 (or 426 on a WebSocket route), a wrong method its 405 with Allow.
+	for _, p := range []string{"/", "/static/*"} {
+		rt.HTTP().Method(http.MethodGet, p, web.Handler())
+		rt.HTTP().Method(http.MethodHead, p, web.Handler())
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
