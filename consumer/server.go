@@ -137,6 +137,7 @@ type Server struct {
 	open        atomic.Int64
 	slow        atomic.Int64
 	unhandled   atomic.Int64
+	drops       dropLog // logs what unhandled counts
 	droppedSlow atomic.Int64
 	droppedGone atomic.Int64
 	pressed     atomic.Int64 // connections with more than half of QueueBytes queued
@@ -806,6 +807,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		close(done)
 	}()
+	defer s.drops.flush(s.logger())
 	select {
 	case <-done:
 		return nil
