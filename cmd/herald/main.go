@@ -101,6 +101,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		layer = l
 	}
 	defer layer.Close()
+	if c, ok := layer.(channellayer.Checker); ok && (cfg.redisOpts != nil || cfg.redisCluster != nil) {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			sayReachable(ctx, c, layerName, log)
+		}()
+	}
 
 	clientAddr := router.ClientAddrPrefix(cfg.TrustedProxies, cfg.IPv6Prefix)
 	// Every send goes through the instrumented layer; the metrics read the
@@ -348,6 +355,35 @@ func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Cont
 				Err: errors.New("notifier: not listening to Postgres, or holding posts until the channel layer takes them")}
 		}
 		return nil
+	}
+}
+
+// sayReachable logs, once, whether the channel layer answers within its
+// first few seconds. A server whose Redis is down or mistyped still
+// serves, and the layer connects when it can, so without this line the
+// start-up log would look healthy; /readyz reports it meanwhile.
+func sayReachable(ctx context.Context, c channellayer.Checker, name string, log *slog.Logger) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := c.Check(cctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			log.Info("herald: channel layer reachable", "layer", name)
+			return
+		case time.Now().After(deadline):
+			log.Warn("herald: channel layer not reachable yet; serving, and connecting when it can "+
+				"(until then sends answer 503 and /readyz unavailable)", "layer", name, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
