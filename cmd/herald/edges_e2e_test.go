@@ -3,6 +3,8 @@ package main
 import (
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -114,4 +116,29 @@ func TestStartSaysLayerUnreachable(t *testing.T) {
 			t.Errorf("with Redis up, the log says it is not reachable:\n%s", in.log.String())
 		}
 	})
+}
+
+// TestReadmeNamesGoVersion keeps the README's build requirement in step
+// with go.mod's go line, and its settings row saying that deployments on
+// one Redis need their own prefix.
+func TestReadmeNamesGoVersion(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Go " + string(m[1]) + " or later"; !strings.Contains(string(readme), want) {
+		t.Errorf("README does not say %q", want)
+	}
+	row := regexp.MustCompile("(?m)^\\| `-redis-prefix` .*$").Find(readme)
+	if !strings.Contains(string(row), "must each set their own") {
+		t.Errorf("README's -redis-prefix row does not say deployments sharing a Redis need their own prefix: %s", row)
+	}
 }
