@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -564,9 +563,9 @@ func (s *Server) run(c *Conn, t transport, readLoop func() error) {
 		status = code
 	case c.ws == nil:
 		status = websocket.StatusGoingAway // the event stream's client left
-	case readErr != nil && strings.Contains(readErr.Error(), "read limited at"):
-		// coder/websocket closes an oversized frame with 1009 itself and
-		// reports it only in the error's text.
+	case errors.Is(readErr, websocket.ErrMessageTooBig):
+		// coder/websocket closes an oversized frame with 1009 itself;
+		// CloseStatus would not see it, as no close frame was read.
 		status = StatusTooBig
 	default:
 		status = websocket.CloseStatus(readErr)
