@@ -372,7 +372,7 @@ func trickledBody(path string) func(*testing.T, string) error {
 			return err
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n", path)
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n", path)
 		go trickle(c, "", 100*time.Millisecond)
 		br := bufio.NewReader(c)
 		_ = c.SetReadDeadline(time.Now().Add(wait))
@@ -457,7 +457,7 @@ var httpAttacks = []attack{
 			return err
 		}
 		defer c.Close()
-		go trickle(c, "GET /healthz HTTP/1.1\r\nHost: herald\r\nX-Slow: ", 100*time.Millisecond)
+		go trickle(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", 100*time.Millisecond)
 		_, _, err = closedWithin(c, bufio.NewReader(c), wait)
 		return err
 	}},

@@ -45,7 +45,7 @@ func dialFrom(t *testing.T, local, addr string) net.Conn {
 func keptAlive(c net.Conn, br *bufio.Reader) (int, error) {
 	_ = c.SetDeadline(time.Now().Add(wait))
 	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
 		return 0, err
 	}
 	resp, err := http.ReadResponse(br, nil)
@@ -101,7 +101,7 @@ func TestKeptAliveConnectionsTimeOut(t *testing.T) {
 		{"idle", func(net.Conn) {}},
 		{"three bytes of the next request", func(c net.Conn) { _, _ = io.WriteString(c, "GET") }},
 		{"next request trickled from its first byte", func(c net.Conn) {
-			go trickle(c, "GET /healthz HTTP/1.1\r\nHost: herald\r\nX-Slow: ", 50*time.Millisecond)
+			go trickle(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", 50*time.Millisecond)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,7 +148,7 @@ func TestTrickledBodyGets408(t *testing.T) {
 			}
 			defer c.Close()
 			start := time.Now()
-			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n", path)
+			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n", path)
 			stop := make(chan struct{})
 			defer close(stop)
 			go func() {
