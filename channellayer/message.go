@@ -41,10 +41,44 @@ func ParseMessage(data []byte) (Message, error) {
 		return Message{}, fmt.Errorf("%w: not valid UTF-8", ErrInvalidMessage)
 	}
 	typ, err := readType(data)
-	if err != nil {
+	var syn *json.SyntaxError
+	switch {
+	case errors.As(err, &syn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return Message{}, fmt.Errorf("%w: %s", ErrInvalidMessage, syntaxProblem(data))
+	case err != nil:
 		return Message{}, fmt.Errorf("%w: %s", ErrInvalidMessage, err.Error())
 	}
 	return Message{typ: typ, data: data}, nil
+}
+
+// syntaxProblem says where data, valid UTF-8, stops being JSON, quoting
+// the character there. encoding/json's own text quotes the byte it
+// stopped at as if it were a character, which garbles any character
+// outside ASCII ('é' becomes 'Ã'), and a streaming decoder's offset is
+// that of the token, not of the byte.
+func syntaxProblem(data []byte) string {
+	off := syntaxOffset(data)
+	switch {
+	case off < 1 || off > len(data):
+		return "not valid JSON"
+	case off == len(data) && syntaxOffset(append(data[:off:off], ' ')) != off:
+		// The input ran out: with one more byte, the error moves past it.
+		return "not valid JSON: it ends before the object does"
+	}
+	r, _ := utf8.DecodeRune(data[off-1:])
+	return fmt.Sprintf("not valid JSON: unexpected %q at byte %d", r, off)
+}
+
+// syntaxOffset returns how many bytes of data a whole-input decode read
+// before its syntax error (json.SyntaxError.Offset), which makes the last
+// of them the byte at fault; 0 if data has no syntax error.
+func syntaxOffset(data []byte) int {
+	var v json.RawMessage
+	var syn *json.SyntaxError
+	if err := json.Unmarshal(data, &v); errors.As(err, &syn) {
+		return int(syn.Offset)
+	}
+	return 0
 }
 
 // readType checks that data is exactly one JSON object and returns its

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -114,5 +115,27 @@ func TestFrameWithID(t *testing.T) {
 	}
 	if _, err := channellayer.ParseMessage([]byte(got)); err != nil {
 		t.Fatalf("frame is not a valid message: %v", err)
+	}
+}
+
+// TestParseMessageQuotesTheCharacter: a message that is not JSON is told
+// the character where it fails, whole, and the byte; one cut short is
+// told so, in words rather than "EOF".
+func TestParseMessageQuotesTheCharacter(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"type":"x", é}`:                `unexpected 'é' at byte 14`,
+		`{"type":é}`:                     `unexpected 'é' at byte 9`,
+		`{"type":"x","a":[1,€]}`:         `unexpected '€' at byte 20`,
+		`{"type":"x","a":1,}`:            `unexpected '}' at byte 19`,
+		`{"type":"x","a":x`:              `unexpected 'x' at byte 17`,
+		`{"type":"x","a":"é` + "\x01\"}": `unexpected '\x01' at byte 20`,
+		`{"type":`:                       `ends before the object does`,
+		`{"type":"x","a":tru`:            `ends before the object does`,
+		`{"type":"x"`:                    `ends before the object does`,
+	} {
+		_, err := channellayer.ParseMessage([]byte(in))
+		if !errors.Is(err, channellayer.ErrInvalidMessage) || !strings.Contains(err.Error(), want) || strings.ContainsAny(err.Error(), "Ãâ") {
+			t.Errorf("ParseMessage(%q): %v, want it to say %s", in, err, want)
+		}
 	}
 }

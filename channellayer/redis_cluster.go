@@ -434,17 +434,13 @@ func (l *RedisCluster) lost(s *subscriber, topic string) {
 // names the slot's new owner: the topics of that slot go there at once,
 // and the slot map is read again.
 func (l *RedisCluster) reply(s *subscriber, err error) {
-	f := strings.Fields(err.Error())
-	if len(f) < 3 || f[0] != "MOVED" {
-		return
-	}
-	slot, perr := strconv.Atoi(f[1])
-	if perr != nil || slot < 0 || slot >= slotCount {
+	slot, addr, ok := movedTo(err)
+	if !ok {
 		return
 	}
 	l.mu.Lock()
 	if l.owner != nil {
-		l.owner[slot] = f[2]
+		l.owner[slot] = addr
 	}
 	for topic := range s.want {
 		if keySlot(topic) == slot {

@@ -108,7 +108,8 @@ func ForwardToClient(_ context.Context, c *Conn, msg channellayer.Message) error
 // connections as long as its fields are not changed.
 type JSON struct {
 	// Routes dispatches layer messages by their "type". A message with no
-	// handler is logged and dropped; the connection stays open.
+	// handler is dropped, counted in Stats and logged (one line per type
+	// and second for all connections); the connection stays open.
 	Routes *Routes
 	// OnConnect decides whether to accept, as Consumer.Connect. Nil
 	// accepts every connection.
@@ -179,7 +180,7 @@ func (j *JSON) Dispatch(ctx context.Context, c *Conn, msg channellayer.Message) 
 	}
 	if h == nil {
 		c.srv.unhandled.Add(1)
-		c.Logger().Warn("consumer: no handler for message type; dropped", "type", msg.Type())
+		c.srv.drops.noHandler(c.srv.logger(), msg.Type())
 		return nil
 	}
 	return h(ctx, c, msg)

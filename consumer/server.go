@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,6 +133,7 @@ type Server struct {
 	slow         atomic.Int64
 	unhandled    atomic.Int64
 	notForwarded atomic.Int64
+	drops        dropLog // logs what unhandled counts
 	droppedSlow  atomic.Int64
 	droppedGone  atomic.Int64
 	pressed      atomic.Int64 // connections with more than half of QueueBytes queued
@@ -564,9 +564,9 @@ func (s *Server) run(c *Conn, t transport, readLoop func() error) {
 		status = code
 	case c.ws == nil:
 		status = websocket.StatusGoingAway // the event stream's client left
-	case readErr != nil && strings.Contains(readErr.Error(), "read limited at"):
-		// coder/websocket closes an oversized frame with 1009 itself and
-		// reports it only in the error's text.
+	case errors.Is(readErr, websocket.ErrMessageTooBig):
+		// coder/websocket closes an oversized frame with 1009 itself;
+		// CloseStatus would not see it, as no close frame was read.
 		status = StatusTooBig
 	default:
 		status = websocket.CloseStatus(readErr)
@@ -807,6 +807,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		close(done)
 	}()
+	defer s.drops.flush(s.logger())
 	select {
 	case <-done:
 		return nil

@@ -332,3 +332,27 @@ func TestReadyzLeaksNothing(t *testing.T) {
 		t.Errorf("the return to ready was not logged:\n%s", logged.String())
 	}
 }
+
+// TestMethodNotAllowedSaysAllow: every 405 lists the methods of the
+// route in Allow, as RFC 9110 requires, for the HTTP routes (nested ones
+// too) and the WebSocket routes alike.
+func TestMethodNotAllowedSaysAllow(t *testing.T) {
+	e := newEnv(t, channellayer.NewMemory(), "")
+	upgrade := []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}
+	for _, tc := range []struct {
+		method, path, allow string
+		header              []string
+	}{
+		{"DELETE", "/posts", "GET, POST", nil},
+		{"PUT", "/healthz", "GET", nil},
+		{"GET", "/api/groups/gossip/send", "POST", nil},
+		{"PATCH", "/api/channels/specific.x!y/send", "POST", nil},
+		{"POST", "/notifications/", "GET", upgrade},
+	} {
+		status, body, h := e.do(tc.method, tc.path, "{}", tc.header...)
+		checkErrorBody(t, tc.method+" "+tc.path, status, h, body)
+		if status != http.StatusMethodNotAllowed || h.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d, Allow %q, want 405 with Allow %q", tc.method, tc.path, status, h.Get("Allow"), tc.allow)
+		}
+	}
+}

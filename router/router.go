@@ -44,13 +44,35 @@ func New(consumers *consumer.Server, logger *slog.Logger) *Router {
 		WriteError(w, http.StatusNotFound, "no WebSocket endpoint at "+r.URL.Path)
 	})
 	rt.ws.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", http.MethodGet)
 		WriteError(w, http.StatusMethodNotAllowed, "a WebSocket upgrade must be a GET request")
 	})
 	rt.http.NotFound(rt.httpNotFound)
 	rt.http.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
+		allowed := allowedMethods(rt.http, r.URL.Path)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		WriteError(w, http.StatusMethodNotAllowed,
+			r.Method+" is not allowed on "+r.URL.Path+"; use "+strings.Join(allowed, " or "))
 	})
 	return rt
+}
+
+// methods are those an Allow header may list.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+// allowedMethods returns the methods routes answers at path, for a 405's
+// Allow header (RFC 9110 requires it). chi keeps the list it found
+// unexported once a MethodNotAllowed handler of our own is set, so the
+// table is asked again through its public Match.
+func allowedMethods(routes chi.Routes, path string) []string {
+	var allowed []string
+	for _, m := range methods {
+		if routes.Match(chi.NewRouteContext(), m, path) {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
 }
 
 // WebSocket routes upgrade requests whose path matches pattern (chi
@@ -108,7 +130,8 @@ func (rt *Router) httpNotFound(w http.ResponseWriter, r *http.Request) {
 	if rt.ws.Match(chi.NewRouteContext(), http.MethodGet, r.URL.Path) {
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Connection", "Upgrade")
-		WriteError(w, http.StatusUpgradeRequired, r.URL.Path+" accepts WebSocket connections only")
+		WriteError(w, http.StatusUpgradeRequired, r.URL.Path+" takes WebSocket connections (a GET with "+
+			"Connection: Upgrade and Upgrade: websocket) or event streams (a GET with Accept: text/event-stream)")
 		return
 	}
 	WriteError(w, http.StatusNotFound, "nothing at "+r.URL.Path)

@@ -124,7 +124,7 @@ var settings = []setting{
 		c.RedisURL, c.redisOpts = v, opts
 		return nil
 	}},
-	{"redis-prefix", "HERALD_REDIS_PREFIX", "herald", "prefix of every Redis channel Herald uses, so deployments can share a Redis", func(c *config, v string) error {
+	{"redis-prefix", "HERALD_REDIS_PREFIX", "herald", "prefix of every Redis channel and key Herald uses; deployments sharing one Redis must each set their own", func(c *config, v string) error {
 		if err := channellayer.ValidGroupName(v); err != nil {
 			return err
 		}

@@ -82,6 +82,14 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 		layer = l
 	}
 	defer layer.Close()
+	if cfg.redisOpts != nil || cfg.redisCluster != nil {
+		l := layer // layer is wrapped below
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			sayReachable(bgCtx, l, layerName, log)
+		}()
+	}
 
 	clientAddr := router.ClientAddrPrefix(cfg.TrustedProxies, cfg.IPv6Prefix)
 	conns := &consumer.Server{
@@ -193,7 +201,12 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 		// On the public address, /metrics is as open as /api/.
 		rt.HTTP().Method(http.MethodGet, "/metrics", router.RequireToken(cfg.APIToken, metrics.Handler()))
 	}
-	rt.HTTP().Mount("/", web.Handler())
+	// The page's own paths only: any other path gets the router's JSON
+	// 404 (or 426 on a WebSocket route), a wrong method its 405 with Allow.
+	for _, p := range []string{"/", "/static/*"} {
+		rt.HTTP().Method(http.MethodGet, p, web.Handler())
+		rt.HTTP().Method(http.MethodHead, p, web.Handler())
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -318,6 +331,35 @@ func readiness(layer channellayer.Layer, l *notifier.Listener) func(context.Cont
 				Err: errors.New("notifier: not listening to Postgres, or holding posts until the channel layer takes them")}
 		}
 		return nil
+	}
+}
+
+// sayReachable logs, once, whether the channel layer answers within its
+// first few seconds. A server whose Redis is down or mistyped still
+// serves, and the layer connects when it can, so without this line the
+// start-up log would look healthy; /readyz reports it meanwhile.
+func sayReachable(ctx context.Context, c channellayer.Layer, name string, log *slog.Logger) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := c.Check(cctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			log.Info("herald: channel layer reachable", "layer", name)
+			return
+		case time.Now().After(deadline):
+			log.Warn("herald: channel layer not reachable yet; serving, and connecting when it can "+
+				"(until then sends answer 503 and /readyz unavailable)", "layer", name, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
