@@ -100,19 +100,25 @@ func TestChurn(t *testing.T) {
 					}
 				}
 			}
-			if got, want := fmt.Sprint(churned.OK, churned.Failed, churned.Closes, churned.Skipped, churned.Open),
-				fmt.Sprint(replaced, map[string]int64{}, map[string]int64{"abrupt": replaced / 4, "normal": replaced * 3 / 4}, 0, n); got != want {
-				t.Errorf("churned: reconnects, failed, closes, skipped, open %s, want %s", got, want)
+			// A replacement slower than a round over the slots is skipped
+			// (on a loaded machine, a few): every other one is a close and
+			// a reconnect, a quarter of them abrupt.
+			ok, abrupt := churned.OK, churned.Closes["abrupt"]
+			if ok+churned.Skipped != replaced || churned.Skipped > replaced/2 || len(churned.Failed) != 0 ||
+				churned.Closes["normal"]+abrupt != ok || abrupt > replaced/4 || abrupt < replaced/4-churned.Skipped ||
+				churned.Open != n {
+				t.Errorf("churned: reconnects %d, skipped %d, failed %v, closes %v, open %d; want %d replaced in all, a quarter abrupt, %d open",
+					ok, churned.Skipped, churned.Failed, churned.Closes, churned.Open, replaced, n)
 			}
 			waitUntil(func() bool {
 				mu.Lock()
 				defer mu.Unlock()
-				return conns == n+replaced
+				return conns == n+int(ok)
 			})
 			mu.Lock()
 			defer mu.Unlock()
 			// The four left at the finish are closed without a frame.
-			if got, want := fmt.Sprint(ends), fmt.Sprintf("map[abrupt:%d normal:%d]", replaced/4+n, replaced*3/4); got != want {
+			if got, want := fmt.Sprint(ends), fmt.Sprintf("map[abrupt:%d normal:%d]", abrupt+n, ok-abrupt); got != want {
 				t.Errorf("server saw the connections end %s, want %s", got, want)
 			}
 			if len(c.closed) != 0 {
