@@ -212,3 +212,84 @@ func TestLibraryControlFramesAreWholeWrites(t *testing.T) {
 		t.Fatalf("the library wrote %d pongs and %d close frames, want 20 and 1", pongs, closes)
 	}
 }
+
+// BenchmarkWSWrite compares the fast path with coder/websocket's public
+// writer for the same frames on a loopback connection: a batch of n
+// frames is one write here, n locked, buffered and flushed messages
+// through Conn.Write.
+func BenchmarkWSWrite(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		for _, path := range []string{"batch", "Conn.Write"} {
+			b.Run(fmt.Sprintf("frames=%d/path=%s", n, path), func(b *testing.B) {
+				ws, tr := benchSocket(b)
+				p := fmt.Appendf(nil, `{"type":"chat.message","text":%q}`, strings.Repeat("x", 110))
+				batch := getBatch()
+				defer putBatch(batch)
+				ctx := context.Background()
+				b.SetBytes(int64(n * len(p)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if path == "batch" {
+						for range n {
+							tr.frame(batch, "", "", p)
+						}
+						if err := tr.flush(batch); err != nil {
+							b.Fatal(err)
+						}
+						continue
+					}
+					for range n {
+						if err := ws.Write(ctx, websocket.MessageText, p); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/frame")
+			})
+		}
+	}
+}
+
+// benchSocket returns the server side of a WebSocket on loopback TCP
+// whose client discards what it reads.
+func benchSocket(b *testing.B) (*websocket.Conn, wsTransport) {
+	type sock struct {
+		ws *websocket.Conn
+		tr wsTransport
+	}
+	ch := make(chan sock, 1)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := &upgrader{ResponseWriter: w, timeout: 10 * time.Second}
+		ws, err := websocket.Accept(up, r, nil)
+		if err != nil {
+			return
+		}
+		ch <- sock{ws, wsTransport{ws: ws, nc: up.nc}}
+		<-release
+		ws.CloseNow()
+	}))
+	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", srv.Listener.Addr())
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := nc.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	s := <-ch
+	b.Cleanup(func() {
+		close(release)
+		nc.Close()
+		<-drained
+		srv.Close()
+	})
+	return s.ws, s.tr
+}
