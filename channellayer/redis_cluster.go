@@ -454,6 +454,17 @@ func (l *RedisCluster) reply(s *subscriber, err error) {
 
 // nodeOptions derives the options of a connection to one master from
 // the cluster client's.
+//
+// go-redis builds its own node options from ClusterOptions in an
+// unexported method, and its public ways to a node's options or client
+// (ClusterOptions.NewClient, called only by the cluster client for its
+// own nodes; a node client's Options through MasterForKey or
+// ForEachShard) need the cluster's slot map first, which the layer must
+// not wait for: its connections start without touching the network, and
+// the slot map is read through probes built here. So the fields are
+// copied by hand, and TestNodeOptionsCoverClusterOptions fails when
+// go-redis adds a field to ClusterOptions that is neither copied here nor
+// listed there as deliberately left out.
 func nodeOptions(co *redis.ClusterOptions, addr string) *redis.Options {
 	return &redis.Options{
 		Addr:                         addr,
@@ -467,11 +478,17 @@ func nodeOptions(co *redis.ClusterOptions, addr string) *redis.Options {
 		CredentialsProviderContext:   co.CredentialsProviderContext,
 		StreamingCredentialsProvider: co.StreamingCredentialsProvider,
 		DialTimeout:                  co.DialTimeout,
+		DialerRetries:                co.DialerRetries,
+		DialerRetryTimeout:           co.DialerRetryTimeout,
+		DialerRetryBackoff:           co.DialerRetryBackoff,
 		ReadTimeout:                  co.ReadTimeout,
 		WriteTimeout:                 co.WriteTimeout,
 		ContextTimeoutEnabled:        co.ContextTimeoutEnabled,
+		ReadBufferSize:               co.ReadBufferSize,
+		WriteBufferSize:              co.WriteBufferSize,
 		TLSConfig:                    co.TLSConfig,
 		DisableIdentity:              co.DisableIdentity,
+		DisableIndentity:             co.DisableIndentity, //nolint:staticcheck // the deprecated spelling still works
 		IdentitySuffix:               co.IdentitySuffix,
 		UnstableResp3:                co.UnstableResp3,
 		PoolSize:                     1, // only the subscription connection is used

@@ -40,9 +40,7 @@ type Conn struct {
 	active   atomic.Bool // the client sent something since the last ping tick
 	groups   []string    // joined through Join, guarded by mu
 
-	t      transport // the WebSocket or the event stream
-	ws     *websocket.Conn
-	nc     *wsConn         // under ws
+	t      transport       // the WebSocket or the event stream; set before run
 	ctx    context.Context // ends when the connection is over
 	cancel context.CancelFunc
 	// handBack returns the connection to the plain HTTP count (see
@@ -474,10 +472,10 @@ func (c *Conn) busy() bool {
 
 // start lets writers run, once the transport is ready, and starts one if
 // something is already queued.
-func (c *Conn) start(t transport) {
+func (c *Conn) start() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t, c.started = t, true
+	c.started = true
 	c.kick()
 }
 
@@ -593,7 +591,7 @@ func (c *Conn) tick() {
 	s := c.srv
 	next := orDefault(s.PingInterval, 25*time.Second)
 	switch {
-	case c.ws == nil:
+	case !c.t.pings():
 		c.pingDue = true
 	case c.awaiting:
 		c.awaiting = false
@@ -621,8 +619,8 @@ func (c *Conn) tick() {
 // socket, which ends its reader. It does not block.
 func (c *Conn) abort() {
 	c.cancel()
-	if c.nc != nil {
-		_ = c.nc.Close()
+	if c.t != nil {
+		c.t.abort()
 	}
 }
 

@@ -477,7 +477,8 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		c.mu.Unlock()
 		// The stream is the response: the handler serves it to the end.
 		handedOff = true
-		s.run(c, st, func() error {
+		c.t = st
+		s.run(c, func() error {
 			select {
 			case <-r.Context().Done():
 				return r.Context().Err()
@@ -503,7 +504,6 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		}
 		return
 	}
-	c.ws, c.nc = ws, up.nc
 	limit := s.ReadLimit
 	if limit <= 0 {
 		limit = 64 << 10
@@ -519,11 +519,12 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, route Route) {
 		// Accept agreed to permessage-deflate, the only extension offered.
 		t.deflate = &s.deflate
 	}
-	go s.run(c, t, func() error { return s.read(c) })
+	c.t = t
+	go s.run(c, func() error { return s.read(c, ws) })
 }
 
 // run serves an accepted connection until it ends, then releases it.
-func (s *Server) run(c *Conn, t transport, readLoop func() error) {
+func (s *Server) run(c *Conn, readLoop func() error) {
 	status := websocket.StatusCode(-1)
 	defer func() { s.finish(c, status) }()
 	s.track(c, true)
@@ -543,18 +544,13 @@ func (s *Server) run(c *Conn, t transport, readLoop func() error) {
 		c.timer = time.AfterFunc(orDefault(s.PingInterval, 25*time.Second), c.tick)
 		c.mu.Unlock()
 	}
-	c.start(t)
+	c.start()
 	readErr := readLoop()
 	// The reader is done: the peer closed, the connection broke, or our
 	// own close handshake finished. Stop the writer and release the socket.
-	if c.nc != nil && websocket.CloseStatus(readErr) == -1 {
-		c.nc.linger(lingerAfterClose) // only if we sent a close the peer did not answer
-	}
+	c.t.release(readErr)
 	c.abort()
 	c.end()
-	if c.ws != nil {
-		c.ws.CloseNow()
-	}
 
 	c.mu.Lock()
 	byUs, code := c.byUs, c.closeCode
@@ -562,14 +558,8 @@ func (s *Server) run(c *Conn, t transport, readLoop func() error) {
 	switch {
 	case byUs:
 		status = code
-	case c.ws == nil:
-		status = websocket.StatusGoingAway // the event stream's client left
-	case errors.Is(readErr, websocket.ErrMessageTooBig):
-		// coder/websocket closes an oversized frame with 1009 itself;
-		// CloseStatus would not see it, as no close frame was read.
-		status = StatusTooBig
 	default:
-		status = websocket.CloseStatus(readErr)
+		status = c.t.peerStatus(readErr)
 	}
 	c.Logger().Debug("consumer: disconnected", "status", int(status), "by_server", byUs)
 }
@@ -620,14 +610,14 @@ func (s *Server) track(c *Conn, add bool) {
 
 // read is the connection's reading loop. It returns the error that ended
 // it.
-func (s *Server) read(c *Conn) error {
+func (s *Server) read(c *Conn, ws *websocket.Conn) error {
 	limit := s.RateLimit
 	if limit <= 0 {
 		limit = 20
 	}
 	var lim *rate.Limiter // made at the first frame: many clients never send one
 	for {
-		kind, data, err := c.ws.Read(context.Background())
+		kind, data, err := ws.Read(context.Background())
 		if err != nil {
 			return err
 		}
