@@ -25,7 +25,7 @@ type channelsRedisConfig struct {
 	GroupExpiry time.Duration
 }
 
-func parseChannelsRedisMode(c *config, v string) error {
+func parseChannelsRedisMode(c *Config, v string) error {
 	switch v {
 	case "", "core", "pubsub":
 		c.channelsRedis.Mode = v
@@ -34,7 +34,7 @@ func parseChannelsRedisMode(c *config, v string) error {
 	return fmt.Errorf("%q is neither core nor pubsub (or empty: off)", v)
 }
 
-func parseChannelsRedisKeys(c *config, v string) error {
+func parseChannelsRedisKeys(c *Config, v string) error {
 	c.channelsRedis.Keys = nil
 	for k := range strings.SplitSeq(v, ",") {
 		if k = strings.TrimSpace(k); k != "" {
@@ -44,8 +44,8 @@ func parseChannelsRedisKeys(c *config, v string) error {
 	return nil
 }
 
-func parseWholeSeconds(dst *time.Duration) func(c *config, v string) error {
-	return func(_ *config, v string) error {
+func parseWholeSeconds(dst *time.Duration) func(c *Config, v string) error {
+	return func(_ *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			return fmt.Errorf("%q is not a whole number of seconds above 0", v)
@@ -57,7 +57,7 @@ func parseWholeSeconds(dst *time.Duration) func(c *config, v string) error {
 
 // newChannelsRedisLayer opens the layer of the compatibility mode on
 // client.
-func newChannelsRedisLayer(cfg *config, client *redis.Client, log *slog.Logger) (channellayer.Layer, string, error) {
+func newChannelsRedisLayer(cfg *Config, client *redis.Client, log *slog.Logger) (channellayer.Layer, string, error) {
 	cr := cfg.channelsRedis
 	if cr.Mode == "pubsub" {
 		l, err := channelsredis.NewPubSub(client, channelsredis.PubSubConfig{Prefix: cr.Prefix, SymmetricEncryptionKeys: cr.Keys, Logger: log, MaxGroups: cfg.MaxInstanceGroups})

@@ -4,4 +4,4 @@ package server
 
 import "log/slog"
 
-func warnFileLimit(*config, *slog.Logger) {}
+func warnFileLimit(*Config, *slog.Logger) {}

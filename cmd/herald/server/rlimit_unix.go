@@ -10,7 +10,7 @@ import (
 // warnFileLimit warns when the connection limits, at their fullest, would
 // pass the process's open-file limit: then accept fails (EMFILE) for
 // everyone before any limit refuses anybody.
-func warnFileLimit(cfg *config, log *slog.Logger) {
+func warnFileLimit(cfg *Config, log *slog.Logger) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return

@@ -279,7 +279,7 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 // WebSockets and event streams are not bound by them: hijacking clears
 // the deadlines, and consumer.Server clears the read deadline of the
 // requests it admits and bounds each write itself.
-func newHTTPServer(cfg *config, h http.Handler, log *slog.Logger) *http.Server {
+func newHTTPServer(cfg *Config, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
@@ -372,7 +372,7 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
-func newLogger(cfg *config, out io.Writer) *slog.Logger {
+func newLogger(cfg *Config, out io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel, ReplaceAttr: maskAttr}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(out, opts))

@@ -13,7 +13,7 @@ import (
 func TestLogMasksURLPasswords(t *testing.T) {
 	for _, format := range []string{"text", "json"} {
 		var out strings.Builder
-		log := newLogger(&config{LogFormat: format, LogLevel: slog.LevelDebug}, &out)
+		log := newLogger(&Config{LogFormat: format, LogLevel: slog.LevelDebug}, &out)
 		base := errors.New("dial redis://herald:s3cret@10.0.0.1:6379/0 failed")
 		err := fmt.Errorf("layer: %w", base)
 		log.Warn("connecting to postgres://app:s3cret@db/app", "url", "rediss://:s3cret@cache:6380", "err", err)
