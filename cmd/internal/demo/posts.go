@@ -33,9 +33,8 @@ type Posts struct {
 	Store notifier.Store
 	// MaxBody is the largest request body in bytes. Default 64 KiB.
 	MaxBody int64
-	// Logger receives server-side failures, in the words ("router: ...")
-	// the log has always had for them, which operators' alerts match.
-	// Default slog.Default().
+	// Logger receives server-side failures, worded ("router: ...") as
+	// the server's log has always worded them. Default slog.Default().
 	Logger *slog.Logger
 }
 
