@@ -3,7 +3,6 @@ package router_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +19,7 @@ import (
 	"github.com/heraldhq/herald/channellayer/layertest"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/router"
+	"github.com/heraldhq/herald/router/routertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -105,35 +105,11 @@ func (e *env) waitOpen() {
 
 func (e *env) do(method, path, body string, header ...string) (int, string, http.Header) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if method != http.MethodGet {
-		req.Header.Set("Content-Type", "application/json") // header may override it
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
+	return routertest.Do(e.t, method, e.srv.URL+path, body, header...)
 }
 
-func read(t *testing.T, c *websocket.Conn) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	_, data, err := c.Read(ctx)
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return string(data)
-}
+// read returns the next message c gets, failing t after a few seconds.
+var read = routertest.Read
 
 func TestProtocolRouting(t *testing.T) {
 	e := newEnv(t, channellayer.NewMemory(), "")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -109,47 +108,18 @@ func (e *env) listen() *websocket.Conn {
 	return c
 }
 
-func read(t *testing.T, c *websocket.Conn) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	_, data, err := c.Read(ctx)
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return string(data)
-}
+// read returns the next message c gets, failing t after a few seconds.
+var read = routertest.Read
 
-// do sends method path with body and the headers (name, value pairs;
-// "Host" sets the request's Host; a write is JSON unless they say
-// otherwise), and returns the answer. An error answer must be JSON with
-// a code.
+// do is routertest.Do on path; an error answer must be JSON with a
+// code.
 func (e *env) do(method, path, body string, header ...string) (int, string, http.Header) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
+	status, b, h := routertest.Do(e.t, method, e.srv.URL+path, body, header...)
+	if status >= 400 && (code(b) == "" || !strings.HasPrefix(h.Get("Content-Type"), "application/json")) {
+		e.t.Errorf("%s %s: %d with body %q, want a JSON error", method, path, status, b)
 	}
-	if method != http.MethodGet {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		if header[i] == "Host" {
-			req.Host = header[i+1]
-		} else {
-			req.Header.Set(header[i], header[i+1])
-		}
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 400 && (code(string(b)) == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")) {
-		e.t.Errorf("%s %s: %d with body %q, want a JSON error", method, path, resp.StatusCode, b)
-	}
-	return resp.StatusCode, string(b), resp.Header
+	return status, b, h
 }
 
 // code returns the code of an error answer's body.
@@ -224,28 +194,9 @@ func TestPostsGuarded(t *testing.T) {
 	c := e.listen()
 	self := strings.TrimPrefix(e.srv.URL, "http://")
 	post := `{"author":"mallory","message":"forged"}`
-	refused := []struct {
-		name   string
-		status int
-		code   string
-		header []string
-	}{
-		{"text/plain from a foreign origin", 403, "cross_site", []string{"Content-Type", "text/plain", "Origin", "http://evil.com"}},
-		{"form from a foreign origin", 403, "cross_site", []string{"Content-Type", "application/x-www-form-urlencoded", "Origin", "http://evil.com"}},
-		{"JSON from a foreign origin", 403, "cross_site", []string{"Origin", "https://evil.com"}},
-		{"same host, other port", 403, "cross_site", []string{"Origin", "http://127.0.0.1:1"}},
-		{"null origin (sandboxed frame)", 403, "cross_site", []string{"Origin", "null"}},
-		{"cross-site without Origin", 403, "cross_site", []string{"Sec-Fetch-Site", "cross-site"}},
-		{"same-site without Origin", 403, "cross_site", []string{"Sec-Fetch-Site", "same-site"}},
-		{"text/plain without Origin", 415, "json_required", []string{"Content-Type", "text/plain"}},
-		{"text/plain from this page", 415, "json_required", []string{"Content-Type", "text/plain;charset=UTF-8", "Origin", "http://" + self}},
-		{"multipart", 415, "json_required", []string{"Content-Type", "multipart/form-data; boundary=x"}},
-		{"no Content-Type", 415, "json_required", []string{"Content-Type", ""}},
-		{"JSON-like type", 415, "json_required", []string{"Content-Type", "text/json"}},
-	}
-	for _, tc := range refused {
-		if status, body, _ := e.do("POST", "/posts", post, tc.header...); status != tc.status || code(body) != tc.code {
-			t.Errorf("POST /posts, %s: %d %s, want %d %q", tc.name, status, body, tc.status, tc.code)
+	for _, tc := range routertest.CrossSiteWrites(self) {
+		if status, body, _ := e.do("POST", "/posts", post, tc.Header...); status != tc.Status || code(body) != tc.Code {
+			t.Errorf("POST /posts, %s: %d %s, want %d %q", tc.Name, status, body, tc.Status, tc.Code)
 		}
 	}
 	for _, method := range []string{"PUT", "DELETE", "PATCH"} {
@@ -253,18 +204,9 @@ func TestPostsGuarded(t *testing.T) {
 			t.Errorf("%s /posts from a foreign origin: %d %s, want 403", method, status, body)
 		}
 	}
-	for _, tc := range []struct {
-		name   string
-		header []string
-	}{
-		{"backend, no Origin", nil},
-		{"this server's page", []string{"Origin", "http://" + self, "Sec-Fetch-Site", "same-origin"}},
-		{"same-origin without Origin", []string{"Sec-Fetch-Site", "same-origin"}},
-		{"allowed origin", []string{"Content-Type", "application/json; charset=utf-8", "Origin", "https://app.example.com", "Sec-Fetch-Site", "cross-site"}},
-		{"allowed origin pattern", []string{"Content-Type", "Application/JSON", "Origin", "https://a.example.org"}},
-	} {
-		if status, body, _ := e.do("POST", "/posts", `{"author":"ana","message":"ok"}`, tc.header...); status != http.StatusCreated {
-			t.Errorf("post, %s: %d %s, want 201", tc.name, status, body)
+	for _, tc := range routertest.AllowedWrites(self) {
+		if status, body, _ := e.do("POST", "/posts", `{"author":"ana","message":"ok"}`, tc.Header...); status != http.StatusCreated {
+			t.Errorf("post, %s: %d %s, want 201", tc.Name, status, body)
 		}
 		if got := read(t, c); strings.Contains(got, "forged") || !strings.Contains(got, `"ok"`) {
 			t.Fatalf("listener got %s, want the allowed post", got)
