@@ -106,17 +106,7 @@ func TestEveryErrorAnswerHasCode(t *testing.T) {
 	}
 	srv := authEnv(t, tokens, func(s *consumer.Server) { s.MaxConnectionsPerAddr = 1 })
 	get := func(srv *httptest.Server, query string) (int, string, http.Header) {
-		req, _ := http.NewRequest("GET", srv.URL+"/notifications/"+query, nil)
-		for i := 0; i+1 < len(upgrade); i += 2 {
-			req.Header.Set(upgrade[i], upgrade[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), resp.Header
+		return routertest.Do(t, "GET", srv.URL+"/notifications/"+query, "", upgrade...)
 	}
 	for name, query := range map[string]string{"no token": "", "forged token": "?token=x.y.z", "expired token": "?token=" + hsToken(t, -time.Hour)} {
 		status, body, h := get(srv, query)
