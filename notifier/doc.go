@@ -1,6 +1,7 @@
 // Package notifier turns rows inserted into Postgres tables into group
-// sends on a channel layer, and stores the posts that the HTTP API
-// creates.
+// sends on a channel layer, and stores the demo's posts (Store), which
+// the demo application's HTTP handlers create and list. It speaks no
+// HTTP and touches no connection; nothing in it imports the router.
 //
 // # Flow
 //

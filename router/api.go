@@ -3,14 +3,12 @@ package router
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,7 +16,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/heraldhq/herald/channellayer"
-	"github.com/heraldhq/herald/notifier"
 )
 
 // API serves the HTTP API for backend services and the web page. Layer is
@@ -26,8 +23,6 @@ import (
 type API struct {
 	// Layer delivers what the API sends.
 	Layer channellayer.Layer
-	// Posts stores posts for POST and GET /posts. Nil: no /posts routes.
-	Posts notifier.Store
 	// Token, when set, must be presented as "Authorization: Bearer <Token>"
 	// on every /api/ request.
 	Token string
@@ -39,8 +34,8 @@ type API struct {
 	// Logger receives server-side failures. Default slog.Default().
 	Logger *slog.Logger
 	// Limit, when set, limits the requests of each client address to
-	// /api/ and POST /posts (see RateLimit); its Token should be Token.
-	// Nil: no limit.
+	// /api/ (see RateLimit); its Token should be Token. Put its Handler
+	// on other write routes to share its buckets. Nil: no limit.
 	Limit *RateLimit
 
 	memo *memo // answers to keyed sends, made by Mount
@@ -54,23 +49,20 @@ type API struct {
 //
 //	POST /api/groups/{group}/send     send a message to a group (or keep it in its history)
 //	POST /api/channels/{channel}/send send a message to one channel
-//	POST /posts                       create a post
-//	GET  /posts                       recent posts, newest first
 //	GET  /healthz                     the process is alive
 //	GET  /readyz                      the layer and database are reachable
 //
-// The POST routes take an Idempotency-Key header (1 to 255 printable
-// ASCII bytes): a retried request with the same key is applied once and
-// answered as the first was, with the header Idempotent-Replayed: true;
-// the same key with another body is answered 422,
-// idempotency_key_reused. Answers that invite a retry (503, 429) are not
-// replayed: the retry is tried again. Posts keep their keys in the store
-// (herald_idempotency with Postgres, so every instance finds them); a
-// send's key goes with the message to the layer (Message.WithKey, as
-// "group:<group>:<key>" or "channel:<channel>:<key>"), and the API also
-// remembers the last 10,000 keyed send answers of its instance for 24
-// hours. Limit, when set, applies to /api/ and POST /posts, before the
-// API token is checked. Mount must be called once per API.
+// The send routes take an Idempotency-Key header (1 to 255 printable
+// ASCII bytes, see IdempotencyKey): a retried request with the same key
+// is applied once and answered as the first was, with the header
+// Idempotent-Replayed: true; the same key with another body is answered
+// 422, idempotency_key_reused. Answers that invite a retry (503, 429) are
+// not replayed: the retry is tried again. A send's key goes with the
+// message to the layer (Message.WithKey, as "group:<group>:<key>" or
+// "channel:<channel>:<key>"), and the API also remembers the last 10,000
+// keyed send answers of its instance for 24 hours. Limit, when set,
+// applies to /api/, before the API token is checked. Mount must be
+// called once per API.
 func (a *API) Mount(r chi.Router) {
 	a.memo = newMemo()
 	r.Route("/api", func(r chi.Router) {
@@ -78,12 +70,8 @@ func (a *API) Mount(r chi.Router) {
 		r.Post("/groups/{group}/send", a.groupSend)
 		r.Post("/channels/{channel}/send", a.channelSend)
 	})
-	if a.Posts != nil {
-		r.With(a.Limit.Handler).Post("/posts", a.createPost)
-		r.Get("/posts", a.recentPosts)
-	}
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get("/readyz", a.readyz)
 }
@@ -119,11 +107,11 @@ func RequireToken(token string, next http.Handler) http.Handler {
 	})
 }
 
-// readBody reads the request body within the size limit, answering 413,
-// 408 (the body did not arrive within the server's read timeout) or 400
-// itself when it fails.
-func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	limit := a.MaxBody
+// ReadBody reads r's body, up to limit bytes (64 KiB if limit is 0 or
+// less), answering 413, 408 (the body did not arrive within the server's
+// read timeout) or 400 itself when it fails; log (nil: slog.Default())
+// gets why a read failed. ok is false when it answered.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64, log *slog.Logger) (body []byte, ok bool) {
 	if limit <= 0 {
 		limit = 64 << 10
 	}
@@ -144,7 +132,10 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 			WriteError(w, http.StatusRequestTimeout, "request body not received in time")
 			return nil, false
 		}
-		a.logger().Debug("router: reading a request body failed", "err", err)
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Debug("router: reading a request body failed", "err", err)
 		WriteError(w, http.StatusBadRequest, "could not read the request body")
 		return nil, false
 	}
@@ -184,11 +175,11 @@ func (a *API) channelSend(w http.ResponseWriter, r *http.Request) {
 // the status of the 202 answer. scope names the target, so that one
 // Idempotency-Key used for two targets makes two requests.
 func (a *API) send(w http.ResponseWriter, r *http.Request, scope string, send func(context.Context, channellayer.Message) (string, error)) {
-	key, ok := idempotencyKey(w, r)
+	key, ok := IdempotencyKey(w, r)
 	if !ok {
 		return
 	}
-	body, ok := a.readBody(w, r)
+	body, ok := ReadBody(w, r, a.MaxBody, a.Logger)
 	if !ok {
 		return
 	}
@@ -207,7 +198,7 @@ func (a *API) sendBody(w http.ResponseWriter, ctx context.Context, body []byte, 
 	send func(context.Context, channellayer.Message) (string, error)) {
 	msg, err := channellayer.ParseMessage(body)
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, plain(err))
+		WriteError(w, http.StatusBadRequest, PlainError(err))
 		return
 	}
 	if key != "" {
@@ -218,7 +209,7 @@ func (a *API) sendBody(w http.ResponseWriter, ctx context.Context, body []byte, 
 		a.layerError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": status})
+	WriteJSON(w, http.StatusAccepted, map[string]string{"status": status})
 }
 
 // layerError answers for a failed layer send. Never a 2xx: a message that
@@ -227,7 +218,7 @@ func (a *API) sendBody(w http.ResponseWriter, ctx context.Context, body []byte, 
 func (a *API) layerError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, channellayer.ErrInvalidName), errors.Is(err, channellayer.ErrInvalidMessage):
-		WriteError(w, http.StatusBadRequest, plain(err))
+		WriteError(w, http.StatusBadRequest, PlainError(err))
 	case errors.Is(err, channellayer.ErrNoReceivers):
 		WriteErrorCode(w, http.StatusNotFound, CodeNoReceivers,
 			"nobody received the message: the group has no member, or the channel no connection")
@@ -241,101 +232,6 @@ func (a *API) layerError(w http.ResponseWriter, err error) {
 		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
 			"the channel layer is unreachable and the message was not sent; retry after Retry-After")
 	}
-}
-
-type postRequest struct {
-	Author  *string `json:"author"`
-	Message *string `json:"message"`
-}
-
-// createPost answers 201 with the post and its "delivery" for every
-// stored post, delivered yet ("sent") or not ("pending": the log or the
-// store's outbox delivers it). Anything else means nothing was stored.
-func (a *API) createPost(w http.ResponseWriter, r *http.Request) {
-	key, ok := idempotencyKey(w, r)
-	if !ok {
-		return
-	}
-	body, ok := a.readBody(w, r)
-	if !ok {
-		return
-	}
-	var req postRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		WriteError(w, http.StatusBadRequest, "body must be a JSON object {\"author\": ..., \"message\": ...}: "+jsonProblem(err))
-		return
-	}
-	if dec.More() {
-		WriteError(w, http.StatusBadRequest, "body must hold exactly one JSON object")
-		return
-	}
-	if req.Author == nil || req.Message == nil {
-		WriteError(w, http.StatusBadRequest, `"author" and "message" are both required`)
-		return
-	}
-	var refused *notifier.RefusedError
-	created, err := a.Posts.Create(r.Context(), notifier.NewPost{Author: *req.Author, Message: *req.Message, IdempotencyKey: key})
-	switch {
-	case err == nil:
-		if created.Replayed {
-			w.Header().Set(replayedHeader, "true")
-		}
-		writeJSON(w, http.StatusCreated, created)
-	case errors.As(err, &refused):
-		// The database's own rules refused the post: the client's to fix,
-		// so no retry, and its SQL error, which names the constraint,
-		// stays in the log.
-		a.logger().Info("router: the database refused a post", "err", err)
-		switch {
-		case errors.Is(err, notifier.ErrPostConflict):
-			WriteErrorCode(w, http.StatusConflict, CodeConflict, refused.Reason)
-		case errors.Is(err, notifier.ErrInvalidPost):
-			WriteErrorCode(w, http.StatusBadRequest, CodeBadRequest, refused.Reason)
-		default:
-			WriteErrorCode(w, http.StatusUnprocessableEntity, CodeRejected, refused.Reason)
-		}
-	case errors.Is(err, notifier.ErrInvalidPost):
-		WriteError(w, http.StatusBadRequest, plain(err))
-	case errors.Is(err, notifier.ErrIdempotencyKeyReused):
-		WriteErrorCode(w, http.StatusUnprocessableEntity, CodeIdempotencyKeyReuse,
-			"this Idempotency-Key was used for another post; use a new key for a new post")
-	case errors.Is(err, notifier.ErrBacklogFull):
-		a.logger().Warn("router: creating post failed", "err", err)
-		w.Header().Set("Retry-After", "1")
-		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
-			"the post was not stored: too many posts wait for the channel layer; retry after Retry-After")
-	default:
-		a.logger().Warn("router: creating post failed", "err", err)
-		w.Header().Set("Retry-After", "1")
-		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
-			"the post was not stored: the database is unreachable; retry after Retry-After")
-	}
-}
-
-func (a *API) recentPosts(w http.ResponseWriter, r *http.Request) {
-	limit := 50
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 500 {
-			WriteError(w, http.StatusBadRequest, "limit must be a whole number from 1 to 500")
-			return
-		}
-		limit = n
-	}
-	posts, err := a.Posts.Recent(r.Context(), limit)
-	if err != nil {
-		a.logger().Warn("router: listing posts failed", "err", err)
-		w.Header().Set("Retry-After", "1")
-		WriteErrorCode(w, http.StatusServiceUnavailable, CodeUnavailable,
-			"could not list posts: the database is unreachable; retry after Retry-After")
-		return
-	}
-	if posts == nil {
-		posts = []notifier.Post{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"posts": posts})
 }
 
 // NotReady is an error a Ready func returns to name, for the client,
@@ -376,10 +272,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 			reason = nr.Reason
 		}
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "code": CodeUnavailable, "error": reason})
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "code": CodeUnavailable, "error": reason})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // logReadiness logs a readiness failure when it differs from the last

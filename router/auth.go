@@ -173,7 +173,7 @@ func (t *Tokens) authenticate(w http.ResponseWriter, r *http.Request) *http.Requ
 	tok, err := t.FromRequest(r)
 	msg := ""
 	if err != nil {
-		msg = plain(err) // where a token may be given
+		msg = PlainError(err) // where a token may be given
 	}
 	var id *consumer.Identity
 	if err == nil {

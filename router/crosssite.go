@@ -26,7 +26,7 @@ func (rt *Router) checkHost(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	rt.log.Info("router: request for a host not allowed refused", "host", r.Host)
-	writeJSON(w, http.StatusMisdirectedRequest, ErrorBody{
+	WriteJSON(w, http.StatusMisdirectedRequest, ErrorBody{
 		Error: "this server does not answer for host " + quoteHost(r.Host) + " (see HERALD_ALLOWED_HOSTS)",
 		Code:  CodeHostNotAllowed,
 	})
@@ -56,7 +56,7 @@ func (rt *Router) checkWrite(w http.ResponseWriter, r *http.Request) bool {
 	if origin := r.Header.Get("Origin"); origin != "" {
 		if !consumer.OriginAllowed(r, patterns) {
 			rt.log.Info("router: write from a foreign origin refused", "method", r.Method, "path", r.URL.Path, "origin", origin)
-			writeJSON(w, http.StatusForbidden, ErrorBody{
+			WriteJSON(w, http.StatusForbidden, ErrorBody{
 				Error: "requests from pages at " + quoteHost(origin) + " may not write here (see HERALD_ALLOWED_ORIGINS)",
 				Code:  CodeCrossSite,
 			})
@@ -64,7 +64,7 @@ func (rt *Router) checkWrite(w http.ResponseWriter, r *http.Request) bool {
 		}
 	} else if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		rt.log.Info("router: cross-site write without an Origin refused", "method", r.Method, "path", r.URL.Path, "sec_fetch_site", site)
-		writeJSON(w, http.StatusForbidden, ErrorBody{
+		WriteJSON(w, http.StatusForbidden, ErrorBody{
 			Error: "a " + quoteHost(site) + " request from a browser may not write here",
 			Code:  CodeCrossSite,
 		})
@@ -72,7 +72,7 @@ func (rt *Router) checkWrite(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		w.Header().Set("Accept-Post", "application/json")
-		writeJSON(w, http.StatusUnsupportedMediaType, ErrorBody{
+		WriteJSON(w, http.StatusUnsupportedMediaType, ErrorBody{
 			Error: "the body must be JSON, sent with Content-Type: application/json",
 			Code:  CodeJSONRequired,
 		})

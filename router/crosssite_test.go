@@ -3,7 +3,6 @@ package router_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/heraldhq/herald/channellayer"
 	"github.com/heraldhq/herald/consumer"
 	"github.com/heraldhq/herald/router"
+	"github.com/heraldhq/herald/router/routertest"
 )
 
 // request sends method path with body and the headers (name, value
@@ -21,29 +21,13 @@ import (
 // error body's code.
 func (e *env) request(method, path, body string, header ...string) (int, string) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		if header[i] == "Host" {
-			req.Host = header[i+1]
-			continue
-		}
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	status, b, h := routertest.Do(e.t, method, e.srv.URL+path, body, header...)
 	var eb router.ErrorBody
-	_ = json.Unmarshal(b, &eb)
-	if resp.StatusCode >= 400 && (eb.Error == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")) {
-		e.t.Errorf("%s %s: %d with body %q, want a JSON error", method, path, resp.StatusCode, b)
+	_ = json.Unmarshal([]byte(b), &eb)
+	if status >= 400 && (eb.Error == "" || !strings.HasPrefix(h.Get("Content-Type"), "application/json")) {
+		e.t.Errorf("%s %s: %d with body %q, want a JSON error", method, path, status, b)
 	}
-	return resp.StatusCode, eb.Code
+	return status, eb.Code
 }
 
 // dialAs opens a WebSocket to path as a browser that resolved host to
@@ -77,35 +61,12 @@ func TestCrossSiteWritesRefused(t *testing.T) {
 	c := e.mustDial("/notifications/")
 	self := strings.TrimPrefix(e.srv.URL, "http://")
 	send := `{"type":"name.gossip","message":"forged"}`
-	post := `{"author":"mallory","message":"forged"}`
 
-	refused := []struct {
-		name   string
-		status int
-		code   string
-		header []string
-	}{
-		{"text/plain from a foreign origin", 403, "cross_site", []string{"Content-Type", "text/plain", "Origin", "http://evil.com"}},
-		{"form from a foreign origin", 403, "cross_site", []string{"Content-Type", "application/x-www-form-urlencoded", "Origin", "http://evil.com"}},
-		{"JSON from a foreign origin", 403, "cross_site", []string{"Content-Type", "application/json", "Origin", "https://evil.com"}},
-		{"same host, other port", 403, "cross_site", []string{"Content-Type", "application/json", "Origin", "http://127.0.0.1:1"}},
-		{"null origin (sandboxed frame)", 403, "cross_site", []string{"Content-Type", "application/json", "Origin", "null"}},
-		{"cross-site without Origin", 403, "cross_site", []string{"Content-Type", "application/json", "Sec-Fetch-Site", "cross-site"}},
-		{"same-site without Origin", 403, "cross_site", []string{"Content-Type", "application/json", "Sec-Fetch-Site", "same-site"}},
-		{"text/plain without Origin", 415, "json_required", []string{"Content-Type", "text/plain"}},
-		{"text/plain from this page", 415, "json_required", []string{"Content-Type", "text/plain;charset=UTF-8", "Origin", "http://" + self}},
-		{"multipart", 415, "json_required", []string{"Content-Type", "multipart/form-data; boundary=x"}},
-		{"no Content-Type", 415, "json_required", []string{"Content-Type", ""}},
-		{"JSON-like type", 415, "json_required", []string{"Content-Type", "text/json"}},
-	}
-	for _, path := range []string{"/posts", "/api/groups/gossip/send"} {
+	for _, path := range []string{"/api/groups/gossip/send", "/api/channels/x/send"} {
 		body := send
-		if path == "/posts" {
-			body = post
-		}
-		for _, tc := range refused {
-			if status, code := e.request("POST", path, body, tc.header...); status != tc.status || code != tc.code {
-				t.Errorf("POST %s, %s: %d %q, want %d %q", path, tc.name, status, code, tc.status, tc.code)
+		for _, tc := range routertest.CrossSiteWrites(self) {
+			if status, code := e.request("POST", path, body, tc.Header...); status != tc.Status || code != tc.Code {
+				t.Errorf("POST %s, %s: %d %q, want %d %q", path, tc.Name, status, code, tc.Status, tc.Code)
 			}
 		}
 		for _, method := range []string{"PUT", "DELETE", "PATCH"} {
@@ -115,34 +76,18 @@ func TestCrossSiteWritesRefused(t *testing.T) {
 		}
 	}
 
-	allowed := []struct {
-		name   string
-		header []string
-	}{
-		{"backend, no Origin", []string{"Content-Type", "application/json"}},
-		{"this server's page", []string{"Content-Type", "application/json", "Origin", "http://" + self, "Sec-Fetch-Site", "same-origin"}},
-		{"same-origin without Origin", []string{"Content-Type", "application/json", "Sec-Fetch-Site", "same-origin"}},
-		{"allowed origin", []string{"Content-Type", "application/json; charset=utf-8", "Origin", "https://app.example.com", "Sec-Fetch-Site", "cross-site"}},
-		{"allowed origin pattern", []string{"Content-Type", "Application/JSON", "Origin", "https://a.example.org"}},
-	}
-	for _, tc := range allowed {
-		if status, code := e.request("POST", "/api/groups/gossip/send", `{"type":"name.gossip","message":"ok"}`, tc.header...); status != http.StatusAccepted {
-			t.Errorf("send, %s: %d %q, want 202", tc.name, status, code)
+	for _, tc := range routertest.AllowedWrites(self) {
+		if status, code := e.request("POST", "/api/groups/gossip/send", `{"type":"name.gossip","message":"ok"}`, tc.Header...); status != http.StatusAccepted {
+			t.Errorf("send, %s: %d %q, want 202", tc.Name, status, code)
 		}
 		if got := read(t, c); strings.Contains(got, "forged") || !strings.Contains(got, `"ok"`) {
 			t.Fatalf("listener got %s, want the allowed send", got)
 		}
-		if status, code := e.request("POST", "/posts", `{"author":"ana","message":"ok"}`, tc.header...); status != http.StatusCreated {
-			t.Errorf("post, %s: %d %q, want 201", tc.name, status, code)
-		}
-		if got := read(t, c); strings.Contains(got, "forged") || !strings.Contains(got, `"ok"`) {
-			t.Fatalf("listener got %s, want the allowed post", got)
-		}
 	}
 	// Reads are not writes: a foreign page may GET (CORS keeps the answer
 	// from it).
-	if status, _ := e.request("GET", "/posts", "", "Origin", "http://evil.com", "Sec-Fetch-Site", "cross-site"); status != http.StatusOK {
-		t.Errorf("GET /posts from a foreign origin: %d, want 200", status)
+	if status, _ := e.request("GET", "/healthz", "", "Origin", "http://evil.com", "Sec-Fetch-Site", "cross-site"); status != http.StatusOK {
+		t.Errorf("GET /healthz from a foreign origin: %d, want 200", status)
 	}
 }
 
@@ -161,7 +106,7 @@ func TestAllowedHosts(t *testing.T) {
 		t.Fatalf("WebSocket with Host and Origin evil.example: %v %v, want 421", err, resp)
 	}
 	for _, method := range []string{"GET", "POST"} {
-		for _, path := range []string{"/posts", "/api/groups/gossip/send", "/healthz"} {
+		for _, path := range []string{"/api/groups/gossip/send", "/healthz"} {
 			status, code := e.request(method, path, `{"type":"name.gossip","message":"forged"}`,
 				"Host", "evil.example", "Origin", "http://evil.example", "Content-Type", "application/json")
 			if status != http.StatusMisdirectedRequest || code != "host_not_allowed" {
@@ -193,7 +138,7 @@ func TestAllowedHosts(t *testing.T) {
 	}
 	// The "own host" of the Origin check is an allowed one: a page on an
 	// allowed host is not thereby trusted by another.
-	if status, code := e.request("POST", "/posts", `{"author":"a","message":"forged"}`,
+	if status, code := e.request("POST", "/api/groups/gossip/send", `{"type":"name.gossip","message":"forged"}`,
 		"Host", "herald.example.com", "Origin", "http://localhost", "Content-Type", "application/json"); status != http.StatusForbidden {
 		t.Errorf("Host herald.example.com, Origin localhost: %d %q, want 403", status, code)
 	}

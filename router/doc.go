@@ -20,16 +20,15 @@
 // without a CORS preflight never reach the API.
 //
 // API adds the HTTP API for backend services: group and channel sends
-// through the channel layer, posts, and health checks. Every write
-// answers what happened. Errors are JSON ({"error": "...", "code":
+// through the channel layer, and health checks. Every write answers what
+// happened. Errors are JSON ({"error": "...", "code":
 // "..."}: a plain sentence, never an internal error, which goes to the
 // log, and one of the Code constants) with a status that says what went
 // wrong: 400 bad input, 401 bad token, 403 a write from a foreign page,
-// 404 nobody to receive, 409 a post that clashes with a stored one, 413
+// 404 nobody to receive, 409 a write that clashes with stored data, 413
 // too large, 415 not JSON, 421 a Host not allowed, 422 an Idempotency-Key
-// reused for another request or a post the database's rules refuse, 429
-// receivers full and 503 layer or
-// database down (both with Retry-After: nothing was applied, or, after a
+// reused for another request or a write the database's rules refuse, 429
+// receivers full and 503 layer or database down (both with Retry-After: nothing was applied, or, after a
 // timeout, the publisher cannot know; retry with the same key). A message
 // that went nowhere is never answered with a 2xx; a group send that
 // reached no member but was kept in the group's history did not go
@@ -38,10 +37,15 @@
 // member of the group (with Redis, to an instance that has members); a
 // member whose route does not forward the message's type drops it, and
 // the drop is counted in herald_messages_dropped_total{reason=
-// "not_forwarded"}, not answered. A stored post is answered 201 with its "delivery":
-// "sent", or "pending" when the notifier's log or the in-memory store's
-// outbox will deliver it; never 503.
+// "not_forwarded"}, not answered.
 //
-// The write routes take an Idempotency-Key header, so that a retry is
+// The router knows no application. An application's endpoints (the
+// demo's /posts, in cmd/internal/demo) are handlers mounted on HTTP,
+// where the guards apply to them as to the API; they answer in the same
+// words through the pieces the API is built of: WriteError and
+// WriteErrorCode with the Code constants, WriteJSON, ReadBody,
+// IdempotencyKey, and RateLimit.Handler, middleware for any route.
+//
+// The send routes take an Idempotency-Key header, so that a retry is
 // applied once (see API.Mount).
 package router

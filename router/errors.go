@@ -96,13 +96,13 @@ func WriteErrorCode(w http.ResponseWriter, status int, code, msg string) {
 	if msg == "" {
 		msg = "the request failed"
 	}
-	writeJSON(w, status, ErrorBody{Error: msg, Code: code})
+	WriteJSON(w, status, ErrorBody{Error: msg, Code: code})
 }
 
-// plain returns err's text for a client, without the package prefixes
-// ("channellayer: ", "notifier: ", ...) of Herald's own sentinel errors.
-// Use it only for errors that describe the client's own request.
-func plain(err error) string {
+// PlainError returns err's text for a client, without the package
+// prefixes ("channellayer: ", "notifier: ", ...) of Herald's own sentinel
+// errors. Use it only for errors that describe the client's own request.
+func PlainError(err error) string {
 	s := err.Error()
 	for _, p := range []string{"channellayer: ", "notifier: ", "consumer: ", "router: "} {
 		s = strings.ReplaceAll(s, p, "")
@@ -110,9 +110,10 @@ func plain(err error) string {
 	return s
 }
 
-// jsonProblem describes why a request body is not the JSON wanted, in
-// words about the body rather than encoding/json's.
-func jsonProblem(err error) string {
+// JSONProblem describes why a request body is not the JSON wanted, in
+// words about the body rather than encoding/json's, for the error answer
+// of a handler that decodes one.
+func JSONProblem(err error) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {

@@ -16,7 +16,7 @@ func TestUnknownFieldWording(t *testing.T) {
 	if f, ok := unknownField(err); !ok || f != `"colour"` {
 		t.Fatalf("unknownField(%v) = %q, %v: encoding/json words the error otherwise now; update unknownField", err, f, ok)
 	}
-	if got := jsonProblem(err); got != `unknown field "colour"` {
+	if got := JSONProblem(err); got != `unknown field "colour"` {
 		t.Errorf("jsonProblem: %q", got)
 	}
 }

@@ -3,7 +3,6 @@ package router_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,32 +14,13 @@ import (
 
 	"github.com/heraldhq/herald/channellayer"
 	"github.com/heraldhq/herald/consumer"
-	"github.com/heraldhq/herald/notifier"
 	"github.com/heraldhq/herald/router"
+	"github.com/heraldhq/herald/router/routertest"
 )
-
-// leaks are fragments of internal errors that no answer may hold.
-var leaks = []string{"dial tcp", "127.0.0.1:", "connection refused", "FATAL", "SQLSTATE", "pq:", "pgconn", "constraint",
-	"channellayer:", "notifier:", "consumer:", "router:", "json:", "strconv", "s3cret"}
 
 // checkErrorBody fails unless body is a JSON error answer with a code
 // and a sentence, and none of the leaks.
-func checkErrorBody(t *testing.T, what string, status int, h http.Header, body string) router.ErrorBody {
-	t.Helper()
-	var eb router.ErrorBody
-	if err := json.Unmarshal([]byte(body), &eb); err != nil || eb.Code == "" || eb.Error == "" {
-		t.Errorf("%s: %d %q: not a JSON error body with a code and a sentence (%v)", what, status, body, err)
-	}
-	if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Errorf("%s: Content-Type %q, want JSON", what, ct)
-	}
-	for _, l := range leaks {
-		if strings.Contains(body, l) {
-			t.Errorf("%s: %d %q holds %q", what, status, body, l)
-		}
-	}
-	return eb
-}
+var checkErrorBody = routertest.CheckErrorBody
 
 // TestWriteErrorAlwaysHasCode: whatever the status, WriteError's body
 // is JSON with a code.
@@ -59,14 +39,6 @@ func TestWriteErrorAlwaysHasCode(t *testing.T) {
 		t.Errorf("code %q, want no_receivers", eb.Code)
 	}
 }
-
-// failingStore is a posts store whose every call fails with err.
-type failingStore struct{ err error }
-
-func (s failingStore) Create(context.Context, notifier.NewPost) (notifier.Created, error) {
-	return notifier.Created{}, s.err
-}
-func (s failingStore) Recent(context.Context, int) ([]notifier.Post, error) { return nil, s.err }
 
 // TestEveryErrorAnswerHasCode walks every error answer of the router,
 // the API and the consumers' refusals before an upgrade: each is JSON
@@ -91,7 +63,7 @@ func TestEveryErrorAnswerHasCode(t *testing.T) {
 		code                     string
 	}{
 		{"no route", "GET", "/nothing/here", "", nil, 404, "not_found"},
-		{"method", "DELETE", "/posts", "", nil, 405, "method_not_allowed"},
+		{"method", "DELETE", "/healthz", "", nil, 405, "method_not_allowed"},
 		{"WebSocket route without upgrade", "GET", "/notifications/", "", nil, 426, "upgrade_required"},
 		{"upgrade to no WebSocket route", "GET", "/nowhere/", "", upgrade, 404, "not_found"},
 		{"upgrade with POST", "POST", "/notifications/", "", upgrade, 405, "method_not_allowed"},
@@ -105,13 +77,6 @@ func TestEveryErrorAnswerHasCode(t *testing.T) {
 		{"no receivers on a channel", "POST", "/api/channels/specific.nobody!x/send", `{"type":"x"}`, with(auth, json), 404, "no_receivers"},
 		{"too large", "POST", "/api/groups/gossip/send", `{"type":"x","p":"` + strings.Repeat("a", 70<<10) + `"}`, with(auth, json), 413, "too_large"},
 		{"bad idempotency key", "POST", "/api/groups/gossip/send", `{"type":"x"}`, with(auth, json, []string{"Idempotency-Key", strings.Repeat("k", 256)}), 400, "bad_idempotency_key"},
-		{"post not JSON", "POST", "/posts", `nope`, json, 400, "bad_request"},
-		{"post unknown field", "POST", "/posts", `{"author":"a","message":"b","x":1}`, json, 400, "bad_request"},
-		{"post wrong type", "POST", "/posts", `{"author":1,"message":"b"}`, json, 400, "bad_request"},
-		{"post two objects", "POST", "/posts", `{"author":"a","message":"b"}{}`, json, 400, "bad_request"},
-		{"post missing field", "POST", "/posts", `{"author":"a"}`, json, 400, "bad_request"},
-		{"post invalid", "POST", "/posts", `{"author":" ","message":"b"}`, json, 400, "bad_request"},
-		{"bad limit", "GET", "/posts?limit=x", "", nil, 400, "bad_request"},
 	}
 	for _, tc := range cases {
 		status, body, h := e.do(tc.method, tc.path, tc.body, tc.header...)
@@ -126,10 +91,10 @@ func TestEveryErrorAnswerHasCode(t *testing.T) {
 
 	// A key reused with another body.
 	k := []string{"Idempotency-Key", "k1"}
-	if st, body, _ := e.do("POST", "/posts", `{"author":"a","message":"one"}`, with(json, k)...); st != http.StatusCreated {
-		t.Fatalf("keyed post: %d %s", st, body)
+	if st, body, _ := e.do("POST", "/api/groups/gossip/send", `{"type":"name.gossip","n":1}`, with(auth, json, k)...); st != http.StatusAccepted {
+		t.Fatalf("keyed send: %d %s", st, body)
 	}
-	status, body, h := e.do("POST", "/posts", `{"author":"a","message":"two"}`, with(json, k)...)
+	status, body, h := e.do("POST", "/api/groups/gossip/send", `{"type":"name.gossip","n":2}`, with(auth, json, k)...)
 	if eb := checkErrorBody(t, "key reused", status, h, body); status != 422 || eb.Code != "idempotency_key_reused" {
 		t.Errorf("key reused: %d %s", status, body)
 	}
@@ -141,17 +106,7 @@ func TestEveryErrorAnswerHasCode(t *testing.T) {
 	}
 	srv := authEnv(t, tokens, func(s *consumer.Server) { s.MaxConnectionsPerAddr = 1 })
 	get := func(srv *httptest.Server, query string) (int, string, http.Header) {
-		req, _ := http.NewRequest("GET", srv.URL+"/notifications/"+query, nil)
-		for i := 0; i+1 < len(upgrade); i += 2 {
-			req.Header.Set(upgrade[i], upgrade[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), resp.Header
+		return routertest.Do(t, "GET", srv.URL+"/notifications/"+query, "", upgrade...)
 	}
 	for name, query := range map[string]string{"no token": "", "forged token": "?token=x.y.z", "expired token": "?token=" + hsToken(t, -time.Hour)} {
 		status, body, h := get(srv, query)
@@ -206,80 +161,6 @@ func consumerEnv(t *testing.T, c consumer.Consumer) *httptest.Server {
 		_ = layer.Close()
 	})
 	return srv
-}
-
-// storeErrors are what a Postgres store's failures look like: the
-// answer must hold none of their words.
-var storeErrors = []error{
-	errors.New(`notifier: create post: failed to connect to ` + "`user=herald database=herald_prod`" + `: 127.0.0.1:5432 (127.0.0.1): dial error: dial tcp 127.0.0.1:5432: connect: connection refused`),
-	errors.New(`notifier: create post: FATAL: password authentication failed for user "herald" (SQLSTATE 28P01)`),
-	errors.New(`notifier: create post: FATAL: database "herald_prod" does not exist (SQLSTATE 3D000)`),
-}
-
-// TestStoreFailuresLeakNothing: a store that cannot be reached is a 503
-// with a code and plain words, for POST and GET /posts.
-func TestStoreFailuresLeakNothing(t *testing.T) {
-	for _, serr := range storeErrors {
-		var logged bytes.Buffer
-		rt := router.New(&consumer.Server{Layer: channellayer.NewMemory()}, nil)
-		(&router.API{Layer: channellayer.NewMemory(), Posts: failingStore{serr}, Logger: slog.New(slog.NewTextHandler(&logged, nil))}).Mount(rt.HTTP())
-		srv := httptest.NewServer(rt)
-		for _, req := range []struct{ method, body string }{{"POST", `{"author":"a","message":"b"}`}, {"GET", ""}} {
-			r, _ := http.NewRequest(req.method, srv.URL+"/posts", strings.NewReader(req.body))
-			r.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			eb := checkErrorBody(t, req.method+" /posts", resp.StatusCode, resp.Header, string(b))
-			for _, word := range []string{"herald_prod", "user=", "28P01", "3D000", "5432"} {
-				if strings.Contains(string(b), word) {
-					t.Errorf("%s /posts: %s holds %q", req.method, b, word)
-				}
-			}
-			if resp.StatusCode != 503 || eb.Code != "unavailable" || resp.Header.Get("Retry-After") == "" {
-				t.Errorf("%s /posts: %d %s, want 503 unavailable with Retry-After", req.method, resp.StatusCode, b)
-			}
-		}
-		srv.Close()
-		if !strings.Contains(logged.String(), "SQLSTATE") && !strings.Contains(logged.String(), "dial tcp") {
-			t.Errorf("the underlying error was not logged:\n%s", logged.String())
-		}
-	}
-}
-
-// TestRefusedPostIs4xx: a post the database's rules refuse is the
-// client's to fix: 409 for a unique violation, 422 for another rule,
-// 400 for a value the database cannot take, never a 503.
-func TestRefusedPostIs4xx(t *testing.T) {
-	pgErr := errors.New(`ERROR: new row for relation "posts" violates check constraint "posts_message_check" (SQLSTATE 23514)`)
-	for _, tc := range []struct {
-		kind   error
-		status int
-		code   string
-	}{
-		{notifier.ErrPostConflict, 409, "conflict"},
-		{nil, 422, "rejected"},
-		{notifier.ErrInvalidPost, 400, "bad_request"},
-	} {
-		rt := router.New(&consumer.Server{Layer: channellayer.NewMemory()}, nil)
-		refused := &notifier.RefusedError{Reason: "the post was not stored: it breaks a rule", Kind: tc.kind, Err: pgErr}
-		(&router.API{Layer: channellayer.NewMemory(), Posts: failingStore{refused}, Logger: slog.New(slog.DiscardHandler)}).Mount(rt.HTTP())
-		srv := httptest.NewServer(rt)
-		resp, err := http.Post(srv.URL+"/posts", "application/json", strings.NewReader(`{"author":"a","message":"b"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		srv.Close()
-		eb := checkErrorBody(t, "refused post", resp.StatusCode, resp.Header, string(b))
-		if resp.StatusCode != tc.status || eb.Code != tc.code || strings.Contains(string(b), "posts_message_check") || strings.Contains(string(b), "23514") {
-			t.Errorf("refused post (%v): %d %s, want %d %s", tc.kind, resp.StatusCode, b, tc.status, tc.code)
-		}
-	}
 }
 
 // TestReadyzLeaksNothing: a failing check is a 503 naming the part that
@@ -343,7 +224,6 @@ func TestMethodNotAllowedSaysAllow(t *testing.T) {
 		method, path, allow string
 		header              []string
 	}{
-		{"DELETE", "/posts", "GET, POST", nil},
 		{"PUT", "/healthz", "GET", nil},
 		{"GET", "/api/groups/gossip/send", "POST", nil},
 		{"PATCH", "/api/channels/specific.x!y/send", "POST", nil},

@@ -13,11 +13,12 @@ import (
 
 // Idempotency-Key handling, shared by the write routes.
 const (
-	// idempotencyHeader names the request header that makes a write
+	// IdempotencyHeader names the request header that makes a write
 	// apply once.
-	idempotencyHeader = "Idempotency-Key"
-	// replayedHeader marks an answer repeated for a retried request.
-	replayedHeader = "Idempotent-Replayed"
+	IdempotencyHeader = "Idempotency-Key"
+	// ReplayedHeader, set to "true", marks an answer repeated for a
+	// retried request.
+	ReplayedHeader = "Idempotent-Replayed"
 	// maxIdempotencyKey is the longest key, in bytes.
 	maxIdempotencyKey = 255
 	// memoLifetime is how long an answer is replayed for a retry.
@@ -26,12 +27,13 @@ const (
 	maxMemo = 10000
 )
 
-// idempotencyKey returns the request's Idempotency-Key, "" if it has
-// none. A key that is empty, longer than maxIdempotencyKey bytes, not
-// printable ASCII, or given twice is answered with 400 here, and ok is
-// false.
-func idempotencyKey(w http.ResponseWriter, r *http.Request) (key string, ok bool) {
-	values := r.Header.Values(idempotencyHeader)
+// IdempotencyKey returns the request's Idempotency-Key, "" if it has
+// none. A key that is empty, longer than 255 bytes, not printable ASCII,
+// or given twice is answered with 400 (code bad_idempotency_key) here,
+// and ok is false. Every write route that takes a key reads it through
+// here, so that all refuse the same keys in the same words.
+func IdempotencyKey(w http.ResponseWriter, r *http.Request) (key string, ok bool) {
+	values := r.Header.Values(IdempotencyHeader)
 	if len(values) == 0 {
 		return "", true
 	}
@@ -178,7 +180,7 @@ func writeAnswer(w http.ResponseWriter, header http.Header, status int, body []b
 		w.Header()[k] = v
 	}
 	if replayed {
-		w.Header().Set(replayedHeader, "true")
+		w.Header().Set(ReplayedHeader, "true")
 	}
 	if status == 0 {
 		status = http.StatusOK

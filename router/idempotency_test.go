@@ -49,37 +49,12 @@ func TestIdempotentGroupSend(t *testing.T) {
 func TestBadIdempotencyKey(t *testing.T) {
 	e := newEnv(t, channellayer.NewMemory(), "")
 	for _, key := range []string{strings.Repeat("k", 256), "caf\u00e9", "tab\there"} {
-		for _, path := range []string{"/api/groups/gossip/send", "/api/channels/x/send", "/posts"} {
+		for _, path := range []string{"/api/groups/gossip/send", "/api/channels/x/send"} {
 			status, body, _ := e.do("POST", path, `{"type":"x","author":"a","message":"b"}`, "Idempotency-Key", key)
 			if status != http.StatusBadRequest || !strings.Contains(body, `"bad_idempotency_key"`) {
 				t.Errorf("POST %s with key %q: %d %s, want 400 bad_idempotency_key", path, key, status, body)
 			}
 		}
-	}
-	if status, body, _ := e.do("POST", "/posts", `{"author":"a","message":"b"}`, "Idempotency-Key", strings.Repeat("k", 255)); status != http.StatusCreated {
-		t.Errorf("a 255-byte key: %d %s, want 201", status, body)
-	}
-}
-
-// TestIdempotentPost: a post retried with the same key is stored once
-// and answered as the first was.
-func TestIdempotentPost(t *testing.T) {
-	e := newEnv(t, channellayer.NewMemory(), "")
-	post := `{"author":"ann","message":"once"}`
-	status, first, h := e.do("POST", "/posts", post, "Idempotency-Key", "post-1")
-	if status != http.StatusCreated || !strings.Contains(first, `"delivery":"sent"`) || h.Get("Idempotent-Replayed") != "" {
-		t.Fatalf("first post: %d %s", status, first)
-	}
-	status, again, h := e.do("POST", "/posts", post, "Idempotency-Key", "post-1")
-	if status != http.StatusCreated || again != first || h.Get("Idempotent-Replayed") != "true" {
-		t.Fatalf("retry: %d %s (replayed %q), want %s replayed", status, again, h.Get("Idempotent-Replayed"), first)
-	}
-	status, body, _ := e.do("POST", "/posts", `{"author":"ann","message":"other"}`, "Idempotency-Key", "post-1")
-	if status != http.StatusUnprocessableEntity || !strings.Contains(body, `"idempotency_key_reused"`) {
-		t.Fatalf("same key, other post: %d %s, want 422 idempotency_key_reused", status, body)
-	}
-	if _, body, _ := e.do("GET", "/posts", ""); strings.Count(body, `"once"`) != 1 || strings.Contains(body, `"other"`) {
-		t.Fatalf("posts stored: %s, want the one post once", body)
 	}
 }
 

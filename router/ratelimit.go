@@ -83,7 +83,7 @@ func (l *RateLimit) Handler(next http.Handler) http.Handler {
 			l.Refused("rate_limited")
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(keyrate.RetryAfter(wait)))
-		writeJSON(w, http.StatusTooManyRequests, ErrorBody{
+		WriteJSON(w, http.StatusTooManyRequests, ErrorBody{
 			Error: fmt.Sprintf("too many requests from your address (more than %g a second); retry later", l.Rate),
 			Code:  "rate_limited",
 		})

@@ -15,7 +15,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/heraldhq/herald/channellayer"
-	"github.com/heraldhq/herald/notifier"
 	"github.com/heraldhq/herald/router"
 )
 
@@ -66,16 +65,12 @@ func TestClientAddrGroupsNetworks(t *testing.T) {
 	}
 }
 
-// limitedAPI serves the API behind lim, with posts kept in memory.
+// limitedAPI serves the API behind lim.
 func limitedAPI(t *testing.T, lim *router.RateLimit, token string) *httptest.Server {
 	t.Helper()
 	layer := channellayer.NewMemory()
-	posts, err := notifier.NewMemoryStore(layer, "gossip")
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := chi.NewRouter()
-	(&router.API{Layer: layer, Posts: posts, Token: token, Limit: lim}).Mount(r)
+	(&router.API{Layer: layer, Token: token, Limit: lim}).Mount(r)
 	srv := httptest.NewServer(r)
 	t.Cleanup(func() { srv.Close(); _ = layer.Close() })
 	return srv
@@ -107,13 +102,10 @@ func TestRateLimitAnswers429(t *testing.T) {
 		Refused:    func(reason string) { refused = append(refused, reason) },
 	}
 	srv := limitedAPI(t, lim, "backend-token")
-	for _, path := range []string{"/posts", "/api/groups/gossip/send"} {
+	for _, path := range []string{"/api/groups/gossip/send"} {
 		t.Run(path, func(t *testing.T) {
-			from := "203.0.113." + strconv.Itoa(len(path)) // a fresh client per path
-			var auth []string                              // /posts needs no token
-			if path != "/posts" {
-				auth = []string{"Authorization", "Bearer wrong"} // 401, and limited
-			}
+			from := "203.0.113." + strconv.Itoa(len(path))
+			auth := []string{"Authorization", "Bearer wrong"} // 401, and limited
 			for i := 0; i < 3; i++ {
 				if resp := post(t, srv, path, from, auth...); resp.StatusCode == http.StatusTooManyRequests {
 					t.Fatalf("request %d within the burst: 429", i)
@@ -143,10 +135,10 @@ func TestRateLimitAnswers429(t *testing.T) {
 			}
 		})
 	}
-	if len(refused) != 2 || refused[0] != "rate_limited" {
-		t.Errorf("refusals reported: %v, want two rate_limited", refused)
+	if len(refused) != 1 || refused[0] != "rate_limited" {
+		t.Errorf("refusals reported: %v, want one rate_limited", refused)
 	}
-	// GET /posts, /healthz are not limited.
+	// /healthz is not limited.
 	for i := 0; i < 5; i++ {
 		resp, err := http.Get(srv.URL + "/healthz")
 		if err != nil || resp.StatusCode != http.StatusOK {
@@ -161,7 +153,7 @@ func TestRateLimitEvictsIdleBuckets(t *testing.T) {
 		ClientAddr: router.ClientAddr([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})}
 	srv := limitedAPI(t, lim, "")
 	for i := 0; i < 200; i++ {
-		post(t, srv, "/posts", fmt.Sprintf("10.0.%d.%d", i/250, i%250+1))
+		post(t, srv, "/api/groups/gossip/send", fmt.Sprintf("10.0.%d.%d", i/250, i%250+1))
 	}
 	if n := lim.Len(); n < 100 {
 		t.Fatalf("%d buckets after 200 addresses, want most of them", n)
@@ -169,7 +161,7 @@ func TestRateLimitEvictsIdleBuckets(t *testing.T) {
 	// Every bucket refills within 10 ms; the next request after a second
 	// sweeps them out.
 	time.Sleep(1100 * time.Millisecond)
-	post(t, srv, "/posts", "192.0.2.1")
+	post(t, srv, "/api/groups/gossip/send", "192.0.2.1")
 	if n := lim.Len(); n > 1 {
 		t.Fatalf("%d buckets after they all went idle, want 1", n)
 	}
@@ -179,7 +171,7 @@ func TestRateLimitEvictsIdleBuckets(t *testing.T) {
 	srv = limitedAPI(t, capped, "")
 	refused := 0
 	for i := 0; i < 50; i++ {
-		if post(t, srv, "/posts", fmt.Sprintf("10.1.0.%d", i+1)).StatusCode == http.StatusTooManyRequests {
+		if post(t, srv, "/api/groups/gossip/send", fmt.Sprintf("10.1.0.%d", i+1)).StatusCode == http.StatusTooManyRequests {
 			refused++
 		}
 	}

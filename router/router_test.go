@@ -3,7 +3,6 @@ package router_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,8 +18,8 @@ import (
 	"github.com/heraldhq/herald/channellayer/channelsredis"
 	"github.com/heraldhq/herald/channellayer/layertest"
 	"github.com/heraldhq/herald/consumer"
-	"github.com/heraldhq/herald/notifier"
 	"github.com/heraldhq/herald/router"
+	"github.com/heraldhq/herald/router/routertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -56,22 +55,13 @@ func newEnvWith(t *testing.T, layer channellayer.Layer, token string, setup func
 			return c.SendJSON(map[string]string{"type": "welcome", "room": c.Param("room")})
 		}}
 	})
-	posts, err := notifier.NewMemoryStore(layer, "gossip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &router.API{Layer: layer, Token: token, Posts: posts}
+	api := &router.API{Layer: layer, Token: token}
 	api.Mount(rt.HTTP())
 	if setup != nil {
 		setup(rt, conns)
 	}
 	e := &env{t: t, layer: layer, srv: httptest.NewServer(rt), conns: conns}
-	runCtx, stopRun := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); _ = posts.Run(runCtx) }()
 	t.Cleanup(func() {
-		stopRun()
-		<-ran
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		_ = conns.Shutdown(ctx)
@@ -115,35 +105,11 @@ func (e *env) waitOpen() {
 
 func (e *env) do(method, path, body string, header ...string) (int, string, http.Header) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if method != http.MethodGet {
-		req.Header.Set("Content-Type", "application/json") // header may override it
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), resp.Header
+	return routertest.Do(e.t, method, e.srv.URL+path, body, header...)
 }
 
-func read(t *testing.T, c *websocket.Conn) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	_, data, err := c.Read(ctx)
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return string(data)
-}
+// read returns the next message c gets, failing t after a few seconds.
+var read = routertest.Read
 
 func TestProtocolRouting(t *testing.T) {
 	e := newEnv(t, channellayer.NewMemory(), "")
@@ -265,38 +231,6 @@ func TestAPIToken(t *testing.T) {
 	}
 }
 
-func TestPostsAPI(t *testing.T) {
-	e := newEnv(t, channellayer.NewMemory(), "")
-	c := e.mustDial("/notifications/")
-	status, body, _ := e.do("POST", "/posts", `{"author":"ana","message":"first!"}`)
-	if status != http.StatusCreated {
-		t.Fatalf("create: %d %s", status, body)
-	}
-	var post notifier.Post
-	if err := json.Unmarshal([]byte(body), &post); err != nil || post.ID == 0 || post.Author != "ana" {
-		t.Fatalf("created %s: %v", body, err)
-	}
-	var got map[string]any
-	if err := json.Unmarshal([]byte(read(t, c)), &got); err != nil {
-		t.Fatal(err)
-	}
-	if got["type"] != "name.gossip" || got["event"] != "New Post" || got["sender"] != "ana" || got["message"] != "first!" || got["id"] != float64(post.ID) {
-		t.Fatalf("notification %v", got)
-	}
-	status, body, _ = e.do("GET", "/posts?limit=10", "")
-	if status != http.StatusOK || !strings.Contains(body, `"first!"`) {
-		t.Fatalf("list: %d %s", status, body)
-	}
-	for _, bad := range []string{`{}`, `{"author":"","message":"x"}`, `{"author":"a","message":""}`, `{"author":"a","message":"x","extra":1}`, `{"author":1,"message":"x"}`, `nope`} {
-		if status, body, _ := e.do("POST", "/posts", bad); status != http.StatusBadRequest {
-			t.Errorf("POST /posts %s: %d %s, want 400", bad, status, body)
-		}
-	}
-	if status, _, _ := e.do("GET", "/posts?limit=0", ""); status != http.StatusBadRequest {
-		t.Errorf("limit=0: %d, want 400", status)
-	}
-}
-
 // TestLayerDownIs503 uses a real Redis client aimed at a port where no
 // Redis listens: the layer is down, and the API must say so.
 func TestLayerDownIs503(t *testing.T) {
@@ -324,11 +258,6 @@ func TestLayerDownIs503(t *testing.T) {
 	}
 	if _, body, _ := e.do("GET", "/metrics", ""); !strings.Contains(body, `herald_layer_errors_total{op="group_send"} 1`) {
 		t.Errorf("layer error not counted:\n%s", body)
-	}
-	// A stored post is accepted, its delivery pending: retrying it would
-	// post it twice.
-	if status, body, _ := e.do("POST", "/posts", `{"author":"a","message":"b"}`); status != http.StatusCreated || !strings.Contains(body, `"delivery":"pending"`) {
-		t.Fatalf("post with Redis down: %d %s, want 201 pending", status, body)
 	}
 }
 

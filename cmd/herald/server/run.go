@@ -181,7 +181,6 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 	}
 	api := &router.API{
 		Layer:   layer,
-		Posts:   posts,
 		Token:   cfg.APIToken,
 		MaxBody: cfg.MaxFrame,
 		Logger:  log,
@@ -197,6 +196,8 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 		}
 	}
 	api.Mount(rt.HTTP())
+	// The demo's posts, POST behind the same per-address buckets as /api/.
+	(&demo.Posts{Store: posts, MaxBody: cfg.MaxFrame, Logger: log}).Mount(rt.HTTP(), api.Limit.Handler)
 	if cfg.MetricsAddr == "" {
 		// On the public address, /metrics is as open as /api/.
 		rt.HTTP().Method(http.MethodGet, "/metrics", router.RequireToken(cfg.APIToken, metrics.Handler()))

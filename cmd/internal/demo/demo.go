@@ -1,8 +1,8 @@
 // Package demo is the application Herald serves out of the box: the page
 // in web/ shows posts as they are made. Its browsers connect to Path,
-// join Group and are sent the messages of Type; everything else in the
-// server is configuration of the framework packages, which know nothing
-// of it.
+// join Group and are sent the messages of Type, and Posts serves the
+// posts they make over HTTP; everything else in the server is
+// configuration of the framework packages, which know nothing of it.
 package demo
 
 import "github.com/heraldhq/herald/consumer"
