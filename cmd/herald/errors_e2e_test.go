@@ -127,7 +127,7 @@ func TestPostgresDownAnswersLeakNothing(t *testing.T) {
 			if code := checkLeakFree(t, "GET /posts", st, body, tc.also...); st != 503 || code != "unavailable" {
 				t.Errorf("GET /posts: %d %s, want 503 unavailable", st, body)
 			}
-			if !strings.Contains(in.log.String(), "router: creating post failed") {
+			if !strings.Contains(in.log.String(), "demo: creating post failed") {
 				t.Errorf("the store's error was not logged:\n%s", in.log.String())
 			}
 			if strings.Contains(in.log.String(), "s3cret") {

@@ -33,8 +33,8 @@ type Posts struct {
 	Store notifier.Store
 	// MaxBody is the largest request body in bytes. Default 64 KiB.
 	MaxBody int64
-	// Logger receives server-side failures, worded ("router: ...") as
-	// the server's log has always worded them. Default slog.Default().
+	// Logger receives server-side failures ("demo: ..."). Default
+	// slog.Default().
 	Logger *slog.Logger
 }
 
@@ -100,7 +100,7 @@ func (p *Posts) Create(w http.ResponseWriter, r *http.Request) {
 		// The database's own rules refused the post: the client's to fix,
 		// so no retry, and its SQL error, which names the constraint,
 		// stays in the log.
-		p.logger().Info("router: the database refused a post", "err", err)
+		p.logger().Info("demo: the database refused a post", "err", err)
 		switch {
 		case errors.Is(err, notifier.ErrPostConflict):
 			router.WriteErrorCode(w, http.StatusConflict, router.CodeConflict, refused.Reason)
@@ -115,12 +115,12 @@ func (p *Posts) Create(w http.ResponseWriter, r *http.Request) {
 		router.WriteErrorCode(w, http.StatusUnprocessableEntity, router.CodeIdempotencyKeyReuse,
 			"this Idempotency-Key was used for another post; use a new key for a new post")
 	case errors.Is(err, notifier.ErrBacklogFull):
-		p.logger().Warn("router: creating post failed", "err", err)
+		p.logger().Warn("demo: creating post failed", "err", err)
 		w.Header().Set("Retry-After", "1")
 		router.WriteErrorCode(w, http.StatusServiceUnavailable, router.CodeUnavailable,
 			"the post was not stored: too many posts wait for the channel layer; retry after Retry-After")
 	default:
-		p.logger().Warn("router: creating post failed", "err", err)
+		p.logger().Warn("demo: creating post failed", "err", err)
 		w.Header().Set("Retry-After", "1")
 		router.WriteErrorCode(w, http.StatusServiceUnavailable, router.CodeUnavailable,
 			"the post was not stored: the database is unreachable; retry after Retry-After")
@@ -141,7 +141,7 @@ func (p *Posts) Recent(w http.ResponseWriter, r *http.Request) {
 	}
 	posts, err := p.Store.Recent(r.Context(), limit)
 	if err != nil {
-		p.logger().Warn("router: listing posts failed", "err", err)
+		p.logger().Warn("demo: listing posts failed", "err", err)
 		w.Header().Set("Retry-After", "1")
 		router.WriteErrorCode(w, http.StatusServiceUnavailable, router.CodeUnavailable,
 			"could not list posts: the database is unreachable; retry after Retry-After")
