@@ -168,6 +168,14 @@ func Run(ctx context.Context, cfg *Config, out io.Writer, listening func(addr st
 			_ = memPosts.Run(bgCtx) // delivers the posts kept while the layer is down
 		}()
 	}
+	// The background work stops before the pool and the layer it sends
+	// through are closed (deferred calls run last first, and theirs were
+	// registered before this), so that the listener is not cut in the
+	// middle of a send and left to log it as failed.
+	defer func() {
+		cancel()
+		bg.Wait()
+	}()
 
 	rt := router.New(conns, log)
 	rt.AllowedHosts = cfg.allowedHosts()
