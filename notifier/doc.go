@@ -45,8 +45,9 @@
 // including rows committed while a Listener was away.
 //
 // A group with no member is not an error. A row a bridge cannot encode,
-// and a send that fails for any reason but an unreachable layer, is
-// logged and not retried. Clients that miss a row (offline, slow, or
+// and a send that fails for any reason but an unreachable or closed
+// layer, is logged and not retried; a closed layer ends the session, and
+// the row is offered again rather than recorded as sent. Clients that miss a row (offline, slow, or
 // behind a failed send) can read it from its table, as with Store.Recent.
 //
 // # Pacing

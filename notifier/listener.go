@@ -547,8 +547,8 @@ func (l *Listener) sendPage(ctx context.Context, conn *pgx.Conn, page []logEntry
 //
 // A row that cannot be encoded, and a send that fails otherwise, are
 // logged and not retried: the row is not lost for good, as it stays in
-// its table. deliver returns an error only when Pace fails or ctx ends;
-// the row is then neither sent nor skipped.
+// its table. deliver returns an error only when Pace fails, ctx ends or
+// the layer is closed; the row is then neither sent nor skipped.
 func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []byte, pace bool) error {
 	b, ok := l.bridges[source]
 	if !ok {
@@ -575,6 +575,11 @@ func (l *Listener) deliver(ctx context.Context, seq int64, source string, row []
 	}
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err() // not known to be sent: a later Run offers it again
+	}
+	if errors.Is(err, channellayer.ErrClosed) {
+		// Not sent, and not a fault of the row: recording it as done
+		// would leave it to nobody. The session ends and offers it again.
+		return fmt.Errorf("notifier: row %d: %w", seq, err)
 	}
 	if l.once && errors.Is(err, channellayer.ErrUnavailable) {
 		if !l.held {
