@@ -175,6 +175,25 @@ func (w *historyWatch) send(i int) error {
 	return err
 }
 
+// sendAfterFailover sends message i until a send goes through, which
+// it does once a replica has taken over the master that failed; it
+// fails the test after 30 s.
+func (w *historyWatch) sendAfterFailover(cluster *layertest.RedisCluster, i int) {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := w.send(i)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			cluster.LogState(w.t)
+			w.t.Fatalf("no replica took over within 30 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the failover, bounded by deadline
+	}
+}
+
 func (w *historyWatch) mustSend(i int) {
 	w.t.Helper()
 	if err := w.send(i); err != nil {
@@ -252,18 +271,7 @@ func TestRedisClusterFailover(t *testing.T) {
 	}
 	// Sends fail until a replica has taken over; the first that does not
 	// is message 1.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := w.send(1)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cluster.LogState(t)
-			t.Fatalf("no replica took over within 30 s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the failover, bounded by deadline
-	}
+	w.sendAfterFailover(cluster, 1)
 	w.mustSend(2)
 	w.mustSend(3)
 	for i := 1; i <= 3; i++ {
@@ -334,18 +342,7 @@ func TestRedisClusterFrozenMaster(t *testing.T) {
 		t.Errorf("Check took %v while a master was frozen, want about 1 s at most", d)
 	}
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := w.send(1)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cluster.LogState(t)
-			t.Fatalf("no replica took over within 30 s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the failover, bounded by deadline
-	}
+	w.sendAfterFailover(cluster, 1)
 	took := time.Now()
 	t.Logf("a send succeeded %v after the master froze", took.Sub(pausedAt).Round(time.Millisecond))
 	w.mustSend(2)

@@ -64,18 +64,7 @@ func TestRedisClusterDeposedMaster(t *testing.T) {
 		_, err := slowPub.GroupSend(context.Background(), w.group, layertest.Msg(t, "q", 0).WithKey("q"))
 		queued <- err
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := w.send(2)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cluster.LogState(t)
-			t.Fatalf("no replica took over within 30 s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the failover, bounded by deadline
-	}
+	w.sendAfterFailover(cluster, 2)
 	t.Logf("a send succeeded %v after the master froze", time.Since(pausedAt).Round(time.Millisecond))
 	w.expect(2)
 	// The caller's retry of the waiting send, with its key, on the new
