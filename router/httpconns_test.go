@@ -103,7 +103,6 @@ func TestHTTPConnsHandoff(t *testing.T) {
 	}
 	waitOpen(t, hc, 0)
 	c.Close()
-	time.Sleep(20 * time.Millisecond)
 	waitOpen(t, hc, 0)
 	if st := hc.Stats(); st.Accepted != 1 {
 		t.Errorf("accepted %d, want 1", st.Accepted)
