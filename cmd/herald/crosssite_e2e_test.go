@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -13,49 +12,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald/router/routertest"
 )
-
-// rawPost sends a POST to addr's path with the headers (name, value
-// pairs; "Host" sets the Host header) and returns the status and the
-// error body's code.
-func rawPost(t *testing.T, addr, path, body string, header ...string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		if header[i] == "Host" {
-			req.Host = header[i+1]
-		} else {
-			req.Header.Set(header[i], header[i+1])
-		}
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var eb struct{ Code string }
-	_ = json.Unmarshal(b, &eb)
-	return resp.StatusCode, eb.Code
-}
-
-// forgedWrites are the writes a page on evil.com can make to Herald from
-// a visitor's browser: "simple" requests (text/plain, form, multipart
-// bodies), which need no CORS preflight, so the browser sends them
-// whatever Herald would say.
-var forgedWrites = []struct {
-	name   string
-	header []string
-}{
-	{"text/plain from evil.com", []string{"Content-Type", "text/plain;charset=UTF-8", "Origin", "http://evil.com", "Sec-Fetch-Site", "cross-site"}},
-	{"form from evil.com", []string{"Content-Type", "application/x-www-form-urlencoded", "Origin", "http://evil.com"}},
-	{"multipart from evil.com", []string{"Content-Type", "multipart/form-data; boundary=b", "Origin", "https://evil.com"}},
-	{"text/plain, cross-site, no Origin", []string{"Content-Type", "text/plain", "Sec-Fetch-Site", "cross-site"}},
-	{"text/plain, no Origin", []string{"Content-Type", "text/plain"}},
-}
 
 // TestCrossSiteWritesRefused: forged cross-site writes to POST /posts and
 // to the open API (no HERALD_API_TOKEN) are refused with 403 or 415, and
@@ -66,20 +25,20 @@ func TestCrossSiteWritesRefused(t *testing.T) {
 	in := startHerald(t)
 	browser := dialNotifications(t, in.addr)
 
-	for _, f := range forgedWrites {
+	for _, f := range routertest.CrossSiteWrites(in.addr) {
 		for _, w := range []struct{ path, body string }{
 			{"/posts", `{"author":"mallory","message":"forged"}`},
 			{"/api/groups/gossip/send", `{"type":"name.gossip","sender":"mallory","message":"forged"}`},
 		} {
-			status, code := rawPost(t, in.addr, w.path, w.body, f.header...)
-			if (status != http.StatusForbidden || code != "cross_site") && (status != http.StatusUnsupportedMediaType || code != "json_required") {
-				t.Errorf("POST %s, %s: %d %q, want 403 cross_site or 415 json_required", w.path, f.name, status, code)
+			status, body, _ := routertest.Do(t, http.MethodPost, "http://"+in.addr+w.path, w.body, f.Header...)
+			if status != f.Status || !strings.Contains(body, `"code":"`+f.Code+`"`) {
+				t.Errorf("POST %s, %s: %d %s, want %d %s", w.path, f.Name, status, body, f.Status, f.Code)
 			}
 		}
 	}
 
 	// The page at Herald's own address posts as web/app.js does.
-	status, _ := rawPost(t, in.addr, "/posts", `{"author":"ana","message":"same-origin"}`,
+	status, _, _ := routertest.Do(t, http.MethodPost, "http://"+in.addr+"/posts", `{"author":"ana","message":"same-origin"}`,
 		"Content-Type", "application/json", "Accept", "application/json", "Idempotency-Key", "k1",
 		"Origin", "http://"+in.addr, "Sec-Fetch-Site", "same-origin")
 	if status != http.StatusCreated {
